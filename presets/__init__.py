@@ -1,0 +1,1 @@
+"""Preset config files (YAML), shipped with the package."""
