@@ -1,0 +1,305 @@
+"""A local Hugging Face LLM for stage-2 scoring: one forward pass per batch, through the cache.
+
+Scoring with ``generate`` decodes token after token and then parses the text. The answer the
+paper wants is one of the characters ``0``-``5``, and its first token already decides it, so
+:meth:`LocalLM.next_token_distribution` reads the model's next-token distribution over the
+score tokens in ONE forward pass:
+
+- encoder-decoder (Flan-T5): the encoder runs on the prompt, the decoder on the start token
+  alone; the logits of that first decoder step are the distribution of the first answer token.
+- decoder-only (Llama, Qwen, Mistral...): prompts are left-padded, position ids follow the
+  attention mask (so padding does not shift positions), and the logits at the last prompt
+  position are the distribution of the first answer token. Where the tokenizer has a chat
+  template, the prompt is wrapped as one user turn with the generation prompt appended.
+
+Each score string may be produced by more than one token (GPT-style BPE has both ``3`` and
+`` 3``); its probability is the sum over the single-token spellings ``s`` and ``" " + s``.
+Where a score string has no single-token spelling (e.g. SentencePiece vocabularies that split
+``3`` into ``▁`` + ``3``), one forward pass cannot answer, and callers fall back to
+:meth:`LocalLM.generate` plus the official parser.
+
+Both methods go through the :class:`~multicsr_core.llm.cache.ResponseCache`; the cache key holds
+the model name (and revision), the exact prompt and the mode with its parameters, so a
+distribution and a generated text for the same prompt are separate items.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from multicsr_core.llm.cache import FAILED, OK, CacheEntry, ResponseCache, cache_key
+
+log = logging.getLogger(__name__)
+
+DISTRIBUTION_MODE = "next-token-distribution"
+GENERATE_MODE = "greedy-generate"
+
+# Validates a result: returns None if usable, else the error that makes it a failure.
+TextValidator = Callable[[str], "str | None"]
+DistributionValidator = Callable[[Mapping[str, float], float], "str | None"]
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """One prompt's outcome: a text (generate) or a distribution over candidates (one forward)."""
+
+    status: str  # ok | failed
+    text: str | None = None
+    distribution: dict[str, float] | None = None  # candidate -> probability, renormalised over candidates
+    mass: float | None = None  # probability the model put on all candidates together, before renormalising
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+class LocalLM:
+    """A Hugging Face causal or seq2seq LM, batched, with every result cached.
+
+    Args:
+        model, tokenizer: loaded objects (see :meth:`from_pretrained` for loading by id).
+        name: the model's identity in cache keys and fingerprints (hub id or path, plus revision).
+        cache: where results go; None disables caching (a warning: nothing survives a crash).
+        batch_size: prompts per forward pass.
+        use_chat_template: wrap prompts in the tokenizer's chat template; None means "if it has one"
+            (never for encoder-decoder models).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        name: str,
+        cache: ResponseCache | None = None,
+        batch_size: int = 16,
+        use_chat_template: bool | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.cache = cache
+        self.batch_size = batch_size
+        self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if use_chat_template and (self.is_seq2seq or not has_template):
+            raise ValueError(f"{name}: use_chat_template=True but the tokenizer has no chat template "
+                             "(or the model is encoder-decoder)")
+        self.use_chat_template = has_template and not self.is_seq2seq if use_chat_template is None else use_chat_template
+        if not self.is_seq2seq:
+            tokenizer.padding_side = "left"  # the last position must be the prompt's last token
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token_id is None:
+                raise ValueError(f"{name}: the tokenizer has neither a pad nor an eos token to pad batches with")
+            tokenizer.pad_token = tokenizer.eos_token
+        if cache is None:
+            log.warning("%s: no response cache; results will not survive a crash", name)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str,
+        *,
+        revision: str | None = None,
+        device: str = "cpu",
+        dtype: str = "float32",
+        cache: ResponseCache | None = None,
+        **kwargs,
+    ) -> "LocalLM":
+        """Load a hub id or local folder (seq2seq if its config says encoder-decoder)."""
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        config = AutoConfig.from_pretrained(model_id, revision=revision)
+        model_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        model = model_class.from_pretrained(model_id, revision=revision, dtype=getattr(torch, dtype)).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        name = f"{model_id}@{revision}" if revision else model_id
+        return cls(model, tokenizer, name=name, cache=cache, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> str:
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    def fingerprint(self) -> dict:
+        return {"model": self.name, "dtype": self.dtype, "chat_template": self.use_chat_template}
+
+    # -- tokens ------------------------------------------------------------------------
+    def candidate_token_ids(self, candidates: Sequence[str]) -> dict[str, list[int]] | None:
+        """Single-token spellings of each candidate (``s`` and ``" " + s``); None if one has none."""
+        unk = self.tokenizer.unk_token_id
+        found: dict[str, list[int]] = {}
+        for candidate in candidates:
+            ids: list[int] = []
+            for spelling in (candidate, " " + candidate):
+                encoded = self.tokenizer.encode(spelling, add_special_tokens=False)
+                if len(encoded) == 1 and encoded[0] != unk and encoded[0] not in ids:
+                    ids.append(encoded[0])
+            if not ids:
+                return None
+            found[candidate] = ids
+        owners: dict[int, str] = {}
+        for candidate, ids in found.items():
+            for token_id in ids:
+                if token_id in owners:
+                    raise ValueError(f"{self.name}: candidates {owners[token_id]!r} and {candidate!r} share token {token_id}")
+                owners[token_id] = candidate
+        return found
+
+    def _model_input(self, prompts: Sequence[str]) -> list[str]:
+        if not self.use_chat_template:
+            return list(prompts)
+        return [
+            self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ]
+
+    def _encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        # A chat template already holds the special tokens; adding them again would double BOS.
+        batch = self.tokenizer(self._model_input(prompts), return_tensors="pt", padding=True,
+                               add_special_tokens=not self.use_chat_template)
+        return {name: batch[name].to(self.device) for name in ("input_ids", "attention_mask")}
+
+    def _batches(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Indices grouped into batches of similar length (less padding), longest first."""
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+    # -- one forward -------------------------------------------------------------------
+    @torch.inference_mode()
+    def first_token_logits(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Logits of the first answer token for each prompt, one forward pass: [len(prompts), vocab]."""
+        batch = self._encode(prompts)
+        if self.is_seq2seq:
+            start = self.model.config.decoder_start_token_id
+            if start is None:
+                raise ValueError(f"{self.name}: config has no decoder_start_token_id")
+            decoder_input_ids = torch.full((len(prompts), 1), start, dtype=torch.long, device=self.device)
+            logits = self.model(**batch, decoder_input_ids=decoder_input_ids, use_cache=False).logits
+            return logits[:, 0, :].float()
+        # Left padding: positions count real tokens only, as generate() does.
+        position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(**batch, position_ids=position_ids, use_cache=False, logits_to_keep=1).logits
+        return logits[:, -1, :].float()
+
+    def _key(self, prompt: str, params: Mapping) -> str:
+        return cache_key(self.name, prompt, {**params, "dtype": self.dtype, "chat_template": self.use_chat_template})
+
+    def _cached(self, keys: Sequence[str]) -> dict:
+        if self.cache is None:
+            return {}
+        return {key: row for key, row in self.cache.get_many(keys).items() if row.ok}
+
+    def _store(self, entries: list[CacheEntry]) -> None:
+        if self.cache is not None:
+            self.cache.put_many(entries)
+
+    def next_token_distribution(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[str],
+        *,
+        validate: DistributionValidator | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[LocalResult]:
+        """The next-token probability of each candidate string, renormalised over the candidates.
+
+        Raises ValueError if a candidate has no single-token spelling (use :meth:`generate`).
+        """
+        token_ids = self.candidate_token_ids(candidates)
+        if token_ids is None:
+            raise ValueError(f"{self.name}: not every candidate in {list(candidates)} is a single token; "
+                             "score with generate + parse instead")
+        params = {"mode": DISTRIBUTION_MODE, "candidates": list(candidates)}
+        return self._run(prompts, params, lambda idx: self._distribution_batch(prompts, idx, token_ids, validate),
+                         progress)
+
+    def _distribution_batch(self, prompts, indices, token_ids, validate) -> list[tuple[str, dict, str | None, str | None]]:
+        probs = torch.softmax(self.first_token_logits([prompts[i] for i in indices]), dim=-1)
+        rows = []
+        for row in probs:
+            raw = {candidate: float(row[ids].sum()) for candidate, ids in token_ids.items()}
+            mass = sum(raw.values())
+            distribution = {candidate: p / mass for candidate, p in raw.items()} if mass > 0 else raw
+            error = validate(distribution, mass) if validate is not None else None
+            rows.append((OK if error is None else FAILED, {"distribution": distribution, "mass": mass}, None, error))
+        return rows
+
+    # -- generate ----------------------------------------------------------------------
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int = 8,
+        validate: TextValidator | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[LocalResult]:
+        """Greedy ``model.generate`` per batch; the decoded reply of each prompt (cached)."""
+        params = {"mode": GENERATE_MODE, "max_new_tokens": max_new_tokens}
+        return self._run(prompts, params, lambda idx: self._generate_batch(prompts, idx, max_new_tokens, validate),
+                         progress)
+
+    @torch.inference_mode()
+    def _generate_batch(self, prompts, indices, max_new_tokens, validate) -> list:
+        batch = self._encode([prompts[i] for i in indices])
+        output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=self.tokenizer.pad_token_id)
+        if not self.is_seq2seq:
+            output = output[:, batch["input_ids"].shape[1] :]
+        rows = []
+        for text in self.tokenizer.batch_decode(output, skip_special_tokens=True):
+            error = validate(text) if validate is not None else None
+            rows.append((OK if error is None else FAILED, {"text": text}, text, error))
+        return rows
+
+    # -- shared batching and caching ---------------------------------------------------
+    def _run(self, prompts, params, compute, progress) -> list[LocalResult]:
+        keys = [self._key(prompt, params) for prompt in prompts]
+        cached = self._cached(keys)
+        results: list[LocalResult | None] = [None] * len(prompts)
+        todo: dict[str, int] = {}  # first index of each distinct uncached prompt
+        for index, key in enumerate(keys):
+            if key in cached:
+                results[index] = self._result(cached[key].status, cached[key].response, cached[key].error, True)
+            else:
+                todo.setdefault(key, index)
+        done = len(prompts) - len(todo)
+        if progress is not None:
+            progress(done, len(prompts))
+        unique = list(todo.values())
+        for batch in self._batches([prompts[i] for i in unique]):
+            indices = [unique[j] for j in batch]
+            rows = compute(indices)
+            entries = []
+            for index, (status, response, raw, error) in zip(indices, rows):
+                results[index] = self._result(status, response, error, False)
+                entries.append(CacheEntry(keys[index], self.name, {"prompt": prompts[index], "params": params},
+                                          status, response=response, raw=raw, error=error))
+            self._store(entries)  # one committed transaction per batch
+            done += len(indices)
+            if progress is not None:
+                progress(done, len(prompts))
+        # duplicates of a prompt share its result
+        for index, key in enumerate(keys):
+            if results[index] is None:
+                results[index] = results[todo[key]]
+        if progress is not None and done != len(prompts):
+            progress(len(prompts), len(prompts))
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _result(status: str, response: dict | None, error: str | None, cached: bool) -> LocalResult:
+        response = response or {}
+        return LocalResult(status, text=response.get("text"), distribution=response.get("distribution"),
+                           mass=response.get("mass"), error=error, cached=cached)

@@ -1,0 +1,425 @@
+"""An OpenAI-compatible chat backend (ChatGPT, vLLM, Ollama, any ``base_url``) through the cache.
+
+Design, and which library does what:
+
+- Transport retries are the ``openai`` client's own (``max_retries``): it retries 408, 409, 429,
+  5xx, connection errors and timeouts with exponential backoff (0.5 s doubling, capped at 8 s,
+  with jitter) and honours ``Retry-After`` / ``retry-after-ms`` up to two minutes. Writing that
+  again would only add bugs.
+- tenacity is added for the one case the client does not retry: a 200 response that is not a
+  usable completion (malformed JSON, no choices, no message). Those come from flaky proxies
+  and gateways, and a second try usually succeeds (``invalid_reply_retries``).
+- A reply that arrives fine but that the caller cannot use (``validate`` returns an error, e.g.
+  a score that does not parse) is not retried within the run: at temperature 0 the same
+  prompt gives the same reply. It is stored as ``failed`` with the reply, and retried by the
+  next run.
+- Concurrency is a fixed pool of ``concurrency`` worker coroutines pulling items from one
+  iterator (the bounded equivalent of one task per item behind a semaphore, without
+  creating 500k task objects for a full corpus). Requests- and tokens-per-minute limits are
+  token buckets (``ratelimit.py``); cost and the budget cap are in ``accounting.py``.
+- Every outcome is written to the :class:`~multicsr_core.llm.cache.ResponseCache` the moment it
+  arrives. Items already answered are never requested again; identical requests within a
+  batch are sent once.
+
+The API key comes from ``api_key`` or the environment variable ``api_key_env``. It is held
+only by the client object: it is not part of cache keys, cache rows, the fingerprint, log
+lines or error messages (errors are scrubbed of it before they are stored or raised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+import pydantic
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from multicsr_core.llm.accounting import BudgetExceeded, Pricing, UsageLedger, UsageTotals, estimate_prompt_tokens
+from multicsr_core.llm.cache import FAILED, OK, CachedResponse, CacheEntry, ResponseCache, cache_key
+from multicsr_core.llm.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+NOT_REQUESTED = "not_requested"  # the budget cap stopped the run before this item was sent
+DEFAULT_MAX_TOKENS_ESTIMATE = 256  # for budget and TPM estimates when a request sets no max_tokens
+
+# Validates a reply: returns None if usable, else an error message (the item is then failed).
+ReplyValidator = Callable[[str, "list[dict] | None"], "str | None"]
+ProgressCallback = Callable[[int, int], None]
+T = TypeVar("T")
+
+
+def user_messages(prompt: str, system: str | None = None) -> list[dict[str, str]]:
+    """The chat messages for a single-turn prompt."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": prompt}]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion to make: the messages and the decoding parameters sent with them.
+
+    ``params`` go to ``chat.completions.create`` as they are (``temperature``, ``top_p``,
+    ``max_tokens``, ``stop``, ``logprobs``, ``top_logprobs``, ``seed``...) and into the cache key.
+    """
+
+    messages: Sequence[Mapping[str, str]]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_prompt(cls, prompt: str, system: str | None = None, **params: Any) -> "ChatRequest":
+        return cls(messages=user_messages(prompt, system), params=params)
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The outcome of one request: ``status`` is ``ok``, ``failed`` or ``not_requested``."""
+
+    status: str
+    text: str | None = None
+    error: str | None = None
+    # Per reply token: {"token": str, "logprob": float, "top": {token: logprob}}; None if absent.
+    logprobs: list[dict] | None = None
+    cached: bool = False  # answered from the cache, no request made
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @classmethod
+    def from_row(cls, row: CachedResponse, cached: bool) -> "ChatResult":
+        response = row.response or {}
+        return cls(
+            status=row.status,
+            text=response.get("text", row.raw),
+            error=row.error,
+            logprobs=response.get("logprobs"),
+            cached=cached,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+        )
+
+
+@dataclass
+class BatchReport:
+    """What a batch call did: results in input order, plus counts and spend for reporting."""
+
+    results: list[ChatResult]
+    usage: UsageTotals  # new spend in this call (cache hits cost nothing)
+    budget_exceeded: bool = False
+    budget_usd: float | None = None
+
+    @property
+    def n_ok(self) -> int:
+        return sum(result.status == OK for result in self.results)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(result.status == FAILED for result in self.results)
+
+    @property
+    def n_not_requested(self) -> int:
+        return sum(result.status == NOT_REQUESTED for result in self.results)
+
+    @property
+    def n_cached(self) -> int:
+        return sum(result.cached for result in self.results)
+
+    def first_errors(self, limit: int = 5) -> list[str]:
+        errors = [result.error for result in self.results if result.status == FAILED and result.error]
+        return list(dict.fromkeys(errors))[:limit]
+
+    def summary(self) -> str:
+        text = (
+            f"{self.n_ok} ok ({self.n_cached} from cache), {self.n_failed} failed, "
+            f"{self.n_not_requested} not requested; {self.usage.requests} requests, "
+            f"{self.usage.prompt_tokens} prompt + {self.usage.completion_tokens} completion tokens, "
+            f"${self.usage.cost_usd:.4f}"
+        )
+        if self.budget_exceeded:
+            text += f"; stopped at the budget cap of ${self.budget_usd:.4f} (rerun with a larger budget to resume)"
+        return text
+
+    def raise_for_budget(self) -> None:
+        """Raise :class:`BudgetExceeded` if the budget cap stopped this call."""
+        if self.budget_exceeded:
+            raise BudgetExceeded(self.summary())
+
+
+class InvalidReply(Exception):
+    """A 200 response that is not a usable completion (tenacity retries these)."""
+
+    def __init__(self, message: str, prompt_tokens: int = 0, completion_tokens: int = 0):
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+
+
+def run_sync(coroutine: Awaitable[T]) -> T:
+    """Run a coroutine to completion from synchronous code, even if a loop is running here."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)  # type: ignore[arg-type]
+    # Called from inside a running loop (a notebook, an async task): use a fresh one in a thread.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-sync") as pool:
+        return pool.submit(asyncio.run, coroutine).result()  # type: ignore[arg-type]
+
+
+def redact_url(url: str | None) -> str | None:
+    """A base URL without user:password or query string, safe for fingerprints and logs."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _logprobs_of(choice: Any) -> list[dict] | None:
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    return [
+        {
+            "token": item.token,
+            "logprob": float(item.logprob),
+            "top": {top.token: float(top.logprob) for top in (item.top_logprobs or [])},
+        }
+        for item in content
+    ]
+
+
+class OpenAIChatBackend:
+    """Cached, concurrent, rate-limited, budgeted chat completions against one model.
+
+    Args:
+        model: the model name the endpoint expects (``gpt-3.5-turbo``, a vLLM served name...).
+        cache: the response cache every outcome goes to.
+        base_url: the endpoint (``http://host:8000/v1``); None means api.openai.com.
+        api_key: the key itself; if None it is read from ``api_key_env``. A local server
+            (``base_url`` set) may need none: the placeholder ``"EMPTY"`` is sent then.
+        concurrency: requests in flight at once.
+        timeout_s: per-request timeout (each attempt).
+        max_retries: the openai client's transport retries (429, 5xx, timeouts, connection).
+        invalid_reply_retries: extra attempts for 200 responses that are not a completion.
+        requests_per_minute, tokens_per_minute: client-side limits (None: unlimited).
+        pricing: USD per million prompt / completion tokens, for cost accounting.
+        budget_usd: stop starting requests once this much would be spent (None: no cap).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        cache: ResponseCache,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 16,
+        timeout_s: float = 60.0,
+        max_retries: int = 5,
+        invalid_reply_retries: int = 2,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        pricing: Pricing = Pricing(),
+        budget_usd: float | None = None,
+    ):
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        if max_retries < 0 or invalid_reply_retries < 0:
+            raise ValueError("max_retries and invalid_reply_retries must not be negative")
+        key = api_key if api_key is not None else os.environ.get(api_key_env)
+        if not key:
+            if base_url is None:
+                raise ValueError(f"no API key: set the environment variable {api_key_env} or pass api_key")
+            key = "EMPTY"  # vLLM / Ollama convention: the server does not check it
+        self.model = model
+        self.cache = cache
+        self.base_url = base_url
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.invalid_reply_retries = invalid_reply_retries
+        self._api_key = key
+        self._requests_bucket = TokenBucket(requests_per_minute) if requests_per_minute else None
+        self._tokens_bucket = TokenBucket(tokens_per_minute) if tokens_per_minute else None
+        self.ledger = UsageLedger(pricing, budget_usd)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIChatBackend(model={self.model!r}, base_url={redact_url(self.base_url)!r})"
+
+    def fingerprint(self) -> dict:
+        return {"backend": "openai-compatible", "model": self.model, "base_url": redact_url(self.base_url)}
+
+    @property
+    def usage(self) -> UsageTotals:
+        """Everything this backend object has spent so far (all calls)."""
+        return self.ledger.totals()
+
+    def key_for(self, request: ChatRequest) -> str:
+        return cache_key(self.model, request.messages, request.params)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key != "EMPTY" else text
+
+    # -- one request -------------------------------------------------------------------
+    def _estimates(self, request: ChatRequest) -> tuple[int, float]:
+        chars = sum(len(str(message.get("content", ""))) for message in request.messages)
+        prompt_tokens = estimate_prompt_tokens(chars)
+        completion_tokens = int(request.params.get("max_tokens") or DEFAULT_MAX_TOKENS_ESTIMATE)
+        return prompt_tokens + completion_tokens, self.ledger.pricing.cost(prompt_tokens, completion_tokens)
+
+    async def _create(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[Any, int, int]:
+        """One completion with the invalid-reply retries; returns (choice, prompt_tokens, completion_tokens)
+        where the token counts add up every attempt that reported usage."""
+        spent = [0, 0]
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(1 + self.invalid_reply_retries),
+            wait=wait_exponential(multiplier=0.25, max=4.0),
+            retry=retry_if_exception_type(InvalidReply),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    completion = await client.chat.completions.create(
+                        model=self.model, messages=list(request.messages), **dict(request.params)
+                    )
+                except (json.JSONDecodeError, pydantic.ValidationError, openai.APIResponseValidationError) as err:
+                    raise InvalidReply(f"malformed response body ({type(err).__name__}: {err})") from None
+                usage = getattr(completion, "usage", None)
+                if usage is not None:
+                    spent[0] += int(usage.prompt_tokens or 0)
+                    spent[1] += int(usage.completion_tokens or 0)
+                if not completion.choices:
+                    raise InvalidReply("response has no choices")
+                if completion.choices[0].message is None or completion.choices[0].message.content is None:
+                    raise InvalidReply("response choice has no message content")
+                return completion.choices[0], spent[0], spent[1]
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _request(
+        self, client: openai.AsyncOpenAI, key: str, request: ChatRequest, validate: ReplyValidator | None
+    ) -> ChatResult:
+        token_estimate, cost_estimate = self._estimates(request)
+        if self._requests_bucket is not None:
+            await self._requests_bucket.acquire(1)
+        if self._tokens_bucket is not None:
+            await self._tokens_bucket.acquire(token_estimate)
+        stored_request = {"messages": [dict(m) for m in request.messages], "params": dict(request.params)}
+        prompt_tokens = completion_tokens = 0
+        try:
+            choice, prompt_tokens, completion_tokens = await self._create(client, request)
+        except (openai.APIError, InvalidReply) as err:
+            if isinstance(err, InvalidReply):
+                prompt_tokens, completion_tokens = err.prompt_tokens, err.completion_tokens
+            error = self._redact(f"{type(err).__name__}: {err}")
+            self.cache.put(
+                CacheEntry(key, self.model, stored_request, FAILED, error=error,
+                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            )
+            return ChatResult(FAILED, error=error, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        finally:
+            self.ledger.settle(cost_estimate, prompt_tokens, completion_tokens)
+            if self._tokens_bucket is not None and (prompt_tokens or completion_tokens):
+                self._tokens_bucket.adjust(prompt_tokens + completion_tokens - token_estimate)
+
+        text = choice.message.content
+        logprobs = _logprobs_of(choice)
+        problem = validate(text, logprobs) if validate is not None else None
+        status = OK if problem is None else FAILED
+        response = {"text": text, "logprobs": logprobs, "finish_reason": choice.finish_reason}
+        self.cache.put(
+            CacheEntry(key, self.model, stored_request, status, response=response, raw=text, error=problem,
+                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        )
+        return ChatResult(status, text=text, error=problem, logprobs=logprobs,
+                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    # -- batches -----------------------------------------------------------------------
+    async def acomplete(
+        self,
+        requests: Sequence[ChatRequest],
+        *,
+        validate: ReplyValidator | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> BatchReport:
+        """Answer every request, from the cache where possible; results come in input order."""
+        keys = [self.key_for(request) for request in requests]
+        stored = self.cache.get_many(keys)
+        results: list[ChatResult | None] = [None] * len(requests)
+        pending: dict[str, list[int]] = {}  # each distinct request is sent once
+        for index, key in enumerate(keys):
+            row = stored.get(key)
+            if row is not None and row.ok:
+                results[index] = ChatResult.from_row(row, cached=True)
+            else:
+                pending.setdefault(key, []).append(index)
+
+        before = self.ledger.totals()
+        budget_hit = False
+        done = len(requests) - sum(len(indices) for indices in pending.values())
+        if progress is not None:
+            progress(done, len(requests))
+        if pending:
+            work = iter(pending.items())
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout_s
+            )
+
+            async def worker() -> None:
+                nonlocal budget_hit, done
+                for key, indices in work:  # the shared iterator hands each item to one worker
+                    request = requests[indices[0]]
+                    if budget_hit or not self.ledger.try_reserve(self._estimates(request)[1]):
+                        budget_hit = True
+                        outcome = ChatResult(NOT_REQUESTED, error="not requested: the budget cap was reached")
+                    else:
+                        outcome = await self._request(client, key, request, validate)
+                    for index in indices:
+                        results[index] = outcome
+                    done += len(indices)
+                    if progress is not None:
+                        progress(done, len(requests))
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(self.concurrency, len(pending))):
+                        group.create_task(worker())
+            finally:
+                await client.close()
+
+        after = self.ledger.totals()
+        spent = UsageTotals(
+            requests=after.requests - before.requests,
+            prompt_tokens=after.prompt_tokens - before.prompt_tokens,
+            completion_tokens=after.completion_tokens - before.completion_tokens,
+            cost_usd=after.cost_usd - before.cost_usd,
+        )
+        report = BatchReport([r for r in results if r is not None], spent, budget_hit, self.ledger.budget_usd)
+        assert len(report.results) == len(requests)
+        log.info("%s: %s", self.model, report.summary())
+        return report
+
+    def complete(
+        self,
+        requests: Sequence[ChatRequest],
+        *,
+        validate: ReplyValidator | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> BatchReport:
+        """Synchronous facade over :meth:`acomplete` (runs its own event loop)."""
+        return run_sync(self.acomplete(requests, validate=validate, progress=progress))

@@ -1,0 +1,120 @@
+"""The SQLite response cache: keys, statuses, durability and concurrent writers."""
+
+import multiprocessing
+import sqlite3
+import threading
+
+import pytest
+
+from multicsr_core.llm.cache import FAILED, OK, CacheEntry, ResponseCache, cache_key
+
+MESSAGES = [{"role": "user", "content": "Scoring ... (a) x (b) y"}]
+
+
+def entry(key, status=OK, text="3", error=None):
+    return CacheEntry(key, "m", {"prompt": "p"}, status, response={"text": text} if text else None, raw=text,
+                      error=error, prompt_tokens=5, completion_tokens=1)
+
+
+def test_key_depends_on_model_prompt_and_params_only():
+    base = cache_key("gpt", MESSAGES, {"temperature": 0.0, "max_tokens": 8})
+    assert base == cache_key("gpt", [dict(MESSAGES[0])], {"max_tokens": 8, "temperature": 0.0})  # order-free
+    assert base != cache_key("gpt-4", MESSAGES, {"temperature": 0.0, "max_tokens": 8})
+    assert base != cache_key("gpt", [{"role": "user", "content": "other"}], {"temperature": 0.0, "max_tokens": 8})
+    assert base != cache_key("gpt", MESSAGES, {"temperature": 0.7, "max_tokens": 8})
+    assert base != cache_key("gpt", "Scoring ... (a) x (b) y", {"temperature": 0.0, "max_tokens": 8})
+    assert len(base) == 64 and int(base, 16) >= 0
+
+
+def test_roundtrip_and_wal_mode(tmp_path):
+    path = tmp_path / "cache" / "responses.sqlite"
+    with ResponseCache(path) as cache:
+        cache.put(entry("k1"))
+        cache.put(entry("k2", FAILED, text="no idea", error="does not parse"))
+        rows = cache.get_many(["k1", "k2", "missing", "k1"])
+    assert set(rows) == {"k1", "k2"}
+    assert rows["k1"].ok and rows["k1"].response == {"text": "3"} and rows["k1"].prompt_tokens == 5
+    assert rows["k2"].status == FAILED and rows["k2"].raw == "no idea" and rows["k2"].error == "does not parse"
+    # A fresh process-level connection sees committed rows, and the journal is WAL.
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 2
+    conn.close()
+
+
+def test_failed_rows_are_retried_and_ok_rows_are_final(tmp_path):
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        cache.put(entry("k", FAILED, text=None, error="timeout"))
+        cache.put(entry("k", FAILED, text=None, error="500"))
+        row = cache.get("k")
+        assert row.status == FAILED and row.error == "500" and row.attempts == 2
+        cache.put(entry("k", OK, text="4"))
+        assert cache.get("k").ok and cache.get("k").attempts == 3
+        cache.put(entry("k", FAILED, text=None, error="late failure"))  # must not clobber the answer
+        cache.put(entry("k", OK, text="5"))  # nor may a second answer replace the first
+        row = cache.get("k")
+        assert row.ok and row.response == {"text": "4"} and row.error is None
+        assert cache.counts() == {OK: 1, FAILED: 0}
+
+
+def test_put_many_is_one_transaction_and_get_many_chunks(tmp_path):
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many([entry(f"k{i}") for i in range(1200)])  # more than one SQL variable chunk
+        assert len(cache.get_many([f"k{i}" for i in range(1200)])) == 1200
+        assert cache.token_totals() == (1200 * 5, 1200 * 1)
+        with pytest.raises(ValueError):
+            cache.put_many([entry("a"), entry("b", status="pending")])
+        assert cache.get("a") is None  # nothing of the bad batch was written
+
+
+def test_threads_share_a_cache(tmp_path):
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    errors = []
+
+    def write(worker):
+        try:
+            for i in range(100):
+                cache.put(entry(f"w{worker}-{i}"))
+                assert cache.get(f"w{worker}-{i}").ok
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert cache.counts()[OK] == 800
+    cache.close()
+
+
+def _process_writer(path, worker, n):
+    with ResponseCache(path) as cache:
+        for i in range(n):
+            # every process also writes the shared keys: exactly one answer must survive each
+            cache.put(entry(f"p{worker}-{i}"))
+            cache.put(entry(f"shared-{i}", text=str(worker)))
+
+
+def test_processes_write_concurrently(tmp_path):
+    path = tmp_path / "c.sqlite"
+    ResponseCache(path).close()
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_process_writer, args=(path, w, 150)) for w in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert all(process.exitcode == 0 for process in processes)
+    with ResponseCache(path) as cache:
+        assert cache.counts()[OK] == 4 * 150 + 150
+        shared = cache.get_many([f"shared-{i}" for i in range(150)])
+        assert all(row.attempts >= 1 and row.response["text"] in {"0", "1", "2", "3"} for row in shared.values())
+
+
+def test_unreadable_file_names_the_path(tmp_path):
+    path = tmp_path / "bad.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RuntimeError, match="bad.sqlite"):
+        ResponseCache(path)
