@@ -91,6 +91,8 @@ class ChatCompletionsServer:
         self.arrivals: list[tuple[float, str]] = []  # (monotonic time, last user message)
         self.authorization: Counter[str] = Counter()  # Authorization headers seen
         self.bodies: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests handled at once (checks client concurrency)
         self._faults: list[tuple[str, deque[str]]] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -129,6 +131,7 @@ class ChatCompletionsServer:
             self.requests.clear()
             self.arrivals.clear()
             self.bodies.clear()
+            self.max_in_flight = self.in_flight
 
     # -- responses -----------------------------------------------------------------------
     def _completion(self, body: dict, reply: str) -> dict:
@@ -192,6 +195,15 @@ class ChatCompletionsServer:
             self.arrivals.append((time.monotonic(), prompt))
             self.authorization[handler.headers.get("Authorization", "")] += 1
             self.bodies.append(body)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._respond(handler, body, prompt)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _respond(self, handler: BaseHTTPRequestHandler, body: dict, prompt: str) -> None:
         fault = self._next_fault(prompt)
         if self.latency_s:
             time.sleep(self.latency_s)

@@ -19,13 +19,15 @@ a weighted value (expected), never the ``.5``. That is the price of one forward 
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from multicsr_core.llm.local import LocalLM, LocalResult
 from multicsr_core.llm.openai_backend import BatchReport, ChatRequest, ChatResult, OpenAIChatBackend
 from multicsr_core.prompts import format_claif_scoring_prompt, format_scoring_prompt
 from multicsr_core.scoring.base import PairScore
 from multicsr_core.scoring.parsing import SCORE_CHARS, get_parser
+
+if TYPE_CHECKING:  # torch is imported only by callers that score locally
+    from multicsr_core.llm.local import LocalLM, LocalResult
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class LocalLLMScorer:
 
     def __init__(
         self,
-        lm: LocalLM,
+        lm: "LocalLM",
         *,
         mode: str = "argmax",
         prompt_variant: str = "single-space",
@@ -125,12 +127,12 @@ class LocalLLMScorer:
         results = self.lm.next_token_distribution(prompts, SCORE_TOKENS, validate=self._validate_distribution)
         return [self._from_distribution(result) for result in results]
 
-    def _from_text(self, result: LocalResult) -> PairScore:
+    def _from_text(self, result: "LocalResult") -> PairScore:
         if not result.ok:
             return PairScore(score=None, raw=result.text, error=result.error)
         return PairScore(score=self.parse(result.text), raw=result.text)
 
-    def _from_distribution(self, result: LocalResult) -> PairScore:
+    def _from_distribution(self, result: "LocalResult") -> PairScore:
         if not result.ok:
             return PairScore(score=None, error=result.error, distribution=result.distribution)
         return PairScore(score=distribution_to_score(result.distribution, self.mode), distribution=result.distribution)
@@ -245,7 +247,7 @@ class ClaifScorer:
 
     def __init__(
         self,
-        model: OpenAIChatBackend | LocalLM,
+        model: "OpenAIChatBackend | LocalLM",
         *,
         temperature: float = 0.0,
         max_tokens: int = 16,
@@ -276,14 +278,14 @@ class ClaifScorer:
     def score_pairs(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[PairScore]:
         _check_pairs(premises, hypotheses)
         prompts = [format_claif_scoring_prompt(a, b) for a, b in zip(premises, hypotheses)]
-        if isinstance(self.model, LocalLM):
-            results = self.model.generate(prompts, max_new_tokens=self.max_tokens, validate=self._error,
-                                          progress=self.progress)
-        else:
+        if isinstance(self.model, OpenAIChatBackend):
             requests = [ChatRequest.from_prompt(prompt, **self.params) for prompt in prompts]
             self.last_report = self.model.complete(requests, validate=lambda text, _: self._error(text),
                                                    progress=self.progress)
             results = self.last_report.results
+        else:  # a LocalLM: greedy generate
+            results = self.model.generate(prompts, max_new_tokens=self.max_tokens, validate=self._error,
+                                          progress=self.progress)
         return [
             PairScore(score=self.parse(r.text), raw=r.text) if r.ok else PairScore(score=None, raw=r.text, error=r.error)
             for r in results
