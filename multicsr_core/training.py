@@ -1,0 +1,531 @@
+"""Stage 3: build the sentence encoder and train it with sentence-transformers' trainer.
+
+``build_model`` makes SimCSE's encoder (CLS pooling with an MLP used only in training, or mean
+pooling); ``train`` turns triplets into a ``datasets.Dataset``, picks a loss from
+:mod:`multicsr_core.losses`, evaluates STS-B dev every ``eval_steps`` and reloads the best
+checkpoint, then saves a folder that ``SentenceTransformer(path)`` loads on its own.
+
+How the guide similarities reach the masked losses: every unique sentence of the training data
+is embedded once by the frozen guide (:class:`multicsr_core.guide.GuideEmbeddings`, cached on
+disk); the loss holds that matrix, and the dataset's ``label`` column carries each row's
+sentence ids (one per text column). The trainer passes the label column to the loss untouched,
+so the mask is a lookup and a matmul. (Re-deriving texts from ``input_ids`` would need a
+detokenise-and-hash per step and breaks when truncation makes two sentences identical.)
+
+Batches are plain random batches (the trainer's default sampler), as in the paper and SimCSE.
+``BatchSamplers.NO_DUPLICATES`` is available (``no_duplicate_batches=True``) but off: it would
+hide exactly the duplicated-premise false negatives that the paper's mask exists for (and the
+Fig. 4 experiment measures), and it changes the unmasked baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from sentence_transformers.sentence_transformer.modules import Dense
+
+__all__ = [
+    "LOSSES",
+    "TrainingOnlyMLP",
+    "TrainResult",
+    "build_model",
+    "training_columns",
+    "index_sentences",
+    "make_loss",
+    "supervised_corpus",
+    "train",
+]
+
+LOSSES = ("paper", "official", "simcse", "unsup-simcse", "claif", "clhaif")
+_GUIDED = ("paper", "official")
+DEV_EVALUATOR_NAME = "stsb-dev"
+_METRIC = f"eval_{DEV_EVALUATOR_NAME}_spearman_cosine"
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class TrainingOnlyMLP(Dense):
+    """SimCSE's MLP head (Linear + Tanh) applied only in train mode (``mlp_only_train``).
+
+    In eval mode (``encode``, the STS-B dev evaluator) it passes the CLS vector through unchanged,
+    which is how SimCSE evaluates such models (``cls_before_pooler``). ``train`` drops this module
+    before saving the final folder, so that folder loads without multicsr installed; trainer
+    checkpoints keep it (the trainer reloads them with this class).
+    """
+
+    def forward(self, features):
+        return super().forward(features) if self.training else features
+
+
+def _is_sentence_transformer(base: str) -> bool:
+    if (Path(base) / "modules.json").is_file():
+        return True
+    if Path(base).exists():
+        return False
+    try:  # a hub id: does it ship sentence-transformers modules? (cached or reachable)
+        from huggingface_hub import hf_hub_download
+
+        hf_hub_download(base, "modules.json")
+        return True
+    except Exception:
+        return False
+
+
+def build_model(
+    base: str | os.PathLike,
+    pooling: str = "cls",
+    mlp_only_train: bool = True,
+    max_seq_length: int = 32,
+    device: str | None = None,
+    seed: int = 42,
+):
+    """The encoder to train, as a ``SentenceTransformer``.
+
+    - ``pooling="cls"``: Transformer -> CLS token -> SimCSE MLP (Linear(d, d) + Tanh, BERT-style
+      init N(0, 0.02), bias 0, seeded by ``seed``). With ``mlp_only_train=True`` (SimCSE's
+      supervised/MultiCSR setting) the MLP runs only in training and the model encodes with the
+      CLS vector before it; with ``False`` the MLP is part of the model (SimCSE's "cls" pooler).
+    - ``pooling="mean"``: a sentence-transformers model (all-MiniLM-L6-v2 and the like) keeps its
+      own modules (mean pooling + Normalize); a plain checkpoint gets Transformer -> mean pooling.
+    ``max_seq_length`` truncates training and encoding inputs (paper: 32).
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    base = str(base)
+    if pooling not in ("cls", "mean"):
+        raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+    if pooling == "mean" and _is_sentence_transformer(base):
+        model = SentenceTransformer(base, device=device)
+    else:
+        transformer = Transformer(base)
+        dim = transformer.get_embedding_dimension()
+        modules = [transformer, Pooling(dim, pooling_mode=pooling)]
+        if pooling == "cls":
+            std = float(getattr(transformer.auto_model.config, "initializer_range", 0.02))
+            generator = torch.Generator().manual_seed(seed)
+            weight = torch.randn(dim, dim, generator=generator) * std
+            mlp_class = TrainingOnlyMLP if mlp_only_train else Dense
+            modules.append(
+                mlp_class(dim, dim, activation_function=torch.nn.Tanh(), init_weight=weight, init_bias=torch.zeros(dim))
+            )
+        model = SentenceTransformer(modules=modules, device=device)
+    model.max_seq_length = max_seq_length
+    return model
+
+
+def _inference_model(model):
+    """The model without its training-only MLP: what gets saved and evaluated."""
+    from sentence_transformers import SentenceTransformer
+
+    kept = [module for module in model if not isinstance(module, TrainingOnlyMLP)]
+    if len(kept) == len(model):
+        return model
+    return SentenceTransformer(modules=kept, device=str(model.device))
+
+
+# ----------------------------------------------------------------------------- the data
+
+_COLUMN_ALIASES = {
+    "anchor": ("anchor", "sent0", "premise", "sentence1", "sentence", "text"),
+    "positive": ("positive", "sent1", "entailment", "sentence2"),
+    "negative": ("negative", "hard_neg", "contradiction"),
+    "score": ("score", "label", "entailment_score"),
+}
+
+
+def _as_columns(data) -> dict[str, list]:
+    """Plain ``{name: list}`` from a pyarrow Table, a pandas DataFrame, a mapping, or a tuple of lists."""
+    if hasattr(data, "to_pydict"):  # pyarrow.Table
+        return data.to_pydict()
+    if hasattr(data, "to_dict") and hasattr(data, "columns"):  # pandas.DataFrame
+        return {str(c): data[c].tolist() for c in data.columns}
+    if isinstance(data, Mapping):
+        return {str(k): list(v) for k, v in data.items()}
+    if isinstance(data, (tuple, list)) and data and not isinstance(data[0], str):
+        names = ("anchor", "positive", "negative")
+        if not 1 <= len(data) <= 3:
+            raise ValueError(f"expected 1 to 3 text lists (anchor, positive, negative), got {len(data)}")
+        return {names[i]: list(column) for i, column in enumerate(data)}
+    if isinstance(data, (tuple, list)):  # one list of sentences (unsupervised SimCSE)
+        return {"anchor": list(data)}
+    raise TypeError(f"cannot read training data of type {type(data).__name__}")
+
+
+def training_columns(data, loss: str = "paper") -> dict[str, list]:
+    """The columns ``loss`` trains on, in trainer order: texts first, then ``score`` if it needs one.
+
+    ``data``: (anchor, positive, negative) lists; a mapping / DataFrame / pyarrow Table with
+    columns named like ``anchor|sent0|premise``, ``positive|sent1|entailment``,
+    ``negative|hard_neg|contradiction`` and a score ``score|label|entailment_score``. A multicsr
+    corpus table's rows with ``kept == False`` are left out (null = not curated = used), and its
+    ``entailment_score`` (stage 2's 0-5 scale) is divided by 5 for CLAIF/CLHAIF's [0, 1] scores.
+
+    paper/official/simcse: anchor, positive[, negative]; unsup-simcse: anchor only;
+    claif: anchor, positive, score; clhaif: anchor, positive[, negative], score.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    raw = _as_columns(data)
+    if "kept" in raw:
+        keep = [flag is not False for flag in raw["kept"]]
+        raw = {name: [v for v, k in zip(values, keep) if k] for name, values in raw.items()}
+    found: dict[str, list] = {}
+    for role, aliases in _COLUMN_ALIASES.items():
+        for alias in aliases:
+            if alias in raw and any(v is not None for v in raw[alias]):
+                found[role] = raw[alias]
+                if role == "score" and alias == "entailment_score":
+                    found[role] = [None if v is None else v / 5.0 for v in raw[alias]]
+                break
+    if "anchor" not in found:
+        raise ValueError(f"training data has no anchor column (one of {_COLUMN_ALIASES['anchor']}); got {list(raw)}")
+    roles = {"unsup-simcse": ("anchor",), "claif": ("anchor", "positive")}.get(loss, ("anchor", "positive", "negative"))
+    needed = ("anchor", "positive") if loss != "unsup-simcse" else ("anchor",)
+    for role in needed:
+        if role not in found:
+            raise ValueError(f"loss {loss!r} needs a {role} column (one of {_COLUMN_ALIASES[role]}); got {list(raw)}")
+    columns = {role: found[role] for role in roles if role in found}
+    if loss in ("claif", "clhaif"):
+        if "score" not in found:
+            raise ValueError(f"loss {loss!r} needs an AI score column (one of {_COLUMN_ALIASES['score']})")
+        columns["score"] = [float(v) for v in found["score"]]
+    n_rows = {name: len(values) for name, values in columns.items()}
+    if len(set(n_rows.values())) != 1:
+        raise ValueError(f"training columns differ in length: {n_rows}")
+    for name, values in columns.items():
+        if name == "score":
+            continue
+        for row, text in enumerate(values):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"training data row {row}: column {name!r} is empty or not text ({text!r})")
+    if not next(iter(n_rows.values())):
+        raise ValueError("training data has no rows")
+    return columns
+
+
+def index_sentences(text_columns: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray]:
+    """Unique sentences (first-seen order) and, per row, each column's id into that list: (n_rows, n_columns)."""
+    row_of: dict[str, int] = {}
+    ids = np.empty((len(text_columns[0]), len(text_columns)), dtype=np.int64)
+    for j, column in enumerate(text_columns):
+        for i, text in enumerate(column):
+            ids[i, j] = row_of.setdefault(text, len(row_of))
+    return list(row_of), ids
+
+
+def supervised_corpus(curated, nli_path: str | os.PathLike):
+    """Paper App. G: the curated corpus merged with human NLI triplets (``sent0,sent1,hard_neg`` csv or Parquet).
+
+    Returns one corpus table (curated rows that were not kept are dropped first). The in-batch
+    mask then keeps a premise's copies in both sources from acting as each other's negatives.
+    """
+    from multicsr_core.io.corpus import concat_corpus
+    from multicsr_core.io.inputs import read_triplets
+
+    nli, _ = read_triplets(nli_path)
+    if "kept" in curated.column_names:
+        import pyarrow.compute as pc
+
+        curated = curated.filter(pc.invert(pc.fill_null(pc.equal(curated["kept"], False), False)))
+    return concat_corpus([curated, nli])
+
+
+# ----------------------------------------------------------------------------- the loss
+
+
+def make_loss(
+    name: str,
+    model,
+    guide_embeddings: np.ndarray | None = None,
+    sigma: float = 0.9,
+    phi: float = 0.95,
+    tau: float = 0.05,
+    gather_across_devices: bool = False,
+):
+    """The loss called ``name`` (one of :data:`LOSSES`) around ``model``."""
+    from multicsr_core import losses
+
+    if name in _GUIDED and guide_embeddings is None:
+        raise ValueError(f"loss {name!r} needs guide embeddings (pass guide=...)")
+    if name == "paper":
+        return losses.MaskedInfoNCELoss(model, guide_embeddings, sigma=sigma, tau=tau,
+                                        gather_across_devices=gather_across_devices)
+    if name == "official":
+        return losses.OfficialMaskedBCELoss(model, guide_embeddings, phi=phi, tau=tau,
+                                            gather_across_devices=gather_across_devices)
+    if name == "simcse":
+        return losses.SupervisedSimCSELoss(model, tau=tau, gather_across_devices=gather_across_devices)
+    if name == "unsup-simcse":
+        return losses.UnsupSimCSELoss(model, tau=tau, gather_across_devices=gather_across_devices)
+    if name == "claif":
+        return losses.CLAIFLoss(model)
+    if name == "clhaif":
+        return losses.SoftInfoNCELoss(model, tau=tau, gather_across_devices=gather_across_devices)
+    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+
+
+def _guide_matrix(guide, texts: list[str], guide_cache_dir) -> np.ndarray:
+    from multicsr_core.guide import GuideEmbeddings, load_guide
+
+    if guide is None:
+        raise ValueError("the masked losses ('paper', 'official') need a guide model: pass guide=PATH|ID|model")
+    if isinstance(guide, np.ndarray):
+        if guide.shape[0] != len(texts):
+            raise ValueError(f"guide matrix has {guide.shape[0]} rows for {len(texts)} unique sentences")
+        return guide
+    if not isinstance(guide, GuideEmbeddings):
+        model = load_guide(guide) if isinstance(guide, (str, os.PathLike)) else guide
+        guide = GuideEmbeddings(model, cache_dir=guide_cache_dir)
+    return guide.embed(texts)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` did. Dev scores are STS-B dev Spearman (cosine) x 100."""
+
+    output_dir: str
+    loss: str
+    steps: int
+    best_score: float | None
+    best_step: int | None
+    history: list[dict] = field(default_factory=list)  # [{"step": s, "stsb_dev": x}, ...] incl. step 0
+    train_loss: float | None = None
+    train_seconds: float = 0.0
+    seconds_per_step: float | None = None
+    masked_fraction: float | None = None  # share of in-batch negatives the guide masked (paper loss)
+    config: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _precision_flags(precision: str) -> dict:
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
+    if precision != "fp32" and not cuda:
+        raise ValueError(f"precision {precision!r} needs a CUDA GPU; use fp32 (or auto) on CPU")
+    return {"fp16": precision == "fp16", "bf16": precision == "bf16", "use_cpu": not cuda}
+
+
+def _progress_callback(progress: Callable[[int, int, dict | None], None]):
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            progress(state.global_step, state.max_steps, None)
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            progress(state.global_step, state.max_steps, metrics)
+
+    return _Progress()
+
+
+def _evaluate_last_step_callback():
+    """Evaluate (and checkpoint) at the last step too, so the best-checkpoint choice covers the end of training."""
+    from transformers import TrainerCallback
+
+    class _EvaluateLastStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_evaluate = True
+                control.should_save = True
+            return control
+
+    return _EvaluateLastStep()
+
+
+def _masked_fraction(loss, dataset, batch_size: int, batches: int = 8) -> float | None:
+    """Share of in-batch negatives (own positive and hard negative excluded) the paper mask removes,
+    over the first ``batches`` batches in dataset order: a cheap diagnostic for logs and reports."""
+    from multicsr_core.losses import MaskedInfoNCELoss
+
+    if not isinstance(loss, MaskedInfoNCELoss):
+        return None
+    ids = torch.as_tensor(np.asarray(dataset["label"][: batch_size * batches]))
+    guide = loss.guide_embeddings.cpu()
+    masked = total = 0
+    for block in ids.split(batch_size):
+        n_blocks = block.size(1) - 1
+        sims = guide[block[:, 0]] @ guide[block[:, 1:].T.reshape(-1)].T
+        masked += int(loss.mask(sims, 0, n_blocks).sum())
+        total += block.size(0) * n_blocks * (block.size(0) - 1)
+    return masked / total if total else 0.0
+
+
+def train(
+    model,
+    triplets,
+    output_dir: str | os.PathLike,
+    loss: str = "paper",
+    guide=None,
+    sigma: float = 0.9,
+    phi: float = 0.95,
+    tau: float = 0.05,
+    batch_size: int = 256,
+    lr: float = 5e-5,
+    epochs: float = 3,
+    max_steps: int | None = None,
+    eval_steps: int = 125,
+    stsb_dev=None,
+    seed: int = 42,
+    precision: str = "auto",
+    warmup_ratio: float = 0.0,
+    guide_cache_dir: str | os.PathLike | None = None,
+    no_duplicate_batches: bool = False,
+    evaluate_before: bool = True,
+    keep_checkpoints: bool = False,
+    progress: Callable[[int, int, dict | None], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` (from :func:`build_model`, or any SentenceTransformer) and save it to ``output_dir``.
+
+    ``triplets``: see :func:`training_columns`. ``loss``: one of :data:`LOSSES`. ``guide`` (for
+    "paper"/"official"): a path or hub id (loaded by :func:`multicsr_core.guide.load_guide`), a
+    loaded guide model, a :class:`~multicsr_core.guide.GuideEmbeddings`, or a precomputed
+    (n_unique_sentences, dim) matrix in :func:`index_sentences` order; ``guide_cache_dir`` keeps
+    its embeddings across runs. ``stsb_dev``: ``(sentences1, sentences2, scores)`` or an object
+    with ``sentences1/sentences2/scores`` (``multicsr_core.io.senteval.read_stsbenchmark(dir, "dev")``);
+    then STS-B dev Spearman is computed every ``eval_steps`` and the best checkpoint is reloaded
+    at the end. ``precision``: "auto" = bf16 (or fp16) on a CUDA GPU, fp32 on CPU. ``progress``
+    is called as ``progress(step, total_steps, metrics_or_None)``.
+
+    Defaults follow method.md (tau 0.05, sigma 0.9, batch 256, lr 5e-5, 3 epochs, linear decay,
+    no warmup, seed 42). Multi-GPU: launched with torchrun/accelerate, the losses gather
+    candidates across processes (global-batch negatives and mask); ``batch_size`` is per device.
+    The folder saved to ``output_dir`` loads with ``SentenceTransformer(output_dir)`` and has no
+    training-only MLP.
+    """
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+    from transformers import set_seed
+
+    output_dir = Path(output_dir)
+    set_seed(seed)
+    columns = training_columns(triplets, loss)
+    text_names = [name for name in columns if name != "score"]
+    rows = len(columns[text_names[0]])
+
+    dataset_columns: dict[str, list] = {name: columns[name] for name in text_names}
+    guide_matrix = None
+    if loss in _GUIDED:
+        texts, ids = index_sentences([columns[name] for name in text_names])
+        guide_matrix = _guide_matrix(guide, texts, guide_cache_dir)
+        dataset_columns["label"] = ids.tolist()
+    elif "score" in columns:
+        dataset_columns["label"] = columns["score"]
+    dataset = Dataset.from_dict(dataset_columns)
+
+    evaluator = None
+    if stsb_dev is not None:
+        s1, s2, scores = (
+            (stsb_dev.sentences1, stsb_dev.sentences2, stsb_dev.scores) if hasattr(stsb_dev, "sentences1") else stsb_dev
+        )
+        evaluator = EmbeddingSimilarityEvaluator(
+            list(s1), list(s2), [float(s) for s in scores], name=DEV_EVALUATOR_NAME, batch_size=128,
+            show_progress_bar=False,
+        )
+
+    checkpoint_dir = output_dir / "checkpoints"
+    steps_per_epoch = math.ceil(rows / batch_size)
+    total_steps = max_steps if max_steps else math.ceil(steps_per_epoch * epochs)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        num_train_epochs=epochs,
+        max_steps=max_steps if max_steps else -1,
+        lr_scheduler_type="linear",
+        warmup_steps=float(warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio of total steps
+        weight_decay=0.0,
+        seed=seed,
+        data_seed=seed,
+        eval_strategy="steps" if evaluator else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps" if evaluator else "no",
+        save_steps=eval_steps,
+        save_only_model=True,
+        save_total_limit=2,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model=_METRIC if evaluator else None,
+        greater_is_better=True,
+        logging_steps=max(1, min(eval_steps, 50)),
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        batch_sampler=BatchSamplers.NO_DUPLICATES if no_duplicate_batches else BatchSamplers.BATCH_SAMPLER,
+        **_precision_flags(precision),
+    )
+    gather = args.world_size > 1  # torchrun/accelerate: negatives and mask span the global batch
+    loss_module = make_loss(loss, model, guide_matrix, sigma=sigma, phi=phi, tau=tau, gather_across_devices=gather)
+
+    history: list[dict] = []
+    if evaluator is not None and evaluate_before:
+        history.append({"step": 0, "stsb_dev": 100 * evaluator(model)[f"{DEV_EVALUATOR_NAME}_spearman_cosine"]})
+
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=loss_module,
+        evaluator=evaluator,
+        callbacks=[
+            *([_evaluate_last_step_callback()] if evaluator is not None else []),
+            *([_progress_callback(progress)] if progress else []),
+        ],
+    )
+    started = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - started
+
+    for record in trainer.state.log_history:
+        if _METRIC in record:
+            history.append({"step": int(record["step"]), "stsb_dev": 100 * float(record[_METRIC])})
+    best_score = best_step = None
+    if evaluator is not None:
+        trained = [r for r in history if r["step"] > 0]
+        if trained:
+            best = max(trained, key=lambda r: r["stsb_dev"])
+            best_score, best_step = best["stsb_dev"], best["step"]
+
+    final = _inference_model(model)
+    final.save(str(output_dir))
+    if not keep_checkpoints:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    steps = int(trainer.state.global_step)
+    return TrainResult(
+        output_dir=str(output_dir),
+        loss=loss,
+        steps=steps,
+        best_score=best_score,
+        best_step=best_step,
+        history=history,
+        train_loss=float(output.training_loss) if output.training_loss is not None else None,
+        train_seconds=seconds,
+        seconds_per_step=seconds / steps if steps else None,
+        masked_fraction=_masked_fraction(loss_module, dataset, batch_size),
+        config={
+            "loss": loss, "sigma": sigma, "phi": phi, "tau": tau, "batch_size": batch_size, "lr": lr,
+            "epochs": epochs, "max_steps": max_steps, "eval_steps": eval_steps, "seed": seed,
+            "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32", "warmup_ratio": warmup_ratio,
+            "no_duplicate_batches": no_duplicate_batches, "rows": rows, "planned_steps": total_steps,
+            "world_size": args.world_size,
+        },
+    )
