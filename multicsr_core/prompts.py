@@ -57,6 +57,7 @@ __all__ = [
     "PROMPT_SETS",
     "get_prompt_set",
     "load_prompt_file",
+    "resolve_prompt_set",
     "render_prompt",
     "build_generation_prompts",
     "SCORING_PROMPT",
@@ -292,6 +293,20 @@ def text_line_of_offset(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
+def resolve_prompt_set(
+    prompt_set: str | PromptSet = "syncse-pool", template: str | None = None, prompt_file: str | Path | None = None
+) -> PromptSet:
+    """The prompt set in use: ``prompt_file`` if given, else the named or given set; ``template``
+    replaces the set's template."""
+    if prompt_file is not None:
+        return load_prompt_file(prompt_file, template=template)
+    if isinstance(prompt_set, PromptSet):
+        if template is None:
+            return prompt_set
+        return PromptSet(prompt_set.name, prompt_set.entailment, prompt_set.contradiction, template)
+    return get_prompt_set(prompt_set, template=template)
+
+
 @dataclass(frozen=True)
 class GenerationPrompts:
     """The two prompts for one premise: each is the other's opposite (noisy) instruction."""
@@ -323,15 +338,7 @@ def build_generation_prompts(
     the set's template. The instruction of each kind is drawn uniformly from its pool with a
     generator seeded by ``sha256(seed, premise)``, so the draw is stable per premise.
     """
-    if prompt_file is not None:
-        chosen = load_prompt_file(prompt_file, template=template)
-    elif isinstance(prompt_set, PromptSet):
-        chosen = prompt_set if template is None else PromptSet(
-            prompt_set.name, prompt_set.entailment, prompt_set.contradiction, template
-        )
-    else:
-        chosen = get_prompt_set(prompt_set, template=template)
-
+    chosen = resolve_prompt_set(prompt_set, template=template, prompt_file=prompt_file)
     out = []
     for premise in premises:
         if not isinstance(premise, str):

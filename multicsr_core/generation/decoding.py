@@ -1,0 +1,242 @@
+"""The contrastive decoding loop over token ids, for encoder-decoder and decoder-only models.
+
+One batch of N sequences is decoded with 2N model rows stacked as ``[intended; opposite]``; each
+step is ONE forward over those rows with the KV cache (transformers 5 ``DynamicCache`` /
+``EncoderDecoderCache``), the next token comes from ``l - w * l_hat`` on the raw logits
+(``ContrastiveLogitsProcessor``) and is appended to both branches of its sequence. With
+``omega == 0`` the opposite rows are not run at all: that is plain decoding, and it matches
+``model.generate`` greedy token for token.
+
+- Encoder-decoder (T5): the encoder runs once, on the batch's distinct prompts (a premise's
+  entailment prompt is the intended input of x+ and the opposite input of x-, so it is encoded
+  once); the decoder starts from ``decoder_start_token_id``.
+- Decoder-only: left padding, an attention mask, and position ids ``cumsum(mask) - 1`` (as
+  ``generate`` builds them), then one token per step.
+- A sequence stops at its first EOS (or stop token); finished sequences are dropped from the
+  batch (cache rows included) once they make up an eighth of it, which saves work when output
+  lengths differ and does not change any other row's tokens.
+
+This module knows nothing of prompts or text; ``engine.py`` tokenizes and batches.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from transformers import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from .processors import ContrastiveLogitsProcessor, TokenSelector, build_logits_processors
+
+__all__ = ["contrastive_decode", "special_token_ids"]
+
+
+def special_token_ids(model, tokenizer=None) -> tuple[list[int], int, int | None]:
+    """(eos ids, pad id, decoder start id) from the generation config, model config, then tokenizer."""
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None)
+    if eos is None:
+        eos = model.config.eos_token_id
+    if eos is None and tokenizer is not None:
+        eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the model defines no eos_token_id (generation_config, config or tokenizer)")
+    eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+    pad = getattr(gen, "pad_token_id", None)
+    if pad is None:
+        pad = model.config.pad_token_id
+    if pad is None and tokenizer is not None:
+        pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = eos_ids[0]  # common for decoder-only models; padded positions are masked anyway
+    start = getattr(gen, "decoder_start_token_id", None)
+    if start is None:
+        start = getattr(model.config, "decoder_start_token_id", None)
+    if model.config.is_encoder_decoder and start is None:
+        raise ValueError("encoder-decoder model without decoder_start_token_id")
+    return eos_ids, int(pad if not isinstance(pad, (list, tuple)) else pad[0]), start
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if left:
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+        else:
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+class _Seq2SeqRows:
+    """Encoder once on distinct prompts; decoder rows share its outputs through an index."""
+
+    def __init__(self, model, rows: Sequence[Sequence[int]], pad_id: int, start_id: int):
+        self.model = model
+        device = model.device
+        distinct: dict[tuple[int, ...], int] = {}
+        row_to_distinct = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
+        ids, mask = _pad(list(distinct), pad_id, left=False, device=device)
+        hidden = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        index = torch.tensor(row_to_distinct, device=device)
+        self.hidden = hidden.index_select(0, index)
+        self.mask = mask.index_select(0, index)
+        self.cache = EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
+        self.first_tokens = torch.full((len(rows),), start_id, dtype=torch.long, device=device)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=self.hidden),
+            attention_mask=self.mask,
+            decoder_input_ids=tokens[:, None],
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache = out.past_key_values
+        return out.logits[:, -1]
+
+    def first_logits(self) -> torch.Tensor:
+        return self.forward(self.first_tokens)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.hidden = self.hidden.index_select(0, rows)
+        self.mask = self.mask.index_select(0, rows)
+
+
+class _DecoderOnlyRows:
+    """Left-padded prompts, prefilled once, then one token per step."""
+
+    def __init__(self, model, rows: Sequence[Sequence[int]], pad_id: int):
+        self.model = model
+        self.ids, self.mask = _pad(rows, pad_id, left=True, device=model.device)
+        self.positions = (self.mask.cumsum(-1) - 1).masked_fill(self.mask == 0, 0)
+        self.cache = DynamicCache(config=model.config)
+        self.extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+
+    def first_logits(self) -> torch.Tensor:
+        out = self.model(
+            input_ids=self.ids,
+            attention_mask=self.mask,
+            position_ids=self.positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            **self.extra,
+        )
+        self.cache = out.past_key_values
+        self.positions = self.positions[:, -1:]
+        return out.logits[:, -1]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=-1)
+        self.positions = self.positions + 1
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=self.positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            **self.extra,
+        )
+        self.cache = out.past_key_values
+        return out.logits[:, -1]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.mask = self.mask.index_select(0, rows)
+        self.positions = self.positions.index_select(0, rows)
+
+
+def _accepts(model, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(model.forward).parameters
+
+
+@torch.inference_mode()
+def contrastive_decode(
+    model,
+    intended: Sequence[Sequence[int]],
+    opposite: Sequence[Sequence[int]] | None = None,
+    *,
+    omega: float = 0.3,
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+    decoder_start_token_id: int | None = None,
+    stop_token_ids: Sequence[int] = (),
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    row_seeds: Sequence[int] | None = None,
+) -> list[list[int]]:
+    """Decode one batch; returns the new token ids of each sequence, without its final EOS/stop token.
+
+    ``intended[i]`` / ``opposite[i]`` are the prompt token ids of sequence i's two branches
+    (``opposite`` may be None only when ``omega == 0``). ``stop_token_ids`` end a sequence like EOS
+    but are kept in its output (the caller cuts the text at the stop string). ``row_seeds`` (one
+    per sequence) seed the per-row generators when ``do_sample``.
+    """
+    n = len(intended)
+    if n == 0:
+        return []
+    contrast = omega != 0.0
+    if contrast and (opposite is None or len(opposite) != n):
+        raise ValueError("omega != 0 needs one opposite prompt per intended prompt")
+    if any(len(r) == 0 for r in intended) or (contrast and any(len(r) == 0 for r in opposite)):
+        raise ValueError("empty prompt (no token ids)")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+    model_rows = list(intended) + (list(opposite) if contrast else [])
+    if model.config.is_encoder_decoder:
+        if decoder_start_token_id is None:
+            raise ValueError("encoder-decoder decoding needs decoder_start_token_id")
+        rows = _Seq2SeqRows(model, model_rows, pad_token_id, decoder_start_token_id)
+    else:
+        rows = _DecoderOnlyRows(model, model_rows, pad_token_id)
+
+    device = model.device
+    combine = ContrastiveLogitsProcessor(omega)
+    processors = build_logits_processors(eos_token_ids, min_new_tokens, do_sample, temperature, top_k, top_p)
+    select = TokenSelector(do_sample, row_seeds)
+    eos = torch.tensor(list(eos_token_ids), device=device)
+    terminal = torch.tensor(list(eos_token_ids) + list(stop_token_ids), device=device)
+
+    tokens = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)
+    active = torch.arange(n, device=device)  # original index of each sequence still in the batch
+    running = torch.ones(n, dtype=torch.bool, device=device)  # per active sequence: not yet finished
+
+    logits = rows.first_logits()
+    for step in range(max_new_tokens):
+        # generate() scores in float32 whatever the model dtype; so do we (w = 0 must match it)
+        scores = logits.to(dtype=torch.float32)
+        scores = combine(None, scores) if contrast else scores
+        scores = processors(tokens.index_select(0, active)[:, :step], scores)
+        next_tokens = select(scores, active)
+        next_tokens = torch.where(running, next_tokens, pad_token_id)
+        tokens[active, step] = next_tokens
+
+        ended = running & torch.isin(next_tokens, terminal)
+        if ended.any():
+            is_stop = ~torch.isin(next_tokens, eos)  # stop tokens stay in the output
+            lengths[active[ended]] = step + is_stop[ended].long()
+            running = running & ~ended
+        if step == max_new_tokens - 1 or not running.any():
+            break
+
+        n_finished = int((~running).sum())
+        if n_finished * 8 >= running.numel():
+            keep = running.nonzero().squeeze(-1)
+            rows.keep(torch.cat([keep, keep + running.numel()]) if contrast else keep)
+            active, running, next_tokens = active[keep], running[keep], next_tokens[keep]
+        logits = rows.forward(torch.cat([next_tokens, next_tokens]) if contrast else next_tokens)
+
+    return [tokens[i, : lengths[i]].tolist() for i in range(n)]

@@ -1,0 +1,422 @@
+"""Stage 1 of MultiCSR: text in, text out, around the contrastive decoding loop.
+
+``generate_contrastive`` writes, for each premise x, an entailment x+ (intended: the entailment
+prompt; opposite: the contradiction prompt) and a contradiction x- (the other way round). Both
+directions of a premise run in the same batch, so for encoder-decoder models each prompt is
+encoded once and serves as intended input of one direction and opposite input of the other.
+
+Batching: premises are sorted by the token length of their longer prompt and cut into batches of
+``batch_size`` premises (2 * batch_size sequences, 4 * batch_size model rows when w != 0);
+results come back in input order. A premise's output does not depend on its batch-mates:
+padding is masked, and sampling draws from a generator seeded by (seed, the premise's prompts).
+
+Chat templates: with ``use_chat_template=True`` and a tokenizer that has one, each prompt is sent
+as one user message with the generation prompt appended; ``*_prompt`` in the output is then the
+templated text, i.e. exactly the text that was tokenized.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..prompts import GenerationPrompts, PromptSet, resolve_prompt_set
+from .cleaning import clean_generation
+from .decoding import contrastive_decode, special_token_ids
+from .processors import row_seed
+
+__all__ = [
+    "ENGINE_VERSION",
+    "GeneratedText",
+    "GeneratedTriplet",
+    "load_generator",
+    "resolve_dtype",
+    "encode_prompt",
+    "length_buckets",
+    "generate_texts",
+    "generate_contrastive",
+    "reject_counts",
+    "generation_fingerprint",
+]
+
+#: Bump when a change of this package changes generated text for the same inputs (cache keys).
+ENGINE_VERSION = "1"
+
+ProgressCallback = Callable[[int, int], None]
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16") from None
+
+
+def load_generator(
+    model_id_or_path: str | Path,
+    revision: str | None = None,
+    dtype: str | torch.dtype = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+):
+    """Load a generator LLM and its tokenizer with ``from_pretrained`` (hub id or local folder).
+
+    The architecture is picked from the config: ``AutoModelForSeq2SeqLM`` for encoder-decoder
+    models (Flan-T5), ``AutoModelForCausalLM`` otherwise. ``device="auto"`` means CUDA when
+    available. Returns ``(model, tokenizer)`` with the model in eval mode.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    source = str(model_id_or_path)
+    config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = model_class.from_pretrained(
+        source, revision=revision, dtype=resolve_dtype(dtype), trust_remote_code=trust_remote_code
+    )
+    model = model.to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    return model, tokenizer
+
+
+def encode_prompt(tokenizer, prompt: str, use_chat_template: bool = True) -> tuple[list[int], str]:
+    """Token ids and the exact text they came from (the chat-templated text when one applies)."""
+    if use_chat_template and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        # the template already holds BOS and role markers
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"]), text
+    return list(tokenizer(prompt)["input_ids"]), prompt
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length (longest first, ties in input order) cut into batches.
+
+    Longest first so that a batch too large for the device fails at once, not hours in.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _stop_token_ids(tokenizer, stop_strings: Sequence[str]) -> list[int]:
+    """Tokens whose text contains a stop string (stop strings must fit in one token to stop early)."""
+    if not stop_strings:
+        return []
+    vocab_size = len(tokenizer)
+    texts = tokenizer.batch_decode([[v] for v in range(vocab_size)], skip_special_tokens=True)
+    return [v for v, t in enumerate(texts) if any(s in t for s in stop_strings)]
+
+
+def _check_decoding(omega, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens], got {min_new_tokens!r}")
+    if not isinstance(omega, (int, float)) or omega != omega:
+        raise ValueError(f"omega must be a number, got {omega!r}")
+    if do_sample:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k!r}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+@dataclass(frozen=True)
+class GeneratedText:
+    prompt: str  # the exact text fed to the model for the intended branch
+    text: str  # decoded output, cut at the first stop string
+    num_tokens: int  # generated tokens, EOS not counted
+    finished: bool  # ended by EOS or a stop string (False: hit max_new_tokens)
+
+
+def _generate(
+    model,
+    tokenizer,
+    intended: Sequence[str],
+    opposite: Sequence[str] | None,
+    keys: Sequence[str],
+    group_size: int,
+    batch_size: int,
+    *,
+    omega: float,
+    max_new_tokens: int,
+    min_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int,
+    stop_strings: Sequence[str],
+    use_chat_template: bool,
+    progress: ProgressCallback | None,
+) -> list[GeneratedText]:
+    """Decode ``intended[i]`` against ``opposite[i]``; consecutive groups of ``group_size`` items
+    stay in one batch of ``batch_size`` groups."""
+    _check_decoding(omega, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p)
+    contrast = omega != 0
+    if contrast and opposite is None:
+        raise ValueError("omega != 0 needs opposite prompts")
+    intended_enc = [encode_prompt(tokenizer, p, use_chat_template) for p in intended]
+    opposite_enc = [encode_prompt(tokenizer, p, use_chat_template) for p in opposite] if contrast else None
+    eos_ids, pad_id, start_id = special_token_ids(model, tokenizer)
+    stop_ids = [v for v in _stop_token_ids(tokenizer, stop_strings) if v not in eos_ids]
+
+    n_groups = len(intended) // group_size
+    group_lengths = []
+    for g in range(n_groups):
+        members = range(g * group_size, (g + 1) * group_size)
+        group_lengths.append(
+            max(max(len(intended_enc[i][0]), len(opposite_enc[i][0]) if contrast else 0) for i in members)
+        )
+
+    results: list[GeneratedText | None] = [None] * len(intended)
+    done = 0
+    if progress is not None:
+        progress(0, n_groups)
+    for batch in length_buckets(group_lengths, batch_size):
+        items = [i for g in batch for i in range(g * group_size, (g + 1) * group_size)]
+        new_ids = contrastive_decode(
+            model,
+            [intended_enc[i][0] for i in items],
+            [opposite_enc[i][0] for i in items] if contrast else None,
+            omega=omega,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            eos_token_ids=eos_ids,
+            pad_token_id=pad_id,
+            decoder_start_token_id=start_id,
+            stop_token_ids=stop_ids,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            row_seeds=[row_seed(seed, keys[i]) for i in items] if do_sample else None,
+        )
+        for i, ids in zip(items, new_ids):
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            for stop in stop_strings:
+                text = text.split(stop, 1)[0]
+            finished = len(ids) < max_new_tokens or (bool(ids) and ids[-1] in stop_ids)
+            results[i] = GeneratedText(intended_enc[i][1], text, len(ids), finished)
+        done += len(batch)
+        if progress is not None:
+            progress(done, n_groups)
+    return results  # type: ignore[return-value]
+
+
+def generate_texts(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    opposite_prompts: Sequence[str] | None = None,
+    *,
+    omega: float = 0.0,
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    batch_size: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 42,
+    sample_keys: Sequence[str] | None = None,
+    stop_strings: Sequence[str] = (),
+    use_chat_template: bool = True,
+    progress: ProgressCallback | None = None,
+) -> list[GeneratedText]:
+    """One output per prompt, in input order; contrasted with ``opposite_prompts[i]`` when omega != 0.
+
+    ``sample_keys[i]`` (default: the prompt pair) names prompt i's random stream when sampling,
+    so two equal prompts that must differ need different keys. ``stop_strings`` end a sequence
+    when a generated token contains one, and the text is cut at its first occurrence.
+    ``progress(n_done, n_total)`` is called after each batch, counting prompts.
+    """
+    if opposite_prompts is not None and len(opposite_prompts) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(opposite_prompts)} opposite prompts")
+    if sample_keys is None:
+        sample_keys = [f"{p}\x00{opposite_prompts[i] if opposite_prompts else ''}" for i, p in enumerate(prompts)]
+    elif len(sample_keys) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(sample_keys)} sample keys")
+    return _generate(
+        model, tokenizer, list(prompts), list(opposite_prompts) if opposite_prompts is not None else None,
+        list(sample_keys), 1, batch_size,
+        omega=omega, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=stop_strings,
+        use_chat_template=use_chat_template, progress=progress,
+    )
+
+
+@dataclass(frozen=True)
+class GeneratedTriplet:
+    """One premise with its generated entailment and contradiction (one row of stage 1's output)."""
+
+    premise: str
+    entailment: str  # cleaned text ("" when empty)
+    contradiction: str
+    entailment_prompt: str  # exact text fed to the model to write the entailment
+    contradiction_prompt: str  # ... the contradiction (each is the other's opposite instruction)
+    entailment_prompt_id: str
+    contradiction_prompt_id: str
+    entailment_raw: str  # decoded output before cleaning
+    contradiction_raw: str
+    reject_reason: str | None  # None if both sides are usable, else e.g. "entailment:empty"
+
+    @property
+    def kept(self) -> bool:
+        return self.reject_reason is None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def generate_contrastive(
+    model,
+    tokenizer,
+    prompts: Sequence[GenerationPrompts],
+    omega: float = 0.3,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 42,
+    use_chat_template: bool = True,
+    progress: ProgressCallback | None = None,
+    min_new_tokens: int = 0,
+) -> list[GeneratedTriplet]:
+    """Stage 1: an entailment and a contradiction per premise by contrastive decoding (paper 3.1).
+
+    ``omega`` is w in ``l - w * l_hat`` (paper default 0.3; 0 = plain decoding). Greedy unless
+    ``do_sample``; then temperature / top_k (0 = off) / top_p (1 = off) apply to the contrasted
+    scores and the same sampled token feeds both branches. ``batch_size`` counts premises.
+    ``progress(n_done, n_total)`` counts premises, called after each batch. Outputs are cleaned
+    with ``clean_generation``; rejected rows are returned with ``reject_reason`` set (see
+    ``reject_counts``), never silently dropped.
+    """
+    intended, opposite, keys = [], [], []
+    for p in prompts:
+        intended += [p.entailment_prompt, p.contradiction_prompt]
+        opposite += [p.contradiction_prompt, p.entailment_prompt]
+        keys += [f"entailment\x00{p.entailment_prompt}\x00{p.contradiction_prompt}",
+                 f"contradiction\x00{p.contradiction_prompt}\x00{p.entailment_prompt}"]
+    outputs = _generate(
+        model, tokenizer, intended, opposite, keys, 2, batch_size,
+        omega=omega, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=(),
+        use_chat_template=use_chat_template, progress=progress,
+    )
+    rows = []
+    for k, p in enumerate(prompts):
+        ent, con = outputs[2 * k], outputs[2 * k + 1]
+        ent_clean, con_clean = clean_generation(ent.text, p.premise), clean_generation(con.text, p.premise)
+        reasons = [f"{side}:{c.reject_reason}" for side, c in (("entailment", ent_clean), ("contradiction", con_clean))
+                   if c.reject_reason]
+        rows.append(
+            GeneratedTriplet(
+                premise=p.premise,
+                entailment=ent_clean.text,
+                contradiction=con_clean.text,
+                entailment_prompt=ent.prompt,
+                contradiction_prompt=con.prompt,
+                entailment_prompt_id=p.entailment_prompt_id,
+                contradiction_prompt_id=p.contradiction_prompt_id,
+                entailment_raw=ent.text,
+                contradiction_raw=con.text,
+                reject_reason=";".join(reasons) or None,
+            )
+        )
+    return rows
+
+
+def reject_counts(rows: Sequence[GeneratedTriplet]) -> dict[str, int]:
+    """{"kept": n, "entailment:empty": n, "contradiction:copy_of_premise": n, ...} over the rows.
+
+    A row rejected for both sides counts under each reason once; "rejected" counts rows.
+    """
+    counts: Counter[str] = Counter(kept=0, rejected=0)
+    for row in rows:
+        if row.kept:
+            counts["kept"] += 1
+        else:
+            counts["rejected"] += 1
+            counts.update(row.reject_reason.split(";"))
+    return dict(counts)
+
+
+def _prompt_set_digest(prompt_set: PromptSet) -> str:
+    payload = json.dumps(
+        {"entailment": prompt_set.entailment, "contradiction": prompt_set.contradiction, "template": prompt_set.template},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def generation_fingerprint(
+    model_id_or_path: str | Path,
+    revision: str | None = None,
+    *,
+    omega: float = 0.3,
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 42,
+    prompt_set: str | PromptSet = "syncse-pool",
+    template: str | None = None,
+    prompt_file: str | Path | None = None,
+    use_chat_template: bool = True,
+    dtype: str | torch.dtype = "float32",
+) -> dict:
+    """Everything that determines stage 1's output for a given premise, as a JSON-able dict.
+
+    Use it (plus the batch's premises) as a cache key. Sampling parameters are recorded only when
+    sampling, so changing them under greedy decoding keeps the cache. The prompt set is recorded
+    by name and by a digest of its pools and template (so an edited prompt file changes the key).
+    Batch size is not part of it: outputs do not depend on batch-mates. ``versions`` holds the
+    engine and library versions; numerics can change with them.
+    """
+    import transformers
+
+    _check_decoding(omega, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p)
+    resolved = resolve_prompt_set(prompt_set, template=template, prompt_file=prompt_file)
+    return {
+        "model": str(model_id_or_path),
+        "revision": revision,
+        "dtype": str(resolve_dtype(dtype)).replace("torch.", ""),
+        "omega": float(omega),
+        "max_new_tokens": int(max_new_tokens),
+        "min_new_tokens": int(min_new_tokens),
+        "do_sample": bool(do_sample),
+        "temperature": float(temperature) if do_sample else None,
+        "top_k": int(top_k) if do_sample else None,
+        "top_p": float(top_p) if do_sample else None,
+        "seed": int(seed),  # draws the pool instructions, and the samples when sampling
+        "prompt_set": resolved.name,
+        "prompt_set_sha256": _prompt_set_digest(resolved),
+        "use_chat_template": bool(use_chat_template),
+        "versions": {"engine": ENGINE_VERSION, "transformers": transformers.__version__, "torch": torch.__version__},
+    }

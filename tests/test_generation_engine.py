@@ -1,0 +1,341 @@
+"""The stage-1 contrastive decoding engine on tiny random T5 and Llama models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from multicsr_core.generation import (
+    ContrastiveLogitsProcessor,
+    TokenSelector,
+    build_logits_processors,
+    clean_generation,
+    contrastive_decode,
+    generate_contrastive,
+    generate_texts,
+    generation_fingerprint,
+    length_buckets,
+    load_generator,
+    reject_counts,
+    special_token_ids,
+)
+from multicsr_core.prompts import build_generation_prompts
+from tiny_generators import single_thread, snli_premises, tiny_generator
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ARCHS = ["t5", "llama", "gpt2"]  # encoder-decoder; decoder-only with RoPE; with absolute positions
+PREMISES = snli_premises(6)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return build_generation_prompts(PREMISES, seed=42)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def generator(request, prompts):
+    texts = [t for p in prompts for t in (p.entailment_prompt, p.contradiction_prompt)] + PREMISES
+    model, tokenizer = tiny_generator(request.param, texts)
+    return request.param, model, tokenizer
+
+
+def _ids(tokenizer, texts):
+    return [tokenizer(t)["input_ids"] for t in texts]
+
+
+def _pairs(prompts):
+    """Intended and opposite prompt texts for the 2P sequences of a premise list."""
+    intended = [t for p in prompts for t in (p.entailment_prompt, p.contradiction_prompt)]
+    opposite = [t for p in prompts for t in (p.contradiction_prompt, p.entailment_prompt)]
+    return intended, opposite
+
+
+def _decode_kwargs(model, tokenizer):
+    eos, pad, start = special_token_ids(model, tokenizer)
+    return dict(eos_token_ids=eos, pad_token_id=pad, decoder_start_token_id=start)
+
+
+def _generate_reference(model, tokenizer, ids, max_new_tokens, min_new_tokens):
+    """``model.generate`` greedy on a padded batch, cut at each row's first EOS."""
+    eos, pad, _ = special_token_ids(model, tokenizer)
+    left = not model.config.is_encoder_decoder
+    width = max(map(len, ids))
+    inputs = torch.full((len(ids), width), pad)
+    mask = torch.zeros_like(inputs)
+    for i, r in enumerate(ids):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        inputs[i, span] = torch.tensor(r)
+        mask[i, span] = 1
+    out = model.generate(input_ids=inputs, attention_mask=mask, do_sample=False,
+                         max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens)
+    new = out[:, 1:] if model.config.is_encoder_decoder else out[:, width:]
+    result = []
+    for row in new.tolist():
+        cut = next((k for k, t in enumerate(row) if t in eos), len(row))
+        result.append(row[:cut])
+    return result
+
+
+def _naive_contrastive(model, tokenizer, intended, opposite, omega, max_new_tokens, min_new_tokens, eos_ids):
+    """Reference: one sequence at a time, no cache, no padding; both branches recomputed from
+    scratch at every step on the full prefix."""
+    _, _, start = special_token_ids(model, tokenizer)
+
+    def last_logits(prompt, generated):
+        if model.config.is_encoder_decoder:
+            out = model(input_ids=torch.tensor([prompt]), decoder_input_ids=torch.tensor([[start] + generated]))
+        else:
+            out = model(input_ids=torch.tensor([prompt + generated]))
+        return out.logits[0, -1].to(torch.float32)
+
+    results = []
+    with torch.no_grad():
+        for a, b in zip(intended, opposite):
+            generated: list[int] = []
+            for step in range(max_new_tokens):
+                scores = last_logits(a, generated) - omega * last_logits(b, generated)
+                if step < min_new_tokens:
+                    scores[eos_ids] = -float("inf")
+                token = int(scores.argmax())
+                if token in eos_ids:
+                    break
+                generated.append(token)
+            results.append(generated)
+    return results
+
+
+def test_omega_zero_equals_generate_greedy(generator, prompts):
+    arch, model, tokenizer = generator
+    intended, _ = _pairs(prompts)
+    ids = _ids(tokenizer, intended)
+    assert len(set(map(len, ids))) > 3  # real padding in the batch
+    ours = contrastive_decode(model, ids, None, omega=0.0, max_new_tokens=12, min_new_tokens=4,
+                              **_decode_kwargs(model, tokenizer))
+    reference = _generate_reference(model, tokenizer, ids, 12, 4)
+    assert ours == reference
+    assert len({tuple(r) for r in ours}) > len(ours) // 2  # the outputs really depend on the prompt
+
+    # the same through the text API, in float32 as users run it, one premise per batch
+    model32 = model.to(torch.float32)
+    try:
+        texts = generate_texts(model32, tokenizer, intended, omega=0.0, max_new_tokens=12, min_new_tokens=4,
+                               batch_size=3, use_chat_template=False)
+        reference = _generate_reference(model32, tokenizer, ids, 12, 4)
+        assert [t.text for t in texts] == tokenizer.batch_decode(reference, skip_special_tokens=True)
+    finally:
+        model.to(torch.float64)
+
+
+@pytest.mark.parametrize("omega", [0.3, -0.2, 1.0])
+def test_cached_loop_equals_naive_reference(generator, prompts, omega):
+    arch, model, tokenizer = generator
+    intended, opposite = _pairs(prompts)
+    ids_a, ids_b = _ids(tokenizer, intended), _ids(tokenizer, opposite)
+    # a second EOS id that the models do emit, so rows end at different steps and get pruned
+    eos_ids = special_token_ids(model, tokenizer)[0]
+    plain = contrastive_decode(model, ids_a, ids_b, omega=omega, max_new_tokens=10,
+                               **_decode_kwargs(model, tokenizer))
+    frequent = max(set(t for r in plain for t in r[3:]), key=lambda t: sum(r[3:].count(t) for r in plain))
+    kwargs = _decode_kwargs(model, tokenizer) | {"eos_token_ids": eos_ids + [frequent]}
+
+    ours = contrastive_decode(model, ids_a, ids_b, omega=omega, max_new_tokens=10, min_new_tokens=2, **kwargs)
+    reference = _naive_contrastive(model, tokenizer, ids_a, ids_b, omega, 10, 2, eos_ids + [frequent])
+    assert ours == reference
+    lengths = {len(r) for r in ours}
+    assert len(lengths) > 1 and min(lengths) >= 2  # per-row EOS at different steps, after min_new_tokens
+    # the contrast changes the output
+    assert ours != contrastive_decode(model, ids_a, None, omega=0.0, max_new_tokens=10, min_new_tokens=2, **kwargs)
+
+
+def test_both_branches_receive_the_same_token(generator, prompts):
+    arch, model, tokenizer = generator
+    intended, opposite = _pairs(prompts)
+    fed = []
+    key = "decoder_input_ids" if model.config.is_encoder_decoder else "input_ids"
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: fed.append(kwargs[key].clone()),
+                                             with_kwargs=True)
+    try:
+        contrastive_decode(model, _ids(tokenizer, intended), _ids(tokenizer, opposite), omega=0.3,
+                           max_new_tokens=8, do_sample=True, temperature=1.5, row_seeds=list(range(len(intended))),
+                           **_decode_kwargs(model, tokenizer))
+    finally:
+        handle.remove()
+    steps = fed if model.config.is_encoder_decoder else fed[1:]  # decoder-only: first call is the prefill
+    assert len(steps) >= 7
+    for tokens in steps:
+        assert tokens.shape[1] == 1 and tokens.shape[0] % 2 == 0
+        intended_half, opposite_half = tokens.chunk(2)
+        assert torch.equal(intended_half, opposite_half)
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_output_does_not_depend_on_batch_mates(generator, do_sample):
+    arch, model, tokenizer = generator
+    premises = snli_premises(6)
+    prompts = build_generation_prompts(premises, seed=3)
+    kwargs = dict(omega=0.3, max_new_tokens=8, do_sample=do_sample, temperature=1.3, top_k=20, top_p=0.95,
+                  seed=11, use_chat_template=False)
+    together = generate_contrastive(model, tokenizer, prompts, batch_size=6, **kwargs)
+    alone = [generate_contrastive(model, tokenizer, [p], batch_size=1, **kwargs)[0] for p in prompts[:3]]
+    reordered = generate_contrastive(model, tokenizer, prompts[::-1], batch_size=4, **kwargs)[::-1]
+    assert alone == together[:3]
+    assert reordered == together
+    assert [r.premise for r in together] == premises  # input order
+
+
+def test_sampling_is_seeded_and_reproducible(generator, prompts):
+    arch, model, tokenizer = generator
+    kwargs = dict(omega=0.3, max_new_tokens=10, batch_size=3, do_sample=True, temperature=1.5, use_chat_template=False)
+    first = generate_contrastive(model, tokenizer, prompts, seed=5, **kwargs)
+    again = generate_contrastive(model, tokenizer, prompts, seed=5, **kwargs)
+    other = generate_contrastive(model, tokenizer, prompts, seed=6, **kwargs)
+    greedy = generate_contrastive(model, tokenizer, prompts, omega=0.3, max_new_tokens=10, batch_size=3,
+                                  use_chat_template=False)
+    assert first == again
+    raw = lambda rows: [(r.entailment_raw, r.contradiction_raw) for r in rows]  # noqa: E731
+    assert raw(first) != raw(other)
+    assert raw(first) != raw(greedy)
+
+
+def test_token_selector_samples_the_softmax_distribution():
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -float("inf")]]).repeat(4000, 1)
+    selector = TokenSelector(True, row_seeds=list(range(4000)))
+    tokens = selector(logits, torch.arange(4000))
+    freq = torch.bincount(tokens, minlength=5).double() / 4000
+    expected = torch.softmax(logits[0].double(), -1)
+    assert freq[4] == 0  # a masked token is never drawn
+    assert torch.allclose(freq, expected, atol=0.03)
+    # rows are independent of order: row 7's draw is the same when drawn alone
+    again = TokenSelector(True, row_seeds=list(range(4000)))
+    assert again(logits[:1], torch.tensor([7])).item() == tokens[7].item()
+    # warpers compose: top_k=2 keeps only the two best tokens
+    warped = build_logits_processors([4], do_sample=True, temperature=0.5, top_k=2)(None, logits.clone())
+    assert set(TokenSelector(True, list(range(4000)))(warped, torch.arange(4000)).tolist()) == {0, 1}
+
+
+def test_contrastive_processor_formula():
+    scores = torch.tensor([[1.0, 2.0], [3.0, 5.0], [0.5, -1.0], [2.0, 2.0]])  # [intended (2 rows); opposite]
+    assert torch.equal(ContrastiveLogitsProcessor(0.3)(None, scores), scores[:2] - 0.3 * scores[2:])
+    assert torch.equal(ContrastiveLogitsProcessor(0.0)(None, scores), scores[:2])
+    with pytest.raises(ValueError, match="even number of rows"):
+        ContrastiveLogitsProcessor(0.3)(None, scores[:3])
+
+
+def test_length_buckets():
+    lengths = [3, 9, 1, 9, 5]
+    batches = length_buckets(lengths, 2)
+    assert batches == [[1, 3], [4, 0], [2]]
+    with pytest.raises(ValueError):
+        length_buckets(lengths, 0)
+
+
+def test_generate_contrastive_rows_prompts_and_progress(generator, prompts):
+    arch, model, tokenizer = generator
+    calls = []
+    rows = generate_contrastive(model, tokenizer, prompts, omega=0.3, max_new_tokens=6, batch_size=4,
+                                use_chat_template=False, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 6), (4, 6), (6, 6)]
+    for row, p in zip(rows, prompts):
+        assert row.premise == p.premise
+        assert (row.entailment_prompt, row.contradiction_prompt) == (p.entailment_prompt, p.contradiction_prompt)
+        assert row.entailment_prompt_id == p.entailment_prompt_id
+        assert row.entailment == clean_generation(row.entailment_raw, p.premise).text
+        assert row.entailment_raw and row.contradiction_raw
+    assert set(rows[0].as_dict()) >= {"premise", "entailment", "contradiction", "entailment_prompt",
+                                      "contradiction_prompt", "reject_reason"}
+    counts = reject_counts(rows)
+    assert counts["kept"] + counts["rejected"] == len(rows)
+
+
+def test_chat_template_is_applied_when_present(prompts):
+    texts = [t for p in prompts for t in (p.entailment_prompt, p.contradiction_prompt)]
+    model, tokenizer = tiny_generator("llama", texts, chat_template=True)
+    rows = generate_contrastive(model, tokenizer, prompts[:2], max_new_tokens=4)
+    assert rows[0].entailment_prompt == f"<s>[INST] {prompts[0].entailment_prompt} [/INST]"
+    plain = generate_contrastive(model, tokenizer, prompts[:2], max_new_tokens=4, use_chat_template=False)
+    assert plain[0].entailment_prompt == prompts[0].entailment_prompt
+    assert [r.entailment_raw for r in rows] != [r.entailment_raw for r in plain]
+
+
+def test_stop_strings_end_and_cut(generator, prompts):
+    arch, model, tokenizer = generator
+    intended, _ = _pairs(prompts)
+    full = generate_texts(model, tokenizer, intended, max_new_tokens=10, min_new_tokens=10, use_chat_template=False)
+    word = full[0].text.split()[2]  # a word the model writes at its third step
+    cut = generate_texts(model, tokenizer, intended, max_new_tokens=10, min_new_tokens=10,
+                         stop_strings=[word], use_chat_template=False)
+    assert cut[0].finished and cut[0].num_tokens <= 3 < full[0].num_tokens  # stopped early, stop token kept
+    for a, b in zip(full, cut):
+        assert b.text == a.text.split(word, 1)[0]
+
+
+def test_load_generator_roundtrip(tmp_path, generator, prompts):
+    arch, model, tokenizer = generator
+    model.to(torch.float32).save_pretrained(tmp_path)
+    model.to(torch.float64)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tokenizer = load_generator(tmp_path, dtype="float32")
+    assert type(loaded) is type(model) and not loaded.training
+    assert loaded.dtype == torch.float32
+    kwargs = dict(omega=0.3, max_new_tokens=6, use_chat_template=False)
+    assert (generate_contrastive(loaded, loaded_tokenizer, prompts[:2], **kwargs)
+            == generate_contrastive(model.to(torch.float32), tokenizer, prompts[:2], **kwargs))
+    model.to(torch.float64)
+    bf16, _ = load_generator(tmp_path, dtype="bf16")
+    assert bf16.dtype == torch.bfloat16
+    rows = generate_contrastive(bf16, loaded_tokenizer, prompts[:2], **kwargs)
+    assert len(rows) == 2
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_generator(tmp_path, dtype="int3")
+
+
+def test_fingerprint(tmp_path):
+    base = generation_fingerprint("google/flan-t5-xl", "main")
+    json.dumps(base)
+    assert base["omega"] == 0.3 and base["prompt_set"] == "syncse-pool" and base["temperature"] is None
+    assert generation_fingerprint("google/flan-t5-xl", "main", temperature=0.5) == base  # greedy ignores it
+    for change in [dict(omega=0.2), dict(max_new_tokens=32), dict(seed=1), dict(do_sample=True),
+                   dict(prompt_set="official-2shot"), dict(template="{instruction}: {premise}"), dict(dtype="bf16"),
+                   dict(use_chat_template=False)]:
+        assert generation_fingerprint("google/flan-t5-xl", "main", **change) != base, change
+    assert generation_fingerprint("google/flan-t5-xl", "other") != base
+    prompt_file = tmp_path / "p.yaml"
+    prompt_file.write_text("entailment: [A]\ncontradiction: [B]\n", encoding="utf-8")
+    first = generation_fingerprint("m", prompt_file=prompt_file)
+    prompt_file.write_text("entailment: [A2]\ncontradiction: [B]\n", encoding="utf-8")
+    assert generation_fingerprint("m", prompt_file=prompt_file)["prompt_set_sha256"] != first["prompt_set_sha256"]
+    with pytest.raises(ValueError, match="top_p"):
+        generation_fingerprint("m", do_sample=True, top_p=0.0)
+
+
+@pytest.mark.parametrize(
+    "text, cleaned, reason",
+    [
+        ('  "A dog runs in the park."  ', "A dog runs in the park.", None),
+        ("'They have no information at all.'", "They have no information at all.", None),
+        ("No one is here.'", "No one is here.", None),
+        ("the players'", "the players'", None),
+        ("A   man\nsleeps", "A man sleeps", None),
+        ('""', "", "empty"),
+        ("   ", "", "empty"),
+        ("a MAN is sleeping", "a MAN is sleeping", "copy_of_premise"),
+        ('"A man is sleeping."', "A man is sleeping.", "copy_of_premise"),
+    ],
+)
+def test_clean_generation(text, cleaned, reason):
+    result = clean_generation(text, "A man is sleeping.")
+    assert (result.text, result.reject_reason) == (cleaned, reason)
+
+
+def test_bad_arguments(generator, prompts):
+    arch, model, tokenizer = generator
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_contrastive(model, tokenizer, prompts, max_new_tokens=0)
+    with pytest.raises(ValueError, match="temperature"):
+        generate_contrastive(model, tokenizer, prompts, do_sample=True, temperature=0)
+    with pytest.raises(ValueError, match="opposite"):
+        generate_texts(model, tokenizer, ["a"], omega=0.3)
