@@ -293,30 +293,40 @@ def ok_prompts(cache_path):
 
 def test_sigkill_mid_scoring_then_resume(tmp_path):
     n = 80
-    with ChatCompletionsServer(latency_s=0.04) as server:
-        reference = run_worker(server.base_url, tmp_path / "reference.sqlite", n)
-        out, err = reference.communicate(timeout=120)
-        assert reference.returncode == 0, err
-        uninterrupted = json.loads(out)
-        server.reset_counts()
+    workers = []
+    try:
+        with ChatCompletionsServer(latency_s=0.04) as server:
+            reference = run_worker(server.base_url, tmp_path / "reference.sqlite", n)
+            workers.append(reference)
+            out, err = reference.communicate(timeout=120)
+            assert reference.returncode == 0, err
+            uninterrupted = json.loads(out)
+            server.reset_counts()
 
-        cache_path = tmp_path / "run.sqlite"
-        victim = run_worker(server.base_url, cache_path, n)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # kill once a good part, but not all, is answered
-            if cache_path.exists() and len(ok_prompts(cache_path)) >= n // 3:
-                break
-            time.sleep(0.02)
-        victim.send_signal(signal.SIGKILL)
-        victim.communicate(timeout=30)
-        assert victim.returncode == -signal.SIGKILL
-        answered = ok_prompts(cache_path)
-        assert n // 3 <= len(answered) < n
+            cache_path = tmp_path / "run.sqlite"
+            victim = run_worker(server.base_url, cache_path, n)
+            workers.append(victim)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # kill once a good part, but not all, is answered
+                if cache_path.exists() and len(ok_prompts(cache_path)) >= n // 3:
+                    break
+                time.sleep(0.02)
+            victim.send_signal(signal.SIGKILL)
+            victim.communicate(timeout=30)
+            assert victim.returncode == -signal.SIGKILL
+            answered = ok_prompts(cache_path)
+            assert n // 3 <= len(answered) < n
 
-        resumed = run_worker(server.base_url, cache_path, n)
-        out, err = resumed.communicate(timeout=120)
-        assert resumed.returncode == 0, err
-        assert json.loads(out) == uninterrupted
-        assert all(server.requests[prompt] == 1 for prompt in answered)  # no answered item was asked again
-        assert len(server.requests) == n  # every item asked, at most the in-flight ones (<= 4) twice
-        assert sum(server.requests.values()) - n <= 4
+            resumed = run_worker(server.base_url, cache_path, n)
+            workers.append(resumed)
+            out, err = resumed.communicate(timeout=120)
+            assert resumed.returncode == 0, err
+            assert json.loads(out) == uninterrupted
+            assert all(server.requests[prompt] == 1 for prompt in answered)  # no answered item was asked again
+            assert len(server.requests) == n  # every item asked, at most the in-flight ones (<= 4) twice
+            assert sum(server.requests.values()) - n <= 4
+    finally:
+        for worker in workers:  # never leave a worker behind when an assertion fails
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate(timeout=30)

@@ -65,3 +65,25 @@ def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, pad_token_id=0, bos_token_id=3, eos_token_id=1)
     return LlamaForCausalLM(config).eval()
+
+
+def teach_t5_to_answer(model: T5ForConditionalGeneration, tokenizer, prompts: list[str], answers: list[str],
+                       steps: int = 60, lr: float = 3e-3, seed: int = 0) -> T5ForConditionalGeneration:
+    """A few optimiser steps so the random T5 answers in the scorer's format (one digit, then EOS).
+
+    A random model almost never starts its reply with a digit, so generate + parse would fail on
+    nearly every pair and there would be nothing to compare; after this it answers like a terse
+    scorer (which digit it picks is not the point).
+    """
+    torch.manual_seed(seed)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    labels = tokenizer(answers, return_tensors="pt", padding=True).input_ids
+    labels[labels == tokenizer.pad_token_id] = -100
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    return model.eval()

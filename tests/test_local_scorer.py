@@ -1,0 +1,213 @@
+"""The local one-forward scorer on tiny random T5 and Llama models with offline tokenizers.
+
+No generative LLM exists offline, so the models are built from configs (tests/tiny_llm.py); the
+premise/hypothesis pairs are real SNLI rows from ../shared/data.
+"""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from multicsr_core.llm.cache import FAILED, ResponseCache
+from multicsr_core.llm.local import LocalLM
+from multicsr_core.prompts import format_scoring_prompt
+from multicsr_core.scoring.base import PairScorer
+from multicsr_core.scoring.llm import ClaifScorer, LocalLLMScorer
+from multicsr_core.scoring.parsing import parse_official_score
+from tests.openai_server import expected_score
+from tests.tiny_llm import (
+    LLAMA_CHAT_TEMPLATE,
+    char_tokenizer,
+    teach_t5_to_answer,
+    tiny_llama,
+    tiny_t5,
+    word_tokenizer,
+)
+
+SNLI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nli" / "snli_devtest_for_simcse.csv"
+SCORES = list("012345")
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    with open(SNLI, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:16]
+    premises = [row["sent0"] for row in rows]
+    hypotheses = [row["sent1"] if i % 2 else row["hard_neg"] for i, row in enumerate(rows)]
+    return premises, hypotheses
+
+
+@pytest.fixture(scope="module")
+def prompts(pairs):
+    return [format_scoring_prompt(p, h) for p, h in zip(*pairs)]
+
+
+@pytest.fixture(scope="module")
+def texts(pairs):
+    return [p + " " + h for p, h in zip(*pairs)]
+
+
+@pytest.fixture(scope="module")
+def t5_scorer_model(texts, prompts):
+    """A tiny T5 taught the answer format, so greedy generate replies with one digit."""
+    tokenizer = word_tokenizer(texts)
+    model = teach_t5_to_answer(tiny_t5(len(tokenizer)), tokenizer, prompts,
+                               [str(expected_score(p)) for p in prompts], steps=30, lr=1e-2)
+    return model, tokenizer
+
+
+def reference_first_step_probs(model, tokenizer, prompt, chat=False):
+    """Independent reference: generate() one token for ONE prompt (no padding) and take its logits."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True) if chat else prompt
+    batch = tokenizer([text], return_tensors="pt", add_special_tokens=not chat)
+    out = model.generate(**batch, max_new_tokens=1, do_sample=False, output_logits=True,
+                         return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
+    probs = torch.softmax(out.logits[0][0].float(), -1)
+    ids = [tokenizer.convert_tokens_to_ids(s) for s in SCORES]
+    restricted = probs[ids]
+    return {s: float(p) for s, p in zip(SCORES, restricted / restricted.sum())}, float(restricted.sum())
+
+
+def test_t5_one_forward_matches_first_generate_step(texts, prompts, tmp_path):
+    tokenizer = word_tokenizer(texts)
+    model = tiny_t5(len(tokenizer), seed=1)
+    lm = LocalLM(model, tokenizer, name="tiny-t5", batch_size=5, cache=ResponseCache(tmp_path / "c.sqlite"))
+    results = lm.next_token_distribution(prompts, SCORES)
+    for prompt, result in zip(prompts, results):
+        expected, mass = reference_first_step_probs(model, tokenizer, prompt)
+        assert result.distribution == pytest.approx(expected, abs=1e-5)
+        assert result.mass == pytest.approx(mass, abs=1e-6)
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_llama_left_padding_matches_unpadded_prompts(texts, prompts, tmp_path, chat):
+    tokenizer = word_tokenizer(texts, bos=True)
+    if chat:
+        tokenizer.chat_template = LLAMA_CHAT_TEMPLATE
+    model = tiny_llama(len(tokenizer), seed=2)
+    lm = LocalLM(model, tokenizer, name="tiny-llama", batch_size=8, cache=ResponseCache(tmp_path / "c.sqlite"))
+    assert lm.use_chat_template is chat
+    # prompts of different lengths in one batch: the short ones are left-padded
+    lengths = {len(tokenizer(p).input_ids) for p in prompts[:8]}
+    assert len(lengths) > 1
+    results = lm.next_token_distribution(prompts, SCORES)
+    for prompt, result in zip(prompts, results):
+        expected, _ = reference_first_step_probs(model, tokenizer, prompt, chat=chat)
+        assert result.distribution == pytest.approx(expected, abs=1e-5)
+
+
+def test_argmax_agrees_with_generate_and_parse(t5_scorer_model, pairs, tmp_path):
+    model, tokenizer = t5_scorer_model
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    lm = LocalLM(model, tokenizer, name="taught-t5", batch_size=6, cache=cache)
+    one_forward = LocalLLMScorer(lm).score_pairs(*pairs)
+    generated = LocalLLMScorer(lm, mode="generate").score_pairs(*pairs)
+    parsed = [(a, b) for a, b in zip(one_forward, generated) if b.score is not None]
+    assert len(parsed) >= len(pairs[0]) // 2  # the taught model answers with a digit
+    assert all(a.score == b.score for a, b in parsed)
+    assert len({a.score for a in one_forward}) > 1  # not one constant answer
+    expected = LocalLLMScorer(lm, mode="expected").score_pairs(*pairs)
+    for a, e in zip(one_forward, expected):
+        assert e.score == pytest.approx(sum(int(k) * p for k, p in a.distribution.items()))
+        assert e.distribution == a.distribution
+    assert isinstance(LocalLLMScorer(lm), PairScorer)
+
+
+def count_forwards(model):
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def test_cache_answers_reruns_without_a_forward(texts, pairs, tmp_path):
+    tokenizer = word_tokenizer(texts)
+    model = tiny_t5(len(tokenizer), seed=3)
+    calls = count_forwards(model)
+    path = tmp_path / "c.sqlite"
+    first = LocalLLMScorer(LocalLM(model, tokenizer, name="tiny-t5", batch_size=4, cache=ResponseCache(path)))
+    scores = first.score_pairs(*pairs)
+    assert len(calls) == 4  # 16 pairs in batches of 4: one forward each
+    calls.clear()
+    again = LocalLLMScorer(LocalLM(model, tokenizer, name="tiny-t5", cache=ResponseCache(path))).score_pairs(*pairs)
+    assert calls == [] and [s.score for s in again] == [s.score for s in scores]
+    assert [s.distribution for s in again] == [s.distribution for s in scores]
+    # the mode is part of the key: generate is a different item, computed afresh
+    LocalLLMScorer(LocalLM(model, tokenizer, name="tiny-t5", cache=ResponseCache(path)), mode="generate").score_pairs(*pairs)
+    assert calls
+    # so is the model name: another model's answers are never reused
+    calls.clear()
+    LocalLLMScorer(LocalLM(model, tokenizer, name="other", batch_size=16, cache=ResponseCache(path))).score_pairs(*pairs)
+    assert len(calls) == 1
+
+
+def test_min_score_mass_failures_are_stored_and_retried(texts, pairs, tmp_path):
+    tokenizer = word_tokenizer(texts)
+    model = tiny_t5(len(tokenizer), seed=4)  # random: the score tokens hold ~6/vocab of the mass
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    scorer = LocalLLMScorer(LocalLM(model, tokenizer, name="tiny-t5", cache=cache), min_score_mass=0.5)
+    scores = scorer.score_pairs(*pairs)
+    assert all(s.score is None and "probability" in s.error and s.distribution for s in scores)
+    assert cache.counts() == {"ok": 0, FAILED: len(pairs[0])}
+    calls = count_forwards(model)
+    scorer.score_pairs(*pairs)
+    assert calls  # failed items are computed again
+    assert all(row.attempts == 2 for row in cache.get_many(
+        [scorer.lm._key(format_scoring_prompt(p, h), {"mode": "next-token-distribution", "candidates": SCORES})
+         for p, h in zip(*pairs)]).values())
+
+
+def test_multi_token_scores_fall_back_to_generate_and_parse(texts, pairs, tmp_path, caplog):
+    tokenizer = char_tokenizer(texts)  # '3' is '▁' + '3': no single-token spelling
+    model = tiny_t5(len(tokenizer), seed=5)
+    lm = LocalLM(model, tokenizer, name="char-t5", cache=ResponseCache(tmp_path / "c.sqlite"))
+    assert lm.candidate_token_ids(SCORES) is None
+    with pytest.raises(ValueError, match="single token"):
+        lm.next_token_distribution(["x"], SCORES)
+    scorer = LocalLLMScorer(lm)
+    assert scorer.mode == "generate" and scorer.fingerprint()["mode"] == "generate"
+    assert "not single tokens" in caplog.text
+    scores = scorer.score_pairs(*pairs)
+    replies = [r.text for r in lm.generate([format_scoring_prompt(p, h) for p, h in zip(*pairs)], max_new_tokens=8)]
+    for score, reply in zip(scores, replies):
+        assert score.raw == reply
+        assert score.score == parse_official_score(reply)
+        assert (score.error is None) == (score.score is not None)
+
+
+def test_claif_scorer_with_a_local_model(texts, tmp_path):
+    tokenizer = word_tokenizer(texts)
+    model = tiny_t5(len(tokenizer), seed=6)
+    scorer = ClaifScorer(LocalLM(model, tokenizer, name="tiny-t5", cache=ResponseCache(tmp_path / "c.sqlite")))
+    scores = scorer.score_pairs(["a man sleeps"], ["a woman runs"])
+    assert scores[0].raw is not None
+    assert (scores[0].score is None) == (scores[0].error is not None)
+
+
+def test_from_pretrained_loads_a_saved_folder(texts, prompts, tmp_path):
+    tokenizer = word_tokenizer(texts, bos=True)
+    model = tiny_llama(len(tokenizer), seed=7)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    lm = LocalLM.from_pretrained(str(tmp_path / "model"), cache=ResponseCache(tmp_path / "c.sqlite"), batch_size=4)
+    assert not lm.is_seq2seq and lm.fingerprint()["dtype"] == "float32"
+    direct = LocalLM(model, tokenizer, name="direct").next_token_distribution(prompts[:4], SCORES)
+    loaded = lm.next_token_distribution(prompts[:4], SCORES)
+    for a, b in zip(direct, loaded):
+        assert a.distribution == pytest.approx(b.distribution, abs=1e-6)
+
+
+def test_bad_arguments_are_rejected(texts):
+    tokenizer = word_tokenizer(texts)
+    model = tiny_t5(len(tokenizer))
+    with pytest.raises(ValueError, match="batch_size"):
+        LocalLM(model, tokenizer, name="t5", batch_size=0)
+    with pytest.raises(ValueError, match="chat template"):
+        LocalLM(model, tokenizer, name="t5", use_chat_template=True)
+    lm = LocalLM(model, tokenizer, name="t5")
+    with pytest.raises(ValueError, match="mode"):
+        LocalLLMScorer(lm, mode="sample")
+    with pytest.raises(ValueError, match="premises"):
+        LocalLLMScorer(lm).score_pairs(["a"], [])
