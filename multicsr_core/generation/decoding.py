@@ -29,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .processors import ContrastiveLogitsProcessor, TokenSelector, build_logits_processors
 
-__all__ = ["contrastive_decode", "special_token_ids"]
+__all__ = ["contrastive_decode", "special_token_ids", "model_rows", "Seq2SeqRows", "DecoderOnlyRows"]
 
 
 def special_token_ids(model, tokenizer=None) -> tuple[list[int], int, int | None]:
@@ -72,7 +72,7 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool, device) -> tupl
     return ids.to(device), mask.to(device)
 
 
-class _Seq2SeqRows:
+class Seq2SeqRows:
     """Encoder once on distinct prompts; decoder rows share its outputs through an index."""
 
     def __init__(self, model, rows: Sequence[Sequence[int]], pad_id: int, start_id: int):
@@ -108,7 +108,7 @@ class _Seq2SeqRows:
         self.mask = self.mask.index_select(0, rows)
 
 
-class _DecoderOnlyRows:
+class DecoderOnlyRows:
     """Left-padded prompts, prefilled once, then one token per step."""
 
     def __init__(self, model, rows: Sequence[Sequence[int]], pad_id: int):
@@ -149,6 +149,16 @@ class _DecoderOnlyRows:
         self.cache.batch_select_indices(rows)
         self.mask = self.mask.index_select(0, rows)
         self.positions = self.positions.index_select(0, rows)
+
+
+def model_rows(model, rows: Sequence[Sequence[int]], pad_token_id: int, decoder_start_token_id: int | None = None):
+    """The per-architecture state of a batch of prompt rows: ``first_logits()``, then
+    ``forward(tokens)`` once per step, and ``keep(row_indices)`` to drop rows."""
+    if model.config.is_encoder_decoder:
+        if decoder_start_token_id is None:
+            raise ValueError("encoder-decoder decoding needs decoder_start_token_id")
+        return Seq2SeqRows(model, rows, pad_token_id, decoder_start_token_id)
+    return DecoderOnlyRows(model, rows, pad_token_id)
 
 
 def _accepts(model, name: str) -> bool:
@@ -194,13 +204,8 @@ def contrastive_decode(
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
-    model_rows = list(intended) + (list(opposite) if contrast else [])
-    if model.config.is_encoder_decoder:
-        if decoder_start_token_id is None:
-            raise ValueError("encoder-decoder decoding needs decoder_start_token_id")
-        rows = _Seq2SeqRows(model, model_rows, pad_token_id, decoder_start_token_id)
-    else:
-        rows = _DecoderOnlyRows(model, model_rows, pad_token_id)
+    rows = model_rows(model, list(intended) + (list(opposite) if contrast else []), pad_token_id,
+                      decoder_start_token_id)
 
     device = model.device
     combine = ContrastiveLogitsProcessor(omega)
