@@ -32,30 +32,32 @@ from .processors import ContrastiveLogitsProcessor, TokenSelector, build_logits_
 __all__ = ["contrastive_decode", "special_token_ids", "model_rows", "Seq2SeqRows", "DecoderOnlyRows"]
 
 
+def _first_set(name: str, *sources):
+    """The first non-None ``name`` attribute among ``sources`` (None sources skipped)."""
+    for source in sources:
+        value = getattr(source, name, None) if source is not None else None
+        if value is not None:
+            return value
+    return None
+
+
 def special_token_ids(model, tokenizer=None) -> tuple[list[int], int, int | None]:
-    """(eos ids, pad id, decoder start id) from the generation config, model config, then tokenizer."""
-    gen = getattr(model, "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None)
-    if eos is None:
-        eos = model.config.eos_token_id
-    if eos is None and tokenizer is not None:
-        eos = tokenizer.eos_token_id
+    """(eos ids, pad id, decoder start id), looked up in the generation config, the model config,
+    then the tokenizer."""
+    sources = (getattr(model, "generation_config", None), model.config, tokenizer)
+    eos = _first_set("eos_token_id", *sources)
     if eos is None:
         raise ValueError("the model defines no eos_token_id (generation_config, config or tokenizer)")
     eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
-    pad = getattr(gen, "pad_token_id", None)
-    if pad is None:
-        pad = model.config.pad_token_id
-    if pad is None and tokenizer is not None:
-        pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = eos_ids[0]  # common for decoder-only models; padded positions are masked anyway
-    start = getattr(gen, "decoder_start_token_id", None)
-    if start is None:
-        start = getattr(model.config, "decoder_start_token_id", None)
+    pad = _first_set("pad_token_id", *sources)
+    if isinstance(pad, (list, tuple)):
+        pad = pad[0]
+    # no pad token is common for decoder-only models: padded positions are masked, any id will do
+    pad = eos_ids[0] if pad is None else int(pad)
+    start = _first_set("decoder_start_token_id", *sources[:2])
     if model.config.is_encoder_decoder and start is None:
         raise ValueError("encoder-decoder model without decoder_start_token_id")
-    return eos_ids, int(pad if not isinstance(pad, (list, tuple)) else pad[0]), start
+    return eos_ids, pad, start
 
 
 def _pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,15 +232,15 @@ def contrastive_decode(
         tokens[active, step] = next_tokens
 
         ended = running & torch.isin(next_tokens, terminal)
-        if ended.any():
-            is_stop = ~torch.isin(next_tokens, eos)  # stop tokens stay in the output
-            lengths[active[ended]] = step + is_stop[ended].long()
-            running = running & ~ended
-        if step == max_new_tokens - 1 or not running.any():
+        # stop tokens stay in the output, EOS does not; written without a host sync
+        ended_length = step + (~torch.isin(next_tokens, eos)).long()
+        lengths[active] = torch.where(ended, ended_length, lengths[active])
+        running = running & ~ended
+        n_running = int(running.sum())  # the one host sync of the step
+        if step == max_new_tokens - 1 or n_running == 0:
             break
 
-        n_finished = int((~running).sum())
-        if n_finished * 8 >= running.numel():
+        if (running.numel() - n_running) * 8 >= running.numel():
             keep = running.nonzero().squeeze(-1)
             rows.keep(torch.cat([keep, keep + running.numel()]) if contrast else keep)
             active, running, next_tokens = active[keep], running[keep], next_tokens[keep]
