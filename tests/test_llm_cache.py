@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from multicsr_core.llm.cache import FAILED, OK, CacheEntry, ResponseCache, cache_key
+from multicsr_core.llm.cache import FAILED, OK, CacheEntry, ResponseCache, cache_key, default_cache_path
 
 MESSAGES = [{"role": "user", "content": "Scoring ... (a) x (b) y"}]
 
@@ -27,7 +27,8 @@ def test_key_depends_on_model_prompt_and_params_only():
 
 
 def test_roundtrip_and_wal_mode(tmp_path):
-    path = tmp_path / "cache" / "responses.sqlite"
+    path = default_cache_path(tmp_path / "workdir")
+    assert path.is_relative_to(tmp_path / "workdir") and not path.exists()
     with ResponseCache(path) as cache:
         cache.put(entry("k1"))
         cache.put(entry("k2", FAILED, text="no idea", error="does not parse"))

@@ -68,4 +68,7 @@ def test_logprobs_to_distribution_merges_spellings_and_renormalises():
     assert dist["4"] == pytest.approx(0.2 / 0.8)
     assert sum(dist.values()) == pytest.approx(1.0)
     assert logprobs_to_distribution([{"token": "The", "logprob": 0.0, "top": {"The": 0.0}}]) is None
+    # a non-answer whose alternatives happen to include a digit gives no distribution
+    refusal = [{"token": "I", "logprob": math.log(0.9), "top": {"I": math.log(0.9), "3": math.log(0.01)}}]
+    assert logprobs_to_distribution(refusal) is None
     assert logprobs_to_distribution(None) is None

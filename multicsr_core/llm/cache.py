@@ -64,6 +64,11 @@ _COLUMNS = "key, model, status, response, raw, error, prompt_tokens, completion_
 _SQLITE_MAX_VARS = 500  # stay well below SQLITE_MAX_VARIABLE_NUMBER on old builds
 
 
+def default_cache_path(workdir: str | Path) -> Path:
+    """Where a run keeps its response cache: ``WORKDIR/llm/responses.sqlite``."""
+    return Path(workdir) / "llm" / "responses.sqlite"
+
+
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 

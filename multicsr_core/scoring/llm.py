@@ -142,11 +142,13 @@ def logprobs_to_distribution(logprobs: list[dict] | None, candidates: Sequence[s
     """Score distribution from the first reply token's top alternatives (API logprobs).
 
     Tokens are compared after stripping whitespace (``" 3"`` counts for ``"3"``). None if the
-    endpoint sent no logprobs or no score token is among the alternatives.
+    endpoint sent no logprobs, or if the reply's first token is not itself a score: a reply
+    like "I cannot rate that" may still list "3" among its alternatives at a tiny probability,
+    and reading a score out of a non-answer would keep a triplet the model never scored.
     """
     import math
 
-    if not logprobs:
+    if not logprobs or logprobs[0]["token"].strip() not in candidates:
         return None
     first = logprobs[0]
     alternatives = dict(first.get("top") or {})
@@ -156,8 +158,6 @@ def logprobs_to_distribution(logprobs: list[dict] | None, candidates: Sequence[s
         if token.strip() in mass:
             mass[token.strip()] += math.exp(logprob)
     total = sum(mass.values())
-    if total <= 0:
-        return None
     return {candidate: p / total for candidate, p in mass.items()}
 
 
