@@ -45,13 +45,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from multicsr_core.config import default_data_root  # noqa: E402
 from multicsr_core.llm.local import LocalLM  # noqa: E402
 from multicsr_core.prompts import format_scoring_prompt  # noqa: E402
 from multicsr_core.scoring.llm import LocalLLMScorer  # noqa: E402
 from tests.openai_server import expected_score  # noqa: E402
 from tests.tiny_llm import teach_t5_to_answer, tiny_llama, tiny_t5, word_tokenizer  # noqa: E402
 
-SNLI = REPO.parent / "shared" / "data" / "nli" / "snli_devtest_for_simcse.csv"
+SNLI = default_data_root() / "nli" / "snli_devtest_for_simcse.csv"
 
 
 def load_pairs(n: int) -> tuple[list[str], list[str]]:

@@ -5,11 +5,11 @@ premise/hypothesis pairs are real SNLI rows from ../shared/data.
 """
 
 import csv
-from pathlib import Path
 
 import pytest
 import torch
 
+from multicsr_core.config import default_data_root
 from multicsr_core.llm.cache import FAILED, ResponseCache
 from multicsr_core.llm.local import LocalLM
 from multicsr_core.prompts import format_scoring_prompt
@@ -26,7 +26,7 @@ from tests.tiny_llm import (
     word_tokenizer,
 )
 
-SNLI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nli" / "snli_devtest_for_simcse.csv"
+SNLI = default_data_root() / "nli" / "snli_devtest_for_simcse.csv"
 SCORES = list("012345")
 
 
