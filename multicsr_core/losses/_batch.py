@@ -14,9 +14,13 @@ the tests exercise.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
+from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.util import all_gather, all_gather_with_grad, get_rank
 
 
@@ -75,3 +79,35 @@ def guide_similarity(guide: Tensor, anchor_ids: Tensor, candidate_ids: Tensor, d
     anchors = guide[anchor_ids.to(guide.device)]
     candidates = guide[candidate_ids.to(guide.device)]
     return (anchors @ candidates.T).to(device)
+
+
+class GuidedInBatchLoss(nn.Module):
+    """Shared plumbing of the guide-masked losses: the guide lookup table, the forward, and the
+    (logits, guide similarity) pair over local anchors x global candidates. Subclasses turn that
+    pair into a loss in ``compute_loss_from_embeddings``."""
+
+    def __init__(self, model, guide_embeddings, tau: float, gather_across_devices: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.tau = float(tau)
+        self.gather_across_devices = gather_across_devices
+        # A buffer, so the trainer's loss.to(device) moves the lookup table next to the model.
+        self.register_buffer("guide_embeddings", as_guide_matrix(guide_embeddings), persistent=False)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        embeddings = embed_columns(self.model, sentence_features)
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def guided_logits(self, embeddings: list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor, int]:
+        """cos(h_i, candidate)/tau and sim_eta(x_i, candidate), both (B, n_blocks * global B), and the row offset.
+
+        Candidate columns are in block order [all positives | all negatives]."""
+        name = type(self).__name__
+        if len(embeddings) < 2:
+            raise ValueError(f"{name} expects (anchor, positive[, negative]) columns, got {len(embeddings)}")
+        ids = check_sentence_ids(labels, len(embeddings), self.guide_embeddings.size(0), name)
+        candidates, offset = gather_candidates(embeddings[1:], self.gather_across_devices)
+        candidate_ids = gather_ids(ids[:, 1:].contiguous(), self.gather_across_devices).T.reshape(-1)
+        logits = F.normalize(embeddings[0], dim=-1) @ F.normalize(torch.cat(candidates), dim=-1).T / self.tau
+        guide_sim = guide_similarity(self.guide_embeddings, ids[:, 0], candidate_ids, logits.device)
+        return logits, guide_sim, offset

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from sentence_transformers.base.losses.merged_forward import embed_columns
+from torch import Tensor
 
-from ._batch import (
-    as_guide_matrix,
-    check_sentence_ids,
-    gather_candidates,
-    gather_ids,
-    guide_similarity,
-    own_candidate_positions,
-)
+from ._batch import GuidedInBatchLoss, own_candidate_positions
 
 
-class MaskedInfoNCELoss(nn.Module):
+class MaskedInfoNCELoss(GuidedInBatchLoss):
     def __init__(
         self,
         model,
@@ -64,17 +55,8 @@ class MaskedInfoNCELoss(nn.Module):
         Inputs: (anchor, positive) pairs or (anchor, positive, negative) triplets; label = int ids
         (B, n_columns).
         """
-        super().__init__()
-        self.model = model
+        super().__init__(model, guide_embeddings, tau, gather_across_devices)
         self.sigma = float(sigma)
-        self.tau = float(tau)
-        self.gather_across_devices = gather_across_devices
-        # A buffer, so the trainer's loss.to(device) moves the lookup table next to the model.
-        self.register_buffer("guide_embeddings", as_guide_matrix(guide_embeddings), persistent=False)
-
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        embeddings = embed_columns(self.model, sentence_features)
-        return self.compute_loss_from_embeddings(embeddings, labels)
 
     def mask(self, guide_sim: Tensor, offset: int, n_blocks: int) -> Tensor:
         """True where M_{i,k,s} = 0: guide cosine >= sigma, except anchor i's own candidates."""
@@ -83,19 +65,9 @@ class MaskedInfoNCELoss(nn.Module):
         return (guide_sim >= self.sigma) & ~own
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
-        if len(embeddings) < 2:
-            raise ValueError(f"MaskedInfoNCELoss expects (anchor, positive[, negative]) columns, got {len(embeddings)}")
-        ids = check_sentence_ids(labels, len(embeddings), self.guide_embeddings.size(0), type(self).__name__)
-        anchors = embeddings[0]
-        candidates, offset = gather_candidates(embeddings[1:], self.gather_across_devices)
-        candidate_ids = gather_ids(ids[:, 1:].contiguous(), self.gather_across_devices)
-        # Candidate block order [all positives | all negatives], the order the mask is built in.
-        candidate_ids = candidate_ids.T.reshape(-1)
-        logits = F.normalize(anchors, dim=-1) @ F.normalize(torch.cat(candidates), dim=-1).T / self.tau
-
-        guide_sim = guide_similarity(self.guide_embeddings, ids[:, 0], candidate_ids, logits.device)
-        logits = logits.masked_fill(self.mask(guide_sim, offset, len(candidates)), float("-inf"))
-        targets = torch.arange(anchors.size(0), device=logits.device) + offset
+        logits, guide_sim, offset = self.guided_logits(embeddings, labels)
+        logits = logits.masked_fill(self.mask(guide_sim, offset, len(embeddings) - 1), float("-inf"))
+        targets = torch.arange(logits.size(0), device=logits.device) + offset
         return F.cross_entropy(logits, targets)
 
     def get_config_dict(self) -> dict[str, Any]:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from sentence_transformers.base.losses.merged_forward import embed_columns
+from torch import Tensor
 
-from ._batch import as_guide_matrix, check_sentence_ids, gather_candidates, gather_ids, guide_similarity
+from ._batch import GuidedInBatchLoss
 
 
-class OfficialMaskedBCELoss(nn.Module):
+class OfficialMaskedBCELoss(GuidedInBatchLoss):
     def __init__(
         self,
         model,
@@ -50,16 +48,8 @@ class OfficialMaskedBCELoss(nn.Module):
         :mod:`multicsr_core.guide`). Inputs and the label column (int sentence ids, (B, n_columns))
         are as for :class:`~multicsr_core.losses.masked_infonce.MaskedInfoNCELoss`.
         """
-        super().__init__()
-        self.model = model
+        super().__init__(model, guide_embeddings, tau, gather_across_devices)
         self.phi = float(phi)
-        self.tau = float(tau)
-        self.gather_across_devices = gather_across_devices
-        self.register_buffer("guide_embeddings", as_guide_matrix(guide_embeddings), persistent=False)
-
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        embeddings = embed_columns(self.model, sentence_features)
-        return self.compute_loss_from_embeddings(embeddings, labels)
 
     def weights(self, guide_sim: Tensor, offset: int) -> Tensor:
         """w: 0 where cos_eta/tau > phi/tau (strict), else 1; the positive (first-block diagonal) forced to 1."""
@@ -69,18 +59,10 @@ class OfficialMaskedBCELoss(nn.Module):
         return keep.to(guide_sim.dtype)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
-        if len(embeddings) < 2:
-            raise ValueError(f"OfficialMaskedBCELoss expects (anchor, positive[, negative]) columns, got {len(embeddings)}")
-        ids = check_sentence_ids(labels, len(embeddings), self.guide_embeddings.size(0), type(self).__name__)
-        anchors = embeddings[0]
-        candidates, offset = gather_candidates(embeddings[1:], self.gather_across_devices)
-        candidate_ids = gather_ids(ids[:, 1:].contiguous(), self.gather_across_devices).T.reshape(-1)
-        logits = F.normalize(anchors, dim=-1) @ F.normalize(torch.cat(candidates), dim=-1).T / self.tau
-
-        guide_sim = guide_similarity(self.guide_embeddings, ids[:, 0], candidate_ids, logits.device)
+        logits, guide_sim, offset = self.guided_logits(embeddings, labels)
         probabilities = torch.softmax(logits * self.weights(guide_sim, offset), dim=1)
         targets = torch.zeros_like(probabilities)
-        rows = torch.arange(anchors.size(0), device=logits.device)
+        rows = torch.arange(logits.size(0), device=logits.device)
         targets[rows, offset + rows] = 1.0
         # torch refuses binary_cross_entropy inside fp16/bf16 autocast: compute it in float32 outside.
         with torch.autocast(device_type=probabilities.device.type, enabled=False):
