@@ -1,0 +1,31 @@
+"""SentEval-exact evaluation: STS12-16 / STS-B / SICK-R Spearman, transfer tasks, results files and reports."""
+
+from multicsr_core.evaluation.sts import (
+    STS_TASKS,
+    Encoder,
+    StsResults,
+    StsTaskResult,
+    SubsetResult,
+    encode_unique,
+    encoder_from_sentence_transformer,
+    evaluate_sts,
+    evaluate_sts_pairs,
+    load_sts_tasks,
+    paired_cosine,
+    senteval_average,
+)
+
+__all__ = [
+    "STS_TASKS",
+    "Encoder",
+    "StsResults",
+    "StsTaskResult",
+    "SubsetResult",
+    "encode_unique",
+    "encoder_from_sentence_transformer",
+    "evaluate_sts",
+    "evaluate_sts_pairs",
+    "load_sts_tasks",
+    "paired_cosine",
+    "senteval_average",
+]

@@ -1,5 +1,9 @@
 """Readers for SentEval's "downstream" data folder (STS12-16, STS-B, SICK and the transfer tasks).
 
+Transfer-task readers (MR, CR, SUBJ, MPQA, SST-2, TREC, MRPC) keep SentEval's encodings (latin-1 for the
+binary tasks and TREC, UTF-8 otherwise), label conventions and file order; the evaluation code applies
+SentEval's length sort, since sample order decides its cross-validation folds.
+
 Every reader reproduces the loading code of SentEval as forked by SimCSE (``SentEval/senteval/sts.py``,
 ``sick.py``, ``binary.py``, ``sst.py``, ``trec.py``, ``mrpc.py``) so that scores computed on what these
 functions return are the published ones. Sentences come back the way SentEval's batcher hands them to a
@@ -23,6 +27,13 @@ __all__ = [
     "read_sts_year",
     "read_stsbenchmark",
     "read_sick",
+    "TRANSFER_TASKS",
+    "LabelledSentences",
+    "LabelledPairs",
+    "read_binary_task",
+    "read_sst2",
+    "read_trec",
+    "read_mrpc",
 ]
 
 # The subsets SentEval evaluates, in SentEval's order (STS13 has no "SMT" subset: licence).
@@ -178,3 +189,138 @@ def read_sick(data_dir: str | Path, split: str) -> StsPairs:
     """
     name = _check_split(split, _SICK_FILES, "SICK")
     return _read_tsv_pairs(Path(data_dir) / "SICK" / name, 1, 2, 3, skip_header=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transfer tasks (SentEval binary.py, sst.py, trec.py, mrpc.py)
+
+TRANSFER_TASKS: tuple[str, ...] = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
+
+# (folder, file with label 1, file with label 0): SentEval's BinaryClassifierEval(pos, neg). For SUBJ it
+# passes the objective sentences first, so "objective" is label 1.
+_BINARY_FILES = {
+    "MR": ("MR", "rt-polarity.pos", "rt-polarity.neg"),
+    "CR": ("CR", "custrev.pos", "custrev.neg"),
+    "SUBJ": ("SUBJ", "subj.objective", "subj.subjective"),
+    "MPQA": ("MPQA", "mpqa.pos", "mpqa.neg"),
+}
+_SST2_FILES = {"train": "sentiment-train", "dev": "sentiment-dev", "test": "sentiment-test"}
+_TREC_FILES = {"train": "train_5500.label", "test": "TREC_10.label"}
+_TREC_CLASSES = {"ABBR": 0, "DESC": 1, "ENTY": 2, "HUM": 3, "LOC": 4, "NUM": 5}
+_MRPC_FILES = {"train": "msr_paraphrase_train.txt", "test": "msr_paraphrase_test.txt"}
+
+
+@dataclass(frozen=True)
+class LabelledSentences:
+    """Single sentences with integer class labels, in file order."""
+
+    sentences: list[str]
+    labels: np.ndarray  # int64
+
+    def __post_init__(self) -> None:
+        if len(self.sentences) != len(self.labels):
+            raise ValueError(f"{len(self.sentences)} sentences but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class LabelledPairs:
+    """Sentence pairs with integer labels (MRPC: 1 = paraphrase), in file order."""
+
+    sentences1: list[str]
+    sentences2: list[str]
+    labels: np.ndarray  # int64
+
+    def __post_init__(self) -> None:
+        if not (len(self.sentences1) == len(self.sentences2) == len(self.labels)):
+            raise ValueError("LabelledPairs columns differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _read_lines(path: Path, encoding: str) -> list[str]:
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    if encoding == "utf8":
+        text = _read_text(path)
+    else:
+        text = io.open(path, encoding=encoding).read()
+    return text.splitlines()
+
+
+def read_binary_task(data_dir: str | Path, task: str) -> LabelledSentences:
+    """MR, CR, SUBJ or MPQA: all sentences of the positive file (label 1), then the negative file (label 0).
+
+    Files are read as latin-1 and split with ``str.splitlines()`` as SentEval does; empty lines stay (as
+    empty sentences) because SentEval keeps them and its sample counts include them.
+    """
+    if task not in _BINARY_FILES:
+        raise ValueError(f"unknown binary task {task!r}; expected one of {sorted(_BINARY_FILES)}")
+    folder, pos_name, neg_name = _BINARY_FILES[task]
+    pos = [_rejoin(line) for line in _read_lines(Path(data_dir) / folder / pos_name, "latin-1")]
+    neg = [_rejoin(line) for line in _read_lines(Path(data_dir) / folder / neg_name, "latin-1")]
+    return LabelledSentences(pos + neg, np.array([1] * len(pos) + [0] * len(neg), dtype=np.int64))
+
+
+def _parse_label(text: str, path: Path, lineno: int, allowed: set[int]) -> int:
+    try:
+        label = int(text)
+    except ValueError:
+        raise ValueError(f"{path}:{lineno}: label {text!r} is not an integer") from None
+    if label not in allowed:
+        raise ValueError(f"{path}:{lineno}: label {label} not in {sorted(allowed)}")
+    return label
+
+
+def read_sst2(data_dir: str | Path, split: str) -> LabelledSentences:
+    """SST-2 ``split`` (train/dev/test) from ``SST/binary/sentiment-*``: ``sentence<TAB>label`` per line."""
+    name = _check_split(split, _SST2_FILES, "SST-2")
+    path = Path(data_dir) / "SST" / "binary" / name
+    sentences, labels = [], []
+    for lineno, line in enumerate(_read_lines(path, "utf8"), start=1):
+        fields = line.strip().split("\t")
+        if len(fields) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'sentence<TAB>label', found {len(fields)} fields")
+        sentences.append(_rejoin(fields[0]))
+        labels.append(_parse_label(fields[1], path, lineno, {0, 1}))
+    return LabelledSentences(sentences, np.array(labels, dtype=np.int64))
+
+
+def read_trec(data_dir: str | Path, split: str) -> LabelledSentences:
+    """TREC ``split`` (train = train_5500.label, test = TREC_10.label): coarse label of ``COARSE:fine question``.
+
+    Labels: ABBR 0, DESC 1, ENTY 2, HUM 3, LOC 4, NUM 5 (SentEval's mapping); latin-1 as SentEval reads it.
+    """
+    name = _check_split(split, _TREC_FILES, "TREC")
+    path = Path(data_dir) / "TREC" / name
+    sentences, labels = [], []
+    for lineno, line in enumerate(_read_lines(path, "latin-1"), start=1):
+        target, sep, rest = line.strip().partition(":")
+        words = rest.split(" ", 1)
+        if not sep or len(words) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'COARSE:fine question', got {line[:60]!r}")
+        if target not in _TREC_CLASSES:
+            raise ValueError(f"{path}:{lineno}: unknown TREC class {target!r}")
+        sentences.append(_rejoin(words[1]))
+        labels.append(_TREC_CLASSES[target])
+    return LabelledSentences(sentences, np.array(labels, dtype=np.int64))
+
+
+def read_mrpc(data_dir: str | Path, split: str) -> LabelledPairs:
+    """MRPC ``split`` (train/test): header skipped; label column 0, sentences columns 3 and 4."""
+    name = _check_split(split, _MRPC_FILES, "MRPC")
+    path = Path(data_dir) / "MRPC" / name
+    s1, s2, labels = [], [], []
+    for lineno, line in enumerate(_read_lines(path, "utf8"), start=1):
+        if lineno == 1:
+            continue
+        fields = line.strip().split("\t")
+        if len(fields) < 5:
+            raise ValueError(f"{path}:{lineno}: expected 5 tab-separated fields, found {len(fields)}")
+        s1.append(_rejoin(fields[3]))
+        s2.append(_rejoin(fields[4]))
+        labels.append(_parse_label(fields[0], path, lineno, {0, 1}))
+    return LabelledPairs(s1, s2, np.array(labels, dtype=np.int64))

@@ -1,0 +1,310 @@
+"""STS12-16, STS-B and SICK-R evaluation, numerically identical to SentEval as forked by SimCSE.
+
+SentEval's procedure (``SentEval/senteval/sts.py`` and SimCSE's ``evaluation.py``):
+
+- each pair is scored with the cosine of its two embeddings, computed in numpy float32 as
+  ``nan_to_num(dot(u, v) / (sqrt(dot(u, u)) * sqrt(dot(v, v))))``;
+- STS12..STS16 report ONE Spearman correlation over the concatenation of all subsets' predictions and gold
+  scores (SentEval's ``['all']['spearman']['all']``), not the mean over subsets;
+- STS-B and SICK-R report the Spearman correlation on their test split;
+- the printout is ``"%.2f" % (100 * rho)`` per task, and "Avg." is the mean of the seven printed values.
+
+Two encoding paths give the same numbers:
+
+- ``faithful=True`` replays SentEval: task by task, subset by subset, batches of ``batch_size`` pairs in
+  SentEval's order, the first and second sentences of a batch encoded by separate calls. (SentEval also
+  encodes the train and dev splits of STS-B and SICK, which cannot change the test figures; this path skips
+  them, so comparisons against it understate the fast path's gain.)
+- the default fast path encodes every distinct sentence of all requested tasks once, in batches of similar
+  length (less padding), and looks the embeddings up. Padding changes embeddings only at float rounding
+  level, so the scores agree with the faithful path to about 1e-6 (tests and ``benchmarks/`` check this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+
+from multicsr_core.io.senteval import StsPairs, read_sick, read_sts_year, read_stsbenchmark
+
+__all__ = [
+    "STS_TASKS",
+    "Encoder",
+    "StsResults",
+    "StsTaskResult",
+    "SubsetResult",
+    "encode_unique",
+    "encoder_from_sentence_transformer",
+    "evaluate_sts",
+    "evaluate_sts_pairs",
+    "load_sts_tasks",
+    "paired_cosine",
+    "senteval_average",
+]
+
+STS_TASKS: tuple[str, ...] = (
+    "STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness",
+)
+
+Encoder = Callable[[list[str]], np.ndarray]
+"""Maps a list of sentences to a (len(sentences), dim) array of embeddings."""
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(sentences_done, sentences_total)`` after every encoded batch."""
+
+
+@dataclass(frozen=True)
+class SubsetResult:
+    """Correlations (x 100, unrounded) of one subset or split, with its number of pairs."""
+
+    spearman: float
+    pearson: float
+    n_pairs: int
+
+
+@dataclass(frozen=True)
+class StsTaskResult:
+    """One task's reported Spearman (x 100, unrounded) plus its per-subset figures."""
+
+    name: str
+    spearman: float
+    pearson: float
+    n_pairs: int
+    subsets: dict[str, SubsetResult] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StsResults:
+    """Results of :func:`evaluate_sts`; ``as_dict()`` is the project's results-JSON shape."""
+
+    tasks: dict[str, StsTaskResult]
+
+    @property
+    def avg(self) -> float:
+        return senteval_average(t.spearman for t in self.tasks.values())
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"STS12": .., ..., "SICKRelatedness": .., "avg": ..}``: Spearman x 100 unrounded; ``avg`` as SentEval prints it."""
+        out = {name: task.spearman for name, task in self.tasks.items()}
+        out["avg"] = self.avg
+        return out
+
+    def subsets_dict(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per-subset figures for reports: ``{task: {subset: {"spearman", "pearson", "n_pairs"}}}``."""
+        return {
+            name: {
+                sub: {"spearman": r.spearman, "pearson": r.pearson, "n_pairs": r.n_pairs}
+                for sub, r in task.subsets.items()
+            }
+            for name, task in self.tasks.items()
+        }
+
+
+def _printed(value: float) -> float:
+    # SentEval/SimCSE print "%.2f"; float("%.2f" % x) is that printed number.
+    return float("%.2f" % value)
+
+
+def senteval_average(values: Iterable[float]) -> float:
+    """Mean of the values each rounded to 2 decimals, rounded to 2 decimals (SimCSE's "Avg." column)."""
+    printed = [_printed(v) for v in values]
+    if not printed:
+        raise ValueError("cannot average zero task results")
+    return _printed(sum(printed) / len(printed))
+
+
+def paired_cosine(emb1: np.ndarray, emb2: np.ndarray) -> np.ndarray:
+    """Row-wise cosine exactly as SentEval computes it, one ``np.dot`` per pair in float32.
+
+    A vectorised einsum sums in a different order and can differ in the last bit; SentEval's own loop is cheap
+    next to encoding, so it is kept for bit-identical scores.
+    """
+    a = np.nan_to_num(np.asarray(emb1, dtype=np.float32))
+    b = np.nan_to_num(np.asarray(emb2, dtype=np.float32))
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"embedding arrays must be 2-D and the same shape, got {a.shape} and {b.shape}")
+    out = np.empty(len(a), dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, (u, v) in enumerate(zip(a, b)):
+            out[i] = np.nan_to_num(np.dot(u, v) / (np.sqrt(np.dot(u, u)) * np.sqrt(np.dot(v, v))))
+    return out
+
+
+def _correlations(predictions: np.ndarray, gold: np.ndarray) -> tuple[float, float]:
+    spearman = float(spearmanr(predictions, gold)[0]) * 100
+    pearson = float(pearsonr(predictions.astype(np.float64), gold)[0]) * 100
+    return spearman, pearson
+
+
+def load_sts_tasks(
+    data_dir: str | Path, tasks: Sequence[str] | None = None
+) -> dict[str, dict[str, StsPairs]]:
+    """``{task: {subset_or_split: StsPairs}}`` for the evaluated data (test splits for STS-B and SICK-R)."""
+    names = _check_tasks(tasks)
+    out: dict[str, dict[str, StsPairs]] = {}
+    for name in names:
+        if name == "STSBenchmark":
+            out[name] = {"test": read_stsbenchmark(data_dir, "test")}
+        elif name == "SICKRelatedness":
+            out[name] = {"test": read_sick(data_dir, "test")}
+        else:
+            out[name] = read_sts_year(data_dir, name)
+    return out
+
+
+def _check_tasks(tasks: Sequence[str] | None) -> tuple[str, ...]:
+    if tasks is None:
+        return STS_TASKS
+    if isinstance(tasks, str):
+        raise ValueError(f"tasks must be a list of task names, got the string {tasks!r}")
+    unknown = [t for t in tasks if t not in STS_TASKS]
+    if unknown:
+        raise ValueError(f"unknown STS task(s) {unknown}; expected names from {list(STS_TASKS)}")
+    if not tasks:
+        raise ValueError("tasks is empty")
+    return tuple(dict.fromkeys(tasks))
+
+
+def encode_unique(
+    encode: Encoder,
+    sentences: Iterable[str],
+    batch_size: int = 128,
+    progress: ProgressCallback | None = None,
+) -> dict[str, np.ndarray]:
+    """Encode each distinct sentence once, longest first in batches of ``batch_size``; ``{sentence: embedding}``.
+
+    Sorting by character length groups sentences of similar token length, so batches carry little padding
+    (sentence-transformers sorts the same way inside ``encode``).
+    """
+    unique = sorted(set(sentences), key=lambda s: (-len(s), s))
+    table: dict[str, np.ndarray] = {}
+    for start in range(0, len(unique), batch_size):
+        batch = unique[start : start + batch_size]
+        emb = _checked(encode(batch), len(batch))
+        table.update(zip(batch, emb))
+        if progress is not None:
+            progress(min(start + batch_size, len(unique)), len(unique))
+    return table
+
+
+def _checked(embeddings: Any, n: int) -> np.ndarray:
+    if hasattr(embeddings, "detach"):  # a torch tensor from a custom encoder
+        embeddings = embeddings.detach().cpu().numpy()
+    arr = np.asarray(embeddings, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ValueError(f"encode returned an array of shape {arr.shape} for {n} sentences; expected ({n}, dim)")
+    return arr
+
+
+def _score_faithful(
+    encode: Encoder, pairs: StsPairs, batch_size: int, done: list[int], total: int,
+    progress: ProgressCallback | None,
+) -> np.ndarray:
+    scores = []
+    for start in range(0, len(pairs), batch_size):
+        batch1 = pairs.sentences1[start : start + batch_size]
+        batch2 = pairs.sentences2[start : start + batch_size]
+        enc1 = _checked(encode(batch1), len(batch1))
+        enc2 = _checked(encode(batch2), len(batch2))
+        scores.append(paired_cosine(enc1, enc2))
+        done[0] += len(batch1) + len(batch2)
+        if progress is not None:
+            progress(done[0], total)
+    return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
+
+
+def evaluate_sts_pairs(
+    encode: Encoder,
+    pairs: StsPairs,
+    batch_size: int = 128,
+    faithful: bool = False,
+) -> float:
+    """Spearman x 100 of one pair set (e.g. STS-B dev for model selection), same arithmetic as :func:`evaluate_sts`."""
+    if faithful:
+        predictions = _score_faithful(encode, pairs, batch_size, [0], 2 * len(pairs), None)
+    else:
+        table = encode_unique(encode, pairs.sentences1 + pairs.sentences2, batch_size)
+        predictions = _lookup_scores(table, pairs)
+    return _correlations(predictions, pairs.scores)[0]
+
+
+def _lookup_scores(table: dict[str, np.ndarray], pairs: StsPairs) -> np.ndarray:
+    if not len(pairs):
+        return np.empty(0, dtype=np.float32)
+    emb1 = np.stack([table[s] for s in pairs.sentences1])
+    emb2 = np.stack([table[s] for s in pairs.sentences2])
+    return paired_cosine(emb1, emb2)
+
+
+def evaluate_sts(
+    encode: Encoder,
+    data_dir: str | Path,
+    tasks: Sequence[str] | None = None,
+    batch_size: int = 128,
+    faithful: bool = False,
+    progress: ProgressCallback | None = None,
+) -> StsResults:
+    """Evaluate ``encode`` on STS12-16, STS-B test and SICK-R test the way SentEval (SimCSE fork) does.
+
+    Args:
+        encode: sentences -> (n, dim) embeddings; see :func:`encoder_from_sentence_transformer`.
+        data_dir: SentEval data folder (holding ``STS/`` and ``SICK/``).
+        tasks: subset of :data:`STS_TASKS` (default: all seven).
+        batch_size: sentences per ``encode`` call (SentEval: 128).
+        faithful: replay SentEval's batching exactly instead of the deduplicated, length-sorted fast path.
+        progress: optional ``progress(done, total)`` callback, counted in sentences encoded.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    data = load_sts_tasks(data_dir, tasks)
+    all_pairs = [p for subsets in data.values() for p in subsets.values()]
+
+    predictions: dict[str, dict[str, np.ndarray]] = {}
+    if faithful:
+        total = sum(2 * len(p) for p in all_pairs)
+        done = [0]
+        for name, subsets in data.items():
+            predictions[name] = {
+                sub: _score_faithful(encode, p, batch_size, done, total, progress) for sub, p in subsets.items()
+            }
+    else:
+        table = encode_unique(
+            encode, (s for p in all_pairs for s in (*p.sentences1, *p.sentences2)), batch_size, progress
+        )
+        predictions = {
+            name: {sub: _lookup_scores(table, p) for sub, p in subsets.items()} for name, subsets in data.items()
+        }
+
+    results: dict[str, StsTaskResult] = {}
+    for name, subsets in data.items():
+        per_subset = {}
+        for sub, pairs in subsets.items():
+            spearman, pearson = _correlations(predictions[name][sub], pairs.scores)
+            per_subset[sub] = SubsetResult(spearman, pearson, len(pairs))
+        # SentEval "all": one correlation over the concatenated subsets (a single split for STS-B / SICK-R).
+        all_pred = np.concatenate([predictions[name][sub] for sub in subsets])
+        all_gold = np.concatenate([p.scores for p in subsets.values()])
+        spearman, pearson = _correlations(all_pred, all_gold)
+        results[name] = StsTaskResult(name, spearman, pearson, len(all_gold), per_subset)
+    return StsResults(results)
+
+
+def encoder_from_sentence_transformer(model: Any, batch_size: int = 128) -> Encoder:
+    """The :data:`Encoder` of a ``SentenceTransformer``: float32 numpy embeddings, no progress bar.
+
+    The model's own modules (pooling, normalisation, ``max_seq_length``) apply unchanged. A call with at most
+    ``batch_size`` sentences is one forward pass, padded to its longest sentence, as SentEval's batcher does.
+    """
+
+    def encode(sentences: list[str]) -> np.ndarray:
+        emb = model.encode(
+            list(sentences), batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True
+        )
+        return np.asarray(emb, dtype=np.float32)
+
+    return encode
