@@ -1,0 +1,83 @@
+"""From the typed config to core objects (scorers, models). Shared by the CLI and the tasks.
+
+Loaded models are kept per process (``functools.lru_cache``): a pipeline's many batch tasks
+load the LLM or the guide once.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from multicsr_core.config import PipelineConfig
+from multicsr_core.models import resolve_model_ref
+
+
+@functools.lru_cache(maxsize=4)
+def cached_guide(ref: str, pooling: str = "auto", device: str = "cpu"):
+    from multicsr_core.guide import load_guide
+
+    return load_guide(resolve_model_ref(ref), pooling=None if pooling == "auto" else pooling, device=device)
+
+
+def guide_ref_for_scoring(cfg: PipelineConfig) -> str:
+    """The guide scorer uses ``scoring.llm`` when set, else the training guide model."""
+    return cfg.scoring.llm or cfg.training.guide_model
+
+
+@functools.lru_cache(maxsize=2)
+def cached_generator(ref: str, revision: str | None, dtype: str, device: str):
+    """A local LLM and its tokenizer, loaded once per process (generation shards and the local
+    scorer share it: with self-curation the same model writes and scores)."""
+    from multicsr_core.generation.engine import load_generator
+
+    return load_generator(resolve_model_ref(ref), revision=revision, dtype=dtype, device=device)
+
+
+def scoring_llm(cfg: PipelineConfig) -> tuple[str, str | None]:
+    """The scoring LLM: ``scoring.llm``, else the generation LLM (the paper's self-curation)."""
+    if cfg.scoring.llm:
+        return cfg.scoring.llm, cfg.scoring.revision
+    if cfg.generation.llm:
+        return cfg.generation.llm, cfg.generation.revision
+    raise ValueError("scoring.scorer needs an LLM: set scoring.llm (or generation.llm for self-curation)")
+
+
+def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None = None):
+    """The stage-2 scorer the config names; its caches live under ``workdir``.
+
+    ``api_key`` (openai scorer) overrides the environment variable ``scoring.api_key_env``; it is
+    handed to the client only and never stored or logged.
+    """
+    s = cfg.scoring
+    if s.scorer == "guide":
+        from multicsr_core.scoring.guide import GuideScorer
+
+        ref = guide_ref_for_scoring(cfg)
+        return GuideScorer(cached_guide(ref, cfg.training.guide_pooling), source=ref,
+                           cache_dir=Path(workdir) / "cache" / "guide")
+    from multicsr_core.llm.cache import ResponseCache, default_cache_path
+
+    cache = ResponseCache(default_cache_path(workdir))
+    variant = "official-17-spaces" if s.prompt == "official-verbatim" else "single-space"
+    if s.scorer == "local":
+        from multicsr_core.llm.local import LocalLM
+        from multicsr_core.scoring.llm import LocalLLMScorer
+
+        ref, revision = scoring_llm(cfg)
+        model, tokenizer = cached_generator(ref, revision, s.dtype, s.device)
+        name = f"{ref}@{revision}" if revision else ref
+        lm = LocalLM(model, tokenizer, name=name, cache=cache, batch_size=s.batch_size)
+        return LocalLLMScorer(lm, mode=s.mode, prompt_variant=variant)
+    if s.scorer == "openai":
+        from multicsr_core.llm.accounting import Pricing
+        from multicsr_core.llm.openai_backend import OpenAIChatBackend
+        from multicsr_core.scoring.llm import OpenAIScorer
+
+        ref, _ = scoring_llm(cfg)
+        backend = OpenAIChatBackend(ref, cache=cache, base_url=s.base_url, api_key=api_key, api_key_env=s.api_key_env,
+                                    concurrency=s.concurrency, timeout_s=s.timeout_s, max_retries=s.max_retries,
+                                    requests_per_minute=s.requests_per_minute, tokens_per_minute=s.tokens_per_minute,
+                                    pricing=Pricing(s.price_input_per_1m, s.price_output_per_1m), budget_usd=s.budget_usd)
+        return OpenAIScorer(backend, mode=s.mode, prompt_variant=variant)
+    raise ValueError(f"unknown scorer {s.scorer!r}")

@@ -1,0 +1,279 @@
+"""The one typed configuration of a MultiCSR pipeline, with the paper's defaults.
+
+Every default below is pinned by ``method.md`` (the MultiCSR paper, arXiv 2310.10962, and
+its official code where the paper is silent). Presets are YAML files holding a partial config;
+they are merged over these defaults, then command-line overrides are merged over the preset.
+Unknown keys and out-of-range values are rejected by pydantic with a message naming the key.
+
+Paths may use ``{data_root}``: it expands to the data root (``MULTICSR_DATA_ROOT``, else the
+first of ``../shared/data`` and ``~/.cache/multicsr/data`` that exists), so presets work from a
+fresh clone with ``../shared`` beside it and on a user's machine after ``multicsr data download``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DATA_ROOT_ENV = "MULTICSR_DATA_ROOT"
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+def default_data_root() -> Path:
+    """Where the public data lives: env var, then ``../shared/data``, then the user cache."""
+    env = os.environ.get(DATA_ROOT_ENV)
+    if env:
+        return Path(env).expanduser()
+    for candidate in (Path("../shared/data"), Path.home() / ".cache" / "multicsr" / "data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return Path.home() / ".cache" / "multicsr" / "data"
+
+
+def expand_path(value: str | Path | None) -> Path | None:
+    """Expand ``{data_root}`` and ``~`` in a configured path."""
+    if value is None:
+        return None
+    text = str(value).replace("{data_root}", str(default_data_root()))
+    return Path(text).expanduser()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputConfig(_Section):
+    """Where the pipeline enters: unlabeled premises (stage 1) or an existing triplet corpus (stage 2)."""
+
+    premises: str | None = Field(None, description="premise file: .txt (one per line), SimCSE NLI csv, csv/tsv/jsonl/parquet")
+    premises_format: Literal["auto", "lines", "simcse-nli", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    column: str | None = Field(None, description="column holding the sentence for csv/tsv/jsonl/parquet (default sent0/sentence/text)")
+    triplets: str | None = Field(None, description="existing triplet corpus (sent0,sent1,hard_neg) entering at stage 2")
+    max_chars: int = Field(2000, ge=1, description="a sentence longer than this is an input error")
+    limit: int | None = Field(None, ge=1, description="use only the first N unique inputs (smoke runs)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InputConfig":
+        if self.premises and self.triplets:
+            raise ValueError("input: set either 'premises' or 'triplets', not both")
+        return self
+
+
+class GenerationConfig(_Section):
+    """Stage 1: contrastive generation (paper 3.1)."""
+
+    llm: str | None = Field(None, description="HF hub id or path of the generator; None = no generation stage")
+    revision: str | None = None
+    backend: Literal["local", "openai"] = "local"
+    mode: Literal["multicsr", "claif"] = "multicsr"
+    omega: float = Field(0.3, ge=-2.0, le=5.0, description="contrast weight w in l_t - w * l_hat_t (paper App. C)")
+    prompt_set: str = Field("syncse-pool", description="syncse-pool | official-2shot | path to a prompt file")
+    template: str | None = Field(None, description="template joining a pool instruction and the sentence")
+    use_chat_template: bool = True
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    batch_size: int = Field(16, ge=1)
+    shard_size: int = Field(512, ge=1, description="premises per cached generation task / Parquet shard")
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0.0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+    seed: int = 42
+
+
+class ScoringConfig(_Section):
+    """Stage 2a: similarity scores a = sim(x, x+), b = sim(x, x-) on 0-5."""
+
+    scorer: Literal["guide", "local", "openai"] = "local"
+    llm: str | None = Field(None, description="scoring LLM; None = the generation LLM (the paper's self-curation)")
+    revision: str | None = None
+    mode: Literal["argmax", "expected"] = "argmax"
+    prompt: Literal["official", "official-verbatim"] = "official"
+    base_url: str | None = None
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (never stored)")
+    api_key_secret_block: str | None = Field(None, description="Prefect Secret block name holding the API key")
+    concurrency: int = Field(16, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    price_input_per_1m: float = Field(0.0, ge=0)
+    price_output_per_1m: float = Field(0.0, ge=0)
+    budget_usd: float | None = Field(None, gt=0)
+    allowed_failure_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    batch_size: int = Field(64, ge=1)
+    shard_size: int = Field(2048, ge=1, description="triplets per cached scoring task")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+
+
+class CurationConfig(_Section):
+    """Stage 2b: the keep rule (paper: a >= alpha, b <= beta, a >= b + gamma)."""
+
+    enabled: bool = Field(True, description="False keeps every parsed triplet (ablation: without stage 2)")
+    rule: Literal["paper", "official"] = "paper"
+    alpha: float = Field(3.0, ge=0.0, le=5.0)
+    beta: float = Field(3.0, ge=0.0, le=5.0)
+    gamma: float = Field(1.0, ge=0.0, le=5.0)
+
+
+class TrainingConfig(_Section):
+    """Stage 3: SimCSE-style in-batch training with the guide mask (paper Eq. 7)."""
+
+    enabled: bool = True
+    base_model: str = "bert-base-uncased"
+    pooling: Literal["cls", "mean"] = "cls"
+    mlp_only_train: bool = True
+    max_seq_length: int = Field(32, ge=4, le=8192)
+    loss: Literal["paper", "official", "simcse", "unsup-simcse", "claif", "clhaif"] = "paper"
+    guide_model: str = "princeton-nlp/unsup-simcse-bert-base-uncased"
+    guide_pooling: Literal["auto", "cls", "mean"] = "auto"
+    mask: bool = Field(True, description="False disables the in-batch mask (ablation: without stage 3)")
+    sigma: float = Field(0.9, ge=-1.0, le=2.0, description="guide cosine at or above which an in-batch negative is masked")
+    phi: float = Field(0.95, ge=-1.0, le=2.0, description="threshold of the official loss (strict >)")
+    tau: float = Field(0.05, gt=0.0, le=10.0)
+    batch_size: int = Field(256, ge=2)
+    learning_rate: float = Field(5e-5, gt=0.0, le=1.0)
+    epochs: float = Field(3.0, gt=0.0)
+    max_steps: int | None = Field(None, ge=1)
+    eval_steps: int = Field(125, ge=1)
+    seed: int = 42
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    supervised_nli: str | None = Field(None, description="merge these gold NLI triplets (paper App. G)")
+
+
+class EvaluationConfig(_Section):
+    """SentEval as forked by SimCSE."""
+
+    enabled: bool = True
+    data_dir: str = Field("{data_root}/senteval", description="SentEval 'downstream' folder")
+    tasks: list[Literal["sts", "transfer"]] = ["sts"]
+    batch_size: int = Field(128, ge=1)
+    evaluate_baseline: bool = True
+
+
+class PipelineConfig(_Section):
+    """The whole pipeline: one object, one hash."""
+
+    name: str = "multicsr"
+    input: InputConfig = InputConfig()
+    generation: GenerationConfig = GenerationConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    curation: CurationConfig = CurationConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        return stable_hash(self.to_dict())
+
+    def section_hash(self, *sections: str) -> str:
+        """Hash of some sections only: a stage's cache key uses the sections that determine it."""
+        full = self.to_dict()
+        return stable_hash({s: full[s] for s in sections})
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of canonical JSON: the same content gives the same key on every machine."""
+    payload = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: the message names the file and key."""
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+
+
+def _presets_dir() -> Path:
+    if PRESETS_DIR.is_dir():
+        return PRESETS_DIR
+    # installed wheel: presets ship as package data of multicsr.presets
+    from importlib import resources
+
+    return Path(str(resources.files("multicsr.presets")))
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = _presets_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise ConfigError(f"unknown preset {name_or_path!r}: not a file, and not one of {', '.join(list_presets())}")
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``training.sigma=0.8`` -> ``{"training": {"sigma": 0.8}}`` (the value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    dotted, raw = text.split("=", 1)
+    keys = [k.strip() for k in dotted.strip().split(".") if k.strip()]
+    if not keys:
+        raise ConfigError(f"override {text!r} names no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    out: dict = value
+    for key in reversed(keys):
+        out = {key: out}
+    return out
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(preset: str | None = None, overrides: list[dict] | None = None) -> PipelineConfig:
+    """Defaults <- preset file <- overrides (dicts, in order), validated once at the end."""
+    data: dict = {}
+    source = "defaults"
+    if preset:
+        path = resolve_preset(preset)
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a preset must be a mapping of sections")
+        data = loaded
+    for update in overrides or []:
+        data = deep_merge(data, update)
+        source += " + overrides"
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None

@@ -1,0 +1,75 @@
+"""Evaluate a model reference (SentenceTransformer folder, hub id, or ``bundled:...``) end to end.
+
+This is the glue the CLI and the pipeline share: load the model once, run the STS suite (and the
+transfer tasks when asked), and write the results JSON in the project's contract shape::
+
+    {"STS12": .., "STS13": .., "STS14": .., "STS15": .., "STS16": .., "STSBenchmark": ..,
+     "SICKRelatedness": .., "avg": .., ["transfer": {...},] "_provenance": {...}}
+
+Per-task values are Spearman x 100, unrounded; ``avg`` is the mean of the seven values rounded
+to 2 decimals, as SentEval prints it. ``_provenance`` records what produced the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+from multicsr_core.io.corpus import current_umask
+from multicsr_core.models import resolve_model_ref
+
+
+def resolve_senteval_dir(path: str | Path) -> Path:
+    """Accept the SentEval folder itself (holding ``STS/``) or a data root holding ``senteval/``."""
+    path = Path(path).expanduser()
+    if (path / "STS").is_dir():
+        return path.resolve()
+    if (path / "senteval" / "STS").is_dir():
+        return (path / "senteval").resolve()
+    raise FileNotFoundError(f"{path}: no SentEval data here (expected STS/ and SICK/ folders, or senteval/); "
+                            "set --data-dir or MULTICSR_DATA_ROOT, or run `multicsr data download`")
+
+
+def load_sentence_model(ref: str, device: str | None = None):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_model_ref(ref), device=device or "cpu")
+
+
+def evaluate_model(model_ref_or_model, data_dir: str | Path, tasks: Sequence[str] = ("sts",), batch_size: int = 128,
+                   progress: Callable[[int, int], None] | None = None, device: str | None = None) -> dict:
+    """Results dict in the contract shape (without ``_provenance``)."""
+    from multicsr_core.evaluation.sts import encoder_from_sentence_transformer, evaluate_sts
+
+    unknown = set(tasks) - {"sts", "transfer"}
+    if unknown:
+        raise ValueError(f"unknown evaluation task group(s) {sorted(unknown)}; use sts and/or transfer")
+    data_dir = resolve_senteval_dir(data_dir)
+    model = load_sentence_model(model_ref_or_model, device) if isinstance(model_ref_or_model, str) else model_ref_or_model
+    encode = encoder_from_sentence_transformer(model, batch_size=batch_size)
+    results: dict = {}
+    if "sts" in tasks:
+        results.update(evaluate_sts(encode, data_dir, batch_size=batch_size, progress=progress).as_dict())
+    if "transfer" in tasks:
+        from multicsr_core.evaluation.transfer import evaluate_transfer
+
+        results["transfer"] = evaluate_transfer(encode, data_dir)
+    return results
+
+
+def write_results(results: dict, path: str | Path, provenance: dict | None = None) -> Path:
+    """Write the results JSON atomically (temporary file, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {k: v for k, v in results.items() if k != "_provenance"}
+    if provenance:
+        payload["_provenance"] = provenance
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~current_umask())
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, default=str)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,177 @@
+"""Each stage as one call from the typed config: shared by the CLI (whole files) and the
+Prefect tasks (shards). The work itself lives in the concept modules; this maps config fields
+to their arguments, so the mapping exists once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pyarrow as pa
+
+from multicsr_core.builders import build_scorer, cached_generator
+from multicsr_core.config import PipelineConfig
+from multicsr_core.io.corpus import (corpus_table, make_provenance, read_corpus, read_provenance, with_provenance,
+                                     write_parquet_atomic)
+from multicsr_core.io.inputs import read_premises, read_triplets
+from multicsr_core.models import resolve_model_ref
+from multicsr_core.scoring.apply import score_corpus
+
+Progress = Callable[[int, int], None]
+
+
+# ---------------------------------------------------------------- stage 1: generation
+def generation_fingerprint(cfg: PipelineConfig) -> dict:
+    from multicsr_core.generation.engine import generation_fingerprint as fp
+
+    g = cfg.generation
+    prompt_file = g.prompt_set if Path(g.prompt_set).suffix in (".yaml", ".yml", ".json") else None
+    return {"mode": g.mode, "backend": g.backend, **fp(
+        g.llm, g.revision, omega=g.omega, max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
+        temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=g.seed,
+        prompt_set="syncse-pool" if prompt_file else g.prompt_set, template=g.template, prompt_file=prompt_file,
+        use_chat_template=g.use_chat_template, dtype=g.dtype)}
+
+
+def generate_rows(cfg: PipelineConfig, premises: Sequence[str], source_rows: Sequence[int],
+                  progress: Progress | None = None) -> tuple[pa.Table, dict]:
+    """Generate (x+, x-) for ``premises``; returns the corpus rows kept and the reject counts.
+
+    Outputs that are empty or copy the premise are dropped here, counted by reason.
+    """
+    from multicsr_core.generation.engine import generate_contrastive, reject_counts
+    from multicsr_core.prompts import build_generation_prompts
+
+    g = cfg.generation
+    if not g.llm:
+        raise ValueError("generation.llm is not set: name a generator model (hub id or path)")
+    if g.backend != "local" or g.mode != "multicsr":
+        raise ValueError(f"generation backend={g.backend!r} mode={g.mode!r}: the pipeline runs contrastive "
+                         "generation with a local model; API and CLAIF generation run through their own commands")
+    prompt_file = g.prompt_set if Path(g.prompt_set).suffix in (".yaml", ".yml", ".json") else None
+    prompts = build_generation_prompts(premises, prompt_set="syncse-pool" if prompt_file else g.prompt_set,
+                                       seed=g.seed, template=g.template, prompt_file=prompt_file)
+    model, tokenizer = cached_generator(g.llm, g.revision, g.dtype, g.device)
+    rows = generate_contrastive(model, tokenizer, prompts, omega=g.omega, max_new_tokens=g.max_new_tokens,
+                                batch_size=g.batch_size, do_sample=g.do_sample, temperature=g.temperature,
+                                top_k=g.top_k, top_p=g.top_p, seed=g.seed, use_chat_template=g.use_chat_template,
+                                progress=progress)
+    kept = [(r, src) for r, src in zip(rows, source_rows) if r.kept]
+    table = corpus_table([{"premise": r.premise, "entailment": r.entailment, "contradiction": r.contradiction,
+                           "entailment_prompt": r.entailment_prompt, "contradiction_prompt": r.contradiction_prompt,
+                           "entailment_prompt_id": r.entailment_prompt_id,
+                           "contradiction_prompt_id": r.contradiction_prompt_id, "source_row": src}
+                          for r, src in kept])
+    return table, reject_counts(rows)
+
+
+def generate_corpus(cfg: PipelineConfig, out_path: str | Path, progress: Progress | None = None) -> dict:
+    """``multicsr generate``: a premise file in, a generated corpus Parquet out."""
+    i = cfg.input
+    premise_set = read_premises(i.premises, fmt=i.premises_format, column=i.column, max_chars=i.max_chars, limit=i.limit)
+    table, rejects = generate_rows(cfg, premise_set.premises, premise_set.source_rows, progress)
+    prov = make_provenance("generate", config=cfg.to_dict(), config_hash=cfg.config_hash(),
+                           generation=generation_fingerprint(cfg), input=str(i.premises),
+                           input_stats=premise_set.stats.as_dict(), generation_rejects=rejects)
+    write_parquet_atomic(with_provenance(table, prov), out_path)
+    return {"out": str(out_path), "premises": premise_set.stats.as_dict(), "generated": table.num_rows,
+            "rejects": rejects}
+
+
+# ---------------------------------------------------------------- stage 2: scoring
+def read_any_corpus(path: str | Path, max_chars: int = 2000) -> pa.Table:
+    """Our corpus Parquet, or a sent0,sent1,hard_neg csv/tsv (entering at stage 2)."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return read_corpus(path)
+    table, _ = read_triplets(path, max_chars=max_chars)
+    return table
+
+
+def score_corpus_file(cfg: PipelineConfig, corpus: str | Path, out_path: str | Path, workdir: str | Path,
+                      progress: Progress | None = None) -> dict:
+    """``multicsr score``: score every pair not yet scored; LLM replies are cached under ``workdir``."""
+    table = read_any_corpus(corpus, cfg.input.max_chars)
+    scorer = build_scorer(cfg, workdir)
+    scored = score_corpus(table, scorer, progress=progress, chunk_size=cfg.scoring.batch_size * 8)
+    errors = [e for col in ("entailment_score_error", "contradiction_score_error")
+              for e in scored.column(col).to_pylist() if e]
+    input_prov = read_provenance(corpus) if Path(corpus).suffix.lower() in (".parquet", ".pq") else {}
+    prov = make_provenance("score", config=cfg.to_dict(), config_hash=cfg.config_hash(), scorer=scorer.fingerprint(),
+                           input=str(corpus), input_provenance=input_prov, failed=len(errors), first_errors=errors[:5])
+    write_parquet_atomic(with_provenance(scored, prov), out_path)
+    return {"out": str(out_path), "rows": scored.num_rows, "failed": len(errors), "first_errors": errors[:5]}
+
+
+# ---------------------------------------------------------------- stage 3: training
+def stsb_dev(cfg: PipelineConfig):
+    """STS-B dev pairs for checkpoint selection (None when the SentEval data is not there)."""
+    from multicsr_core.config import expand_path
+    from multicsr_core.evaluation.runner import resolve_senteval_dir
+    from multicsr_core.io.senteval import read_stsbenchmark
+
+    try:
+        return read_stsbenchmark(resolve_senteval_dir(expand_path(cfg.evaluation.data_dir)), "dev")
+    except FileNotFoundError:
+        return None
+
+
+def effective_loss(cfg: PipelineConfig) -> str:
+    """``training.mask = false`` (the "without stage 3" ablation) trains the paper loss without its mask."""
+    t = cfg.training
+    return "simcse" if (not t.mask and t.loss == "paper") else t.loss
+
+
+def train_from_corpus(cfg: PipelineConfig, corpus: str | Path, out_dir: str | Path, cache_dir: str | Path,
+                      progress: Progress | None = None) -> dict:
+    """Train ``training.base_model`` on the kept triplets of ``corpus`` and save it to ``out_dir``.
+
+    The folder loads with ``SentenceTransformer(out_dir)``; ``multicsr_training.json`` inside
+    records the full config, its hash, the dev history and the chosen checkpoint.
+    """
+    import json
+
+    from multicsr_core.training import build_model, supervised_corpus, train
+
+    t = cfg.training
+    table = read_any_corpus(corpus, cfg.input.max_chars)
+    if t.supervised_nli:
+        from multicsr_core.config import expand_path
+
+        table = supervised_corpus(table, expand_path(t.supervised_nli))
+    loss = effective_loss(cfg)
+    model = build_model(resolve_model_ref(t.base_model), pooling=t.pooling, mlp_only_train=t.mlp_only_train,
+                        max_seq_length=t.max_seq_length, seed=t.seed)
+    guide = None
+    if loss in ("paper", "official"):
+        from multicsr_core.builders import cached_guide
+
+        guide = cached_guide(t.guide_model, t.guide_pooling)
+    step_progress = (lambda step, total, metrics: progress(step, total)) if progress else None
+    result = train(model, table, out_dir, loss=loss, guide=guide, sigma=t.sigma, phi=t.phi, tau=t.tau,
+                   batch_size=t.batch_size, lr=t.learning_rate, epochs=t.epochs, max_steps=t.max_steps,
+                   eval_steps=t.eval_steps, stsb_dev=stsb_dev(cfg), seed=t.seed, precision=t.precision,
+                   guide_cache_dir=Path(cache_dir) / "guide", progress=step_progress)
+    report = {**result.to_dict(), "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "corpus": str(corpus),
+              "train_rows": table.num_rows}
+    (Path(out_dir) / "multicsr_training.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    return {k: report[k] for k in ("output_dir", "loss", "steps", "best_score", "best_step", "history",
+                                   "seconds_per_step", "masked_fraction", "config_hash")}
+
+
+def run_false_negatives_cli(output: str | Path, model: str, guide: str, ks: list[int],
+                            triplets: str | Path | None = None) -> dict:
+    """``multicsr experiment false-negatives``: paper Fig. 4 with small CPU defaults."""
+    from multicsr_core.config import default_data_root
+    from multicsr_core.experiments import false_negatives_experiment, write_false_negatives
+
+    cfg = PipelineConfig()
+    dev = stsb_dev(cfg)
+    if dev is None:
+        raise FileNotFoundError("STS-B dev not found: set --data-dir or MULTICSR_DATA_ROOT")
+    triplets = triplets or default_data_root() / "nli" / "snli_devtest_for_simcse.csv"
+    result = false_negatives_experiment(resolve_model_ref(model), triplets, dev, guide=resolve_model_ref(guide),
+                                        duplications=ks, progress=print)
+    paths = write_false_negatives(result, output)
+    return {"result": result, "files": {k: str(v) for k, v in paths.items()}}

@@ -1,0 +1,50 @@
+"""Curate: the keep rule over the scored shards -> ``corpus.parquet`` + the curation report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from multicsr_core.config import PipelineConfig
+from multicsr_core.curation import curate_table, curation_funnel
+from multicsr_core.curation_report import write_curation_report
+from multicsr_core.io.corpus import (concat_corpus, make_provenance, read_corpus, read_provenance, with_provenance,
+                                    write_parquet_atomic)
+from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
+
+
+@task(name="curate", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
+def curate_task(workdir: str, output_path: str, shard_paths: list[str], shard_hashes: list[str],
+                curation_config: dict, swap_mode: str) -> dict:
+    table = concat_corpus([read_corpus(p) for p in shard_paths])
+    c = curation_config
+    curated = curate_table(table, rule=c["rule"], alpha=c["alpha"], beta=c["beta"], gamma=c["gamma"],
+                           enabled=c["enabled"], swap_mode=swap_mode)
+    funnel = curation_funnel(curated)
+    prov = make_provenance("curate", curation=c, swap_mode=swap_mode, funnel=funnel, shards=shard_hashes)
+    write_parquet_atomic(concat_corpus([curated], prov), output_path)
+    get_run_logger().info("curation funnel: %s", funnel)
+    return {"path": output_path, "rows": curated.num_rows, "kept": funnel["kept"], "funnel": funnel}
+
+
+def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, swap_mode: str) -> dict:
+    """Curate, then publish ``<workdir>/corpus.parquet`` and the report (files + UI artifacts)."""
+    result = run_cached(curate_task, workdir, shard_paths=[s["path"] for s in scored_shards],
+                        shard_hashes=[file_hash(s["path"]) for s in scored_shards],
+                        curation_config=cfg.curation.model_dump(mode="json"), swap_mode=swap_mode)
+    # Publishing is not cached: it stamps the whole run's config (and its hash) on the copy, while
+    # the cached stage file records only what determined it.
+    workdir = Path(workdir)
+    published = workdir / "corpus.parquet"
+    stage_table = read_corpus(result["path"])
+    prov = {**read_provenance(result["path"]), "config": cfg.to_dict(), "config_hash": cfg.config_hash()}
+    write_parquet_atomic(with_provenance(stage_table, prov), published)
+    c = cfg.curation
+    report = write_curation_report(read_corpus(published), workdir / "reports", rule=c.rule, alpha=c.alpha,
+                                   beta=c.beta, gamma=c.gamma)
+    create_table_artifact([{"stage": k, "triplets": v} for k, v in report["funnel"].items()], key="curation-funnel",
+                          description="Curation funnel: generated -> scored -> kept, rejected by reason")
+    create_markdown_artifact(report["markdown"], key="curation-report", description="Curation report")
+    return {**result, "path": str(published), "stage_path": result["path"], "report": report["files"]}

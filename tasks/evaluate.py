@@ -1,0 +1,60 @@
+"""Evaluate: SentEval STS (and transfer) for a model folder or hub id -> results JSON + table artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from multicsr_core.config import PipelineConfig, expand_path
+from multicsr_core.evaluation.runner import evaluate_model, resolve_senteval_dir, write_results
+from multicsr.tasks.caching import content_cache_key, run_cached
+
+
+def senteval_hash(data_dir: Path) -> str:
+    """Content hash of the evaluation files (STS, SICK; transfer sets when evaluated)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(data_dir)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@task(name="evaluate", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
+def evaluate_task(workdir: str, output_path: str, source_path: str, model_key: str, data_dir: str, data_hash: str,
+                  tasks: list[str], batch_size: int, label: str) -> dict:
+    results = evaluate_model(source_path, data_dir, tasks=tasks, batch_size=batch_size)
+    write_results(results, output_path, provenance={"model": source_path, "model_key": model_key, "label": label})
+    get_run_logger().info("%s: %s", label, json.dumps(results, default=str))
+    return {"path": output_path, "results": results}
+
+
+def evaluate(model_path: str, model_key: str, cfg: PipelineConfig, workdir: str | Path, label: str,
+             publish_as: str) -> dict:
+    """Evaluate, then publish ``<workdir>/<publish_as>`` (the ``multicsr evaluate`` JSON shape, plus the
+    run's config under ``_provenance``) and a Prefect table artifact."""
+    data_dir = resolve_senteval_dir(expand_path(cfg.evaluation.data_dir))
+    result = run_cached(evaluate_task, workdir, output_suffix=".json", source_path=model_path, model_key=model_key,
+                        data_dir=str(data_dir), data_hash=senteval_hash(data_dir), tasks=list(cfg.evaluation.tasks),
+                        batch_size=cfg.evaluation.batch_size, label=label)
+    published = Path(workdir) / publish_as
+    write_results(result["results"], published, provenance={"model": model_path, "model_key": model_key, "label": label,
+                                                             "config": cfg.to_dict(), "config_hash": cfg.config_hash()})
+    sts = {k: v for k, v in result["results"].items() if isinstance(v, float)}
+    create_table_artifact([{"task": k, "spearman_x100": round(v, 2)} for k, v in sts.items()],
+                          key=f"sts-{label}".lower().replace("_", "-"), description=f"SentEval STS Spearman x 100: {label}")
+    return {**result, "published": str(published)}
+
+
+def publish_comparison(rows: dict[str, dict], workdir: str | Path) -> str:
+    """The before/after Markdown table, as a file and an artifact."""
+    from multicsr_core.evaluation.report import markdown_comparison
+
+    markdown = markdown_comparison(rows)
+    (Path(workdir) / "reports").mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / "reports" / "sts_comparison.md").write_text(markdown, encoding="utf-8")
+    create_markdown_artifact(markdown, key="sts-comparison", description="STS before/after, paper layout")
+    return markdown

@@ -1,0 +1,63 @@
+"""Generate: stage 1 over the premises in shards; each shard a cached task writing a Parquet shard,
+then materialization concatenates the shards into one generated corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+
+from multicsr_core.config import PipelineConfig
+from multicsr_core.io.corpus import concat_corpus, make_provenance, read_corpus, write_parquet_atomic
+from multicsr_core.stages import generate_rows, generation_fingerprint
+from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
+from multicsr.tasks.progress import stage_progress
+
+TASK_OPTIONS = dict(cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
+
+
+@task(name="generate_shard", **TASK_OPTIONS)
+def generate_shard_task(workdir: str, output_path: str, premises: list[str], source_rows: list[int],
+                        fingerprint: dict, generation_config: dict) -> dict:
+    cfg = PipelineConfig.model_validate({"generation": generation_config})
+    with stage_progress(f"generate {len(premises)} premises", "premises") as progress:
+        table, rejects = generate_rows(cfg, premises, source_rows, progress)
+    prov = make_provenance("generate", generation=fingerprint, generation_rejects=rejects)
+    write_parquet_atomic(concat_corpus([table], prov), output_path)
+    get_run_logger().info("shard of %d premises: %s", len(premises), rejects)
+    return {"path": output_path, "rows": table.num_rows, "rejects": rejects}
+
+
+@task(name="materialize_generated", **TASK_OPTIONS)
+def materialize_task(workdir: str, output_path: str, shard_paths: list[str], shard_hashes: list[str]) -> dict:
+    table = concat_corpus([read_corpus(p) for p in shard_paths],
+                          make_provenance("materialize_generated", shards=shard_hashes))
+    write_parquet_atomic(table, output_path)
+    return {"path": output_path, "rows": table.num_rows}
+
+
+def generate(premises: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
+    """Run stage 1 shard by shard (``generation.shard_size`` premises each), then concatenate.
+
+    A shard's key is the generation fingerprint (model, revision, omega, decoding, prompts) and
+    its premises, so a rerun, a crash later in the DAG, or new premises appended to the input
+    never regenerate a finished shard.
+    """
+    table = pq.read_table(premises["path"])
+    texts, rows = table.column("premise").to_pylist(), table.column("source_row").to_pylist()
+    fingerprint = generation_fingerprint(cfg)
+    size = cfg.generation.shard_size
+    shards = []
+    for start in range(0, len(texts), size):
+        shards.append(run_cached(generate_shard_task, workdir, premises=texts[start:start + size],
+                                 source_rows=rows[start:start + size], fingerprint=fingerprint,
+                                 generation_config=cfg.generation.model_dump(mode="json")))
+        get_run_logger().info("generation: %d/%d shards", len(shards), -(-len(texts) // size))
+    result = run_cached(materialize_task, workdir, shard_paths=[s["path"] for s in shards],
+                        shard_hashes=[file_hash(s["path"]) for s in shards])
+    totals: dict[str, int] = {}
+    for s in shards:
+        for k, v in s["rejects"].items():
+            totals[k] = totals.get(k, 0) + v
+    return {**result, "kind": "generated", "rejects": totals}

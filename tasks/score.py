@@ -1,0 +1,90 @@
+"""Score: fill sim(x, x+) and sim(x, x-) for one shard of the corpus (stage 2a)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+
+from multicsr_core.builders import build_scorer
+from multicsr_core.config import PipelineConfig
+from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenance, with_provenance, write_parquet_atomic
+from multicsr_core.scoring.apply import score_corpus
+from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
+from multicsr.tasks.progress import stage_progress
+
+
+class ScoringFailures(RuntimeError):
+    """Some pairs are still unscored after retries; they are retried by the next run."""
+
+
+def resolve_api_key(cfg: PipelineConfig) -> str | None:
+    """The API key from the Prefect Secret block the config names (else the client reads the
+    environment variable). Only ever handed to the client: never a parameter, log or file."""
+    if cfg.scoring.scorer != "openai" or not cfg.scoring.api_key_secret_block:
+        return None
+    from prefect.blocks.system import Secret
+
+    return Secret.load(cfg.scoring.api_key_secret_block).get()
+
+
+@task(name="score_shard", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
+def score_shard_task(workdir: str, output_path: str, source_path: str, source_hash: str, row_start: int,
+                     row_end: int, scorer_fingerprint: dict, config: dict) -> dict:
+    cfg = PipelineConfig.model_validate(config)
+    table = read_corpus(source_path).slice(row_start, row_end - row_start)
+    scorer = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg))
+    with stage_progress(f"score rows {row_start}-{row_end}", "triplets") as progress:
+        scored = score_corpus(table, scorer, progress=progress, chunk_size=cfg.scoring.batch_size * 8)
+    errors = [e for col in ("entailment_score_error", "contradiction_score_error")
+              for e in scored.column(col).to_pylist() if e]
+    prov = make_provenance("score", scorer=scorer_fingerprint, rows=[row_start, row_end], failed=len(errors),
+                           first_errors=errors[:5])
+    write_parquet_atomic(with_provenance(scored, prov), output_path)
+    if errors:
+        get_run_logger().warning("%d pairs unscored in rows %d-%d; first errors: %s", len(errors), row_start,
+                                 row_end, errors[:3])
+    return {"path": output_path, "rows": scored.num_rows, "failed": len(errors), "first_errors": errors[:5]}
+
+
+def _has_failures(path: Path) -> bool:
+    return read_provenance(path).get("failed", 0) > 0
+
+
+def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
+    """Score a corpus file in shards of ``scoring.shard_size`` rows, each shard cached by content.
+
+    A shard holding failed pairs is not reused as is: the next run calls it again, and the
+    item-level response cache answers every pair already scored without a new request.
+    """
+    fingerprint = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg)).fingerprint()
+    rows = pq.read_metadata(corpus["path"]).num_rows
+    source_hash = file_hash(corpus["path"])
+    config = cfg.model_dump(mode="json")
+    # Only the parts of the config that scores depend on enter the key: changing a training
+    # setting must not re-score.
+    config_for_key = {
+        "scoring": config["scoring"],
+        "generation": {k: config["generation"][k] for k in ("llm", "revision")},  # the default scoring LLM
+        "training": {k: config["training"][k] for k in ("guide_model", "guide_pooling")},  # the guide scorer
+    }
+    shards = []
+    for start in range(0, rows, cfg.scoring.shard_size):
+        end = min(start + cfg.scoring.shard_size, rows)
+        shards.append(run_cached(score_shard_task, workdir, refresh_if=_has_failures, source_path=corpus["path"],
+                                 source_hash=source_hash, row_start=start, row_end=end,
+                                 scorer_fingerprint=fingerprint, config=config_for_key))
+    return shards
+
+
+def check_scoring_failures(shards: list[dict], cfg: PipelineConfig) -> None:
+    """Fail the run (after everything scored so far is saved) while more pairs than the allowed
+    fraction are unscored; the next run retries exactly those."""
+    failed = sum(s["failed"] for s in shards)
+    total = 2 * sum(s["rows"] for s in shards)
+    if failed and failed > cfg.scoring.allowed_failure_fraction * total:
+        first = [e for s in shards for e in s["first_errors"]][:5]
+        raise ScoringFailures(f"{failed} of {total} pairs are still unscored after retries (allowed fraction "
+                              f"{cfg.scoring.allowed_failure_fraction}); first errors: {first}. Everything scored is "
+                              "saved: run the same command again to retry only the failed pairs.")
