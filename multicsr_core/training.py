@@ -274,7 +274,7 @@ def make_loss(
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
-def _guide_matrix(guide, texts: list[str], guide_cache_dir) -> np.ndarray:
+def _guide_matrix(guide, texts: list[str], guide_cache_dir, device: str = "cpu") -> np.ndarray:
     from multicsr_core.guide import GuideEmbeddings, load_guide
 
     if guide is None:
@@ -284,7 +284,7 @@ def _guide_matrix(guide, texts: list[str], guide_cache_dir) -> np.ndarray:
             raise ValueError(f"guide matrix has {guide.shape[0]} rows for {len(texts)} unique sentences")
         return guide
     if not isinstance(guide, GuideEmbeddings):
-        model = load_guide(guide) if isinstance(guide, (str, os.PathLike)) else guide
+        model = load_guide(guide, device=device) if isinstance(guide, (str, os.PathLike)) else guide
         guide = GuideEmbeddings(model, cache_dir=guide_cache_dir)
     return guide.embed(texts)
 
@@ -426,7 +426,7 @@ def train(
     guide_matrix = None
     if loss in _GUIDED:
         texts, ids = index_sentences([columns[name] for name in text_names])
-        guide_matrix = _guide_matrix(guide, texts, guide_cache_dir)
+        guide_matrix = _guide_matrix(guide, texts, guide_cache_dir, device=str(model.device))
         dataset_columns["label"] = ids.tolist()
     elif "score" in columns:
         dataset_columns["label"] = columns["score"]
