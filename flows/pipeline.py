@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from multicsr_core.config import PipelineConfig
 from multicsr.tasks.curate import curate
@@ -23,7 +24,10 @@ from multicsr.tasks.summary import RunSummary
 from multicsr.tasks.train import train
 
 
-@flow(name="multicsr-pipeline")
+# Shards of generation and scoring are submitted to the task runner. By default one at a time
+# (one model per process; a CPU or GPU gains nothing from threads fighting over it); the CLI and
+# deployments swap in a DaskTaskRunner to spread shards over workers (one per GPU).
+@flow(name="multicsr-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def multicsr_pipeline(config: dict, workdir: str) -> dict:
     """Build a curated contrastive corpus with an LLM, train a sentence encoder on it, evaluate it."""
     cfg = PipelineConfig.model_validate(config)

@@ -155,6 +155,8 @@ class EvaluationConfig(_Section):
     enabled: bool = True
     data_dir: str = Field("{data_root}/senteval", description="SentEval 'downstream' folder")
     tasks: list[Literal["sts", "transfer"]] = ["sts"]
+    sts_tasks: list[Literal["STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness"]] | None = Field(
+        None, description="restrict the STS suite (None = all seven, as the paper reports)")
     batch_size: int = Field(128, ge=1)
     evaluate_baseline: bool = True
 

@@ -55,13 +55,14 @@ def results_dir(workdir: str | Path) -> Path:
 
 
 def run_cached(task, workdir: str | Path, output_suffix: str | None = ".parquet",
-               refresh_if: Callable[[Path], bool] | None = None, **params):
+               refresh_if: Callable[[Path], bool] | None = None, submit: bool = False, **params):
     """Call a content-keyed task with its results stored in the workdir.
 
     The task receives ``output_path``: the content-addressed file (``output_suffix``, or a folder
     with ``""``) it must write. When that output is missing the task runs again even if Prefect
     holds a result; likewise when ``refresh_if(output)`` says the output must be redone (a
-    scoring shard with failed items). Pass every parameter explicitly: the key is computed from them here and by
+    scoring shard with failed items). With ``submit`` the call goes to the flow's task runner
+    and a future comes back (batch families fan out). Pass every parameter explicitly: the key is computed from them here and by
     :func:`content_cache_key`, which must agree.
     """
     params = {"workdir": str(workdir), **params}
@@ -71,7 +72,9 @@ def run_cached(task, workdir: str | Path, output_suffix: str | None = ".parquet"
         params["output_path"] = str(output)
         if not output.exists() or (refresh_if is not None and refresh_if(output)):
             options["refresh_cache"] = True
-    return task.with_options(**options)(**params)
+    configured = task.with_options(**options)
+    # submit: hand the call to the flow's task runner (threads, or Dask workers) and return a future
+    return configured.submit(**params) if submit else configured(**params)
 
 
 def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:

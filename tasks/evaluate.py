@@ -25,8 +25,8 @@ def senteval_hash(data_dir: Path) -> str:
 
 @task(name="evaluate", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
 def evaluate_task(workdir: str, output_path: str, source_path: str, model_key: str, data_dir: str, data_hash: str,
-                  tasks: list[str], batch_size: int, label: str) -> dict:
-    results = evaluate_model(source_path, data_dir, tasks=tasks, batch_size=batch_size)
+                  tasks: list[str], sts_tasks: list[str] | None, batch_size: int, label: str) -> dict:
+    results = evaluate_model(source_path, data_dir, tasks=tasks, batch_size=batch_size, sts_tasks=sts_tasks)
     write_results(results, output_path, provenance={"model": source_path, "model_key": model_key, "label": label})
     get_run_logger().info("%s: %s", label, json.dumps(results, default=str))
     return {"path": output_path, "results": results}
@@ -39,7 +39,7 @@ def evaluate(model_path: str, model_key: str, cfg: PipelineConfig, workdir: str 
     data_dir = resolve_senteval_dir(expand_path(cfg.evaluation.data_dir))
     result = run_cached(evaluate_task, workdir, output_suffix=".json", source_path=model_path, model_key=model_key,
                         data_dir=str(data_dir), data_hash=senteval_hash(data_dir), tasks=list(cfg.evaluation.tasks),
-                        batch_size=cfg.evaluation.batch_size, label=label)
+                        sts_tasks=cfg.evaluation.sts_tasks, batch_size=cfg.evaluation.batch_size, label=label)
     published = Path(workdir) / publish_as
     write_results(result["results"], published, provenance={"model": model_path, "model_key": model_key, "label": label,
                                                              "config": cfg.to_dict(), "config_hash": cfg.config_hash()})

@@ -12,7 +12,7 @@ from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import concat_corpus, make_provenance, read_corpus, write_parquet_atomic
 from multicsr_core.stages import generate_rows, generation_fingerprint
 from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
-from multicsr.tasks.progress import stage_progress
+from multicsr.tasks.progress import gather_with_progress, stage_progress
 
 TASK_OPTIONS = dict(cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
 
@@ -50,10 +50,10 @@ def generate(premises: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
     size = cfg.generation.shard_size
     shards = []
     for start in range(0, len(texts), size):
-        shards.append(run_cached(generate_shard_task, workdir, premises=texts[start:start + size],
+        shards.append(run_cached(generate_shard_task, workdir, submit=True, premises=texts[start:start + size],
                                  source_rows=rows[start:start + size], fingerprint=fingerprint,
                                  generation_config=cfg.generation.model_dump(mode="json")))
-        get_run_logger().info("generation: %d/%d shards", len(shards), -(-len(texts) // size))
+    shards = gather_with_progress(shards, "generate shards")
     result = run_cached(materialize_task, workdir, shard_paths=[s["path"] for s in shards],
                         shard_hashes=[file_hash(s["path"]) for s in shards])
     totals: dict[str, int] = {}

@@ -28,3 +28,15 @@ def stage_progress(stage: str, unit: str = "items") -> ProgressReporter:
     """A progress reporter for one stage task (artifact keys: lowercase letters, digits, dashes)."""
     key = re.sub(r"[^a-z0-9-]+", "-", f"{stage}-progress".lower())
     return ProgressReporter(stage, unit, sinks=[_ArtifactSink(key, f"{stage}: {unit} done")])
+
+
+def gather_with_progress(futures: list, stage: str, unit: str = "shards") -> list:
+    """Wait for a family of submitted tasks, reporting shards done of total as they finish;
+    the results come back in submission order."""
+    from prefect.futures import as_completed
+
+    with stage_progress(stage, unit) as progress:
+        progress(0, len(futures))
+        for done, _ in enumerate(as_completed(futures), start=1):
+            progress(done, len(futures))
+    return [future.result() for future in futures]

@@ -12,7 +12,7 @@ from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenance, with_provenance, write_parquet_atomic
 from multicsr_core.scoring.apply import score_corpus
 from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
-from multicsr.tasks.progress import stage_progress
+from multicsr.tasks.progress import gather_with_progress, stage_progress
 
 
 class ScoringFailures(RuntimeError):
@@ -72,10 +72,10 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
     shards = []
     for start in range(0, rows, cfg.scoring.shard_size):
         end = min(start + cfg.scoring.shard_size, rows)
-        shards.append(run_cached(score_shard_task, workdir, refresh_if=_has_failures, source_path=corpus["path"],
-                                 source_hash=source_hash, row_start=start, row_end=end,
+        shards.append(run_cached(score_shard_task, workdir, refresh_if=_has_failures, submit=True,
+                                 source_path=corpus["path"], source_hash=source_hash, row_start=start, row_end=end,
                                  scorer_fingerprint=fingerprint, config=config_for_key))
-    return shards
+    return gather_with_progress(shards, "score shards")
 
 
 def check_scoring_failures(shards: list[dict], cfg: PipelineConfig) -> None:

@@ -40,8 +40,9 @@ def load_sentence_model(ref: str, device: str | None = None):
 
 
 def evaluate_model(model_ref_or_model, data_dir: str | Path, tasks: Sequence[str] = ("sts",), batch_size: int = 128,
-                   progress: Callable[[int, int], None] | None = None, device: str | None = None) -> dict:
-    """Results dict in the contract shape (without ``_provenance``)."""
+                   progress: Callable[[int, int], None] | None = None, device: str | None = None,
+                   sts_tasks: Sequence[str] | None = None) -> dict:
+    """Results dict in the contract shape (without ``_provenance``); ``sts_tasks`` restricts the STS suite."""
     from multicsr_core.evaluation.sts import encoder_from_sentence_transformer, evaluate_sts
 
     unknown = set(tasks) - {"sts", "transfer"}
@@ -52,7 +53,7 @@ def evaluate_model(model_ref_or_model, data_dir: str | Path, tasks: Sequence[str
     encode = encoder_from_sentence_transformer(model, batch_size=batch_size)
     results: dict = {}
     if "sts" in tasks:
-        results.update(evaluate_sts(encode, data_dir, batch_size=batch_size, progress=progress).as_dict())
+        results.update(evaluate_sts(encode, data_dir, tasks=sts_tasks, batch_size=batch_size, progress=progress).as_dict())
     if "transfer" in tasks:
         from multicsr_core.evaluation.transfer import evaluate_transfer
 

