@@ -63,5 +63,5 @@ def multicsr_pipeline(config: dict, workdir: str) -> dict:
                 rows[f"{cfg.name} (after)"] = trained["results"]
                 outputs["results"] = trained["published"]
                 outputs["comparison"] = publish_comparison(rows, workdir)
-    outputs["summary"] = summary.publish(corpus)
+    outputs["summary"] = summary.publish(corpus, cfg)
     return outputs

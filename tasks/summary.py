@@ -12,7 +12,10 @@ from pathlib import Path
 
 from prefect.artifacts import create_table_artifact
 
+from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import read_provenance
+from multicsr_core.llm.accounting import Pricing
+from multicsr_core.llm.cache import ResponseCache, default_cache_path
 
 
 class RunSummary:
@@ -28,10 +31,23 @@ class RunSummary:
         finally:
             self.stages.setdefault(name, {})["seconds"] = round(time.monotonic() - start, 3)
 
-    def publish(self, corpus: dict) -> str:
+    def llm_usage(self, cfg: PipelineConfig) -> dict:
+        """Tokens and cost of every LLM reply held in this workdir's response cache (all runs:
+        a resumed run's earlier replies count once, since each is stored once)."""
+        path = default_cache_path(self.workdir)
+        if not path.is_file():
+            return {}
+        with ResponseCache(path) as cache:
+            prompt_tokens, completion_tokens = cache.token_totals()
+            counts = cache.counts()
+        s = cfg.scoring
+        cost = Pricing(s.price_input_per_1m, s.price_output_per_1m).cost(prompt_tokens, completion_tokens)
+        return {"replies_ok": counts.get("ok", 0), "replies_failed": counts.get("failed", 0),
+                "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": round(cost, 6)}
+
+    def publish(self, corpus: dict, cfg: PipelineConfig) -> str:
         funnel = read_provenance(corpus["path"]).get("funnel", {})
-        usage_path = self.workdir / "cache" / "llm_usage.json"
-        usage = json.loads(usage_path.read_text()) if usage_path.is_file() else {}
+        usage = self.llm_usage(cfg)
         summary = {"stages": self.stages, "funnel": funnel, "llm_usage": usage}
         path = self.workdir / "run_summary.json"
         path.write_text(json.dumps(summary, indent=2), encoding="utf-8")

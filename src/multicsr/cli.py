@@ -246,6 +246,7 @@ def evaluate(
     data_dir: DataDirOpt = None,
     tasks: Annotated[str, typer.Option(help="comma-separated: sts, transfer")] = "sts",
     batch_size: Annotated[int, typer.Option()] = 128,
+    sts_tasks: Annotated[Optional[str], typer.Option(help="comma-separated subset of STS12..STS16, STSBenchmark, SICKRelatedness (default: all seven)")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Markdown report (default: beside --output)")] = None,
 ) -> None:
     """SentEval STS12-16, STS-B, SICK-R Spearman (and transfer tasks), exactly as SimCSE's SentEval fork."""
@@ -258,7 +259,8 @@ def evaluate(
 
     with ProgressReporter("evaluate", "sentences") as progress:
         results = evaluate_model(model, senteval, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
-                                 batch_size=batch_size, progress=progress)
+                                 batch_size=batch_size, progress=progress,
+                                 sts_tasks=[t.strip() for t in sts_tasks.split(",")] if sts_tasks else None)
     write_results(results, output, provenance={"model": model, "data_dir": str(senteval)})
     table = markdown_comparison({model: results})
     md_path = markdown or output.with_suffix(".md")
