@@ -151,6 +151,33 @@ def _pick_column(path: Path, names: list[str], column: str | None, where: str = 
                      f"columns: {', '.join(map(str, names))}); name one with --column")
 
 
+def _strip_dedupe(items, path: Path, max_chars: int, limit: int | None, stats: InputStats) -> list[tuple[int, tuple]]:
+    """The input rules, once for premises and triplets: strip every field; skip a row with an empty
+    field; reject an over-long sentence (file:line); drop exact duplicates (first wins); stop at
+    ``limit``. ``items`` yields (location, fields); counts go into ``stats``."""
+    seen: set[tuple] = set()
+    out: list[tuple[int, tuple]] = []
+    for loc, raw_fields in items:
+        stats.read += 1
+        fields = tuple(f.strip() for f in raw_fields)
+        if not all(fields):
+            stats.empty += 1
+            continue
+        for value in fields:
+            if len(value) > max_chars:
+                raise InputError(f"{path}:{loc}: sentence of {len(value)} characters exceeds max_chars={max_chars}")
+        if fields in seen:
+            stats.duplicates += 1
+            continue
+        if limit is not None and len(out) >= limit:
+            stats.limited += 1
+            continue
+        seen.add(fields)
+        out.append((loc, fields))
+    stats.kept = len(out)
+    return out
+
+
 def read_premises(path: str | Path, fmt: str = "auto", column: str | None = None,
                   max_chars: int = 2000, limit: int | None = None) -> PremiseSet:
     """Read unlabeled sentences, stripped, non-empty, de-duplicated (first occurrence wins)."""
@@ -158,27 +185,9 @@ def read_premises(path: str | Path, fmt: str = "auto", column: str | None = None
     if fmt == "auto":
         fmt = _detect_format(path)
     stats = InputStats()
-    seen: set[str] = set()
-    premises: list[str] = []
-    rows: list[int] = []
-    for loc, raw in _iter_rows(path, fmt, column):
-        stats.read += 1
-        text = raw.strip()
-        if not text:
-            stats.empty += 1
-            continue
-        if len(text) > max_chars:
-            raise InputError(f"{path}:{loc}: sentence of {len(text)} characters exceeds max_chars={max_chars}")
-        if text in seen:
-            stats.duplicates += 1
-            continue
-        if limit is not None and len(premises) >= limit:
-            stats.limited += 1
-            continue
-        seen.add(text)
-        premises.append(text)
-        rows.append(loc)
-    stats.kept = len(premises)
+    kept = _strip_dedupe(((loc, (raw,)) for loc, raw in _iter_rows(path, fmt, column)), path, max_chars, limit, stats)
+    premises = [fields[0] for _, fields in kept]
+    rows = [loc for loc, _ in kept]
     return PremiseSet(premises, rows, stats)
 
 
@@ -222,27 +231,12 @@ def read_triplets(path: str | Path, max_chars: int = 2000, limit: int | None = N
                 locs.append(reader.line_num)  # the line the record ends on (= its line unless quoted newlines)
         except csv.Error as exc:
             raise InputError(f"{path}:{reader.line_num}: malformed row ({exc})") from None
+    texts = ((loc, tuple(row.get(k) or "" for k in ("premise", "entailment", "contradiction")))
+             for loc, row in zip(locs, rows))
+    by_loc = dict(zip(locs, rows))
     out: list[dict] = []
-    seen: set[tuple] = set()
-    for loc, row in zip(locs, rows):
-        stats.read += 1
-        fields = [(row.get(k) or "").strip() for k in ("premise", "entailment", "contradiction")]
-        if not all(fields):
-            stats.empty += 1
-            continue
-        for value in fields:
-            if len(value) > max_chars:
-                raise InputError(f"{path}:{loc}: sentence of {len(value)} characters exceeds max_chars={max_chars}")
-        key = tuple(fields)
-        if key in seen:
-            stats.duplicates += 1
-            continue
-        if limit is not None and len(out) >= limit:
-            stats.limited += 1
-            continue
-        seen.add(key)
-        clean = {k: v for k, v in row.items() if k in COLUMNS}
+    for loc, fields in _strip_dedupe(texts, path, max_chars, limit, stats):
+        clean = {k: v for k, v in by_loc[loc].items() if k in COLUMNS}
         clean.update(premise=fields[0], entailment=fields[1], contradiction=fields[2], source_row=loc)
         out.append(clean)
-    stats.kept = len(out)
     return corpus_table(out), stats
