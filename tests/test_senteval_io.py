@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multicsr_core.io.senteval import STS_SUBSETS, read_sick, read_sts_year, read_stsbenchmark
+from multicsr_core.io.senteval import (
+    STS_SUBSETS,
+    read_binary_task,
+    read_mrpc,
+    read_sick,
+    read_sst2,
+    read_sts_year,
+    read_stsbenchmark,
+    read_trec,
+)
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "senteval"
 
@@ -127,3 +136,57 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
     (folder / "sts-test.csv").write_bytes(b"\n".join(lines) + b"\n")
     with pytest.raises(ValueError, match=r"sts-test\.csv:4: not valid UTF-8"):
         read_stsbenchmark(tmp_path, "test")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transfer-task readers
+
+
+def test_binary_tasks_counts_and_label_convention():
+    # SentEval's published sample counts (CR and MPQA keep their few empty lines).
+    expected = {"MR": (10662, 5331), "CR": (3775, 2407), "SUBJ": (10000, 5000), "MPQA": (10606, 3312)}
+    for task, (n, n_pos) in expected.items():
+        data = read_binary_task(DATA_DIR, task)
+        assert (len(data), int(data.labels.sum())) == (n, n_pos)
+        assert data.labels[:n_pos].all() and not data.labels[n_pos:].any()
+    subj = read_binary_task(DATA_DIR, "SUBJ")
+    first_objective = (DATA_DIR / "SUBJ" / "subj.objective").read_text(encoding="latin-1").splitlines()[0]
+    assert subj.sentences[0] == " ".join(first_objective.split()) and subj.labels[0] == 1
+    with pytest.raises(ValueError, match="unknown binary task"):
+        read_binary_task(DATA_DIR, "SST2")
+
+
+def test_sst2_trec_mrpc_counts_and_labels():
+    assert [len(read_sst2(DATA_DIR, s)) for s in ("train", "dev", "test")] == [67349, 872, 1821]
+    train = read_trec(DATA_DIR, "train")
+    assert len(train) == 5452 and set(train.labels.tolist()) == set(range(6))
+    test = read_trec(DATA_DIR, "test")
+    assert (len(test), test.sentences[0], test.labels[0]) == (500, "How far is it from Denver to Aspen ?", 5)
+    mrpc = read_mrpc(DATA_DIR, "test")
+    assert (len(read_mrpc(DATA_DIR, "train")), len(mrpc)) == (4076, 1725)
+    assert mrpc.sentences1[0].startswith("PCCW 's chief operating officer") and mrpc.labels[0] == 1
+
+
+def test_transfer_readers_name_file_and_line(tmp_path):
+    (tmp_path / "TREC").mkdir()
+    lines = (DATA_DIR / "TREC" / "TREC_10.label").read_text(encoding="latin-1").splitlines()[:10]
+    lines[3] = "COLOR:dark What color is the sky ?"
+    (tmp_path / "TREC" / "TREC_10.label").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    with pytest.raises(ValueError, match=r"TREC_10\.label:4: unknown TREC class 'COLOR'"):
+        read_trec(tmp_path, "test")
+
+    (tmp_path / "SST" / "binary").mkdir(parents=True)
+    lines = (DATA_DIR / "SST" / "binary" / "sentiment-dev").read_text().splitlines()[:10]
+    lines[8] = lines[8].rsplit("\t", 1)[0] + "\t2"
+    (tmp_path / "SST" / "binary" / "sentiment-dev").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"sentiment-dev:9: label 2 not in \[0, 1\]"):
+        read_sst2(tmp_path, "dev")
+
+    (tmp_path / "MRPC").mkdir()
+    lines = (DATA_DIR / "MRPC" / "msr_paraphrase_train.txt").read_text(encoding="utf-8-sig").splitlines()[:10]
+    lines[5] = "\t".join(lines[5].split("\t")[:4])
+    (tmp_path / "MRPC" / "msr_paraphrase_train.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"msr_paraphrase_train\.txt:6: expected 5 tab-separated fields, found 4"):
+        read_mrpc(tmp_path, "train")
+    with pytest.raises(ValueError, match=r"MR[/\\]rt-polarity\.pos: file not found"):
+        read_binary_task(tmp_path, "MR")

@@ -14,8 +14,18 @@ from multicsr_core.evaluation.sts import (
     paired_cosine,
     senteval_average,
 )
+from multicsr_core.evaluation.transfer import (
+    TRANSFER_TASKS,
+    TransferResult,
+    evaluate_transfer,
+    evaluate_transfer_detailed,
+)
 
 __all__ = [
+    "TRANSFER_TASKS",
+    "TransferResult",
+    "evaluate_transfer",
+    "evaluate_transfer_detailed",
     "STS_TASKS",
     "Encoder",
     "StsResults",
