@@ -1,5 +1,14 @@
 """SentEval-exact evaluation: STS12-16 / STS-B / SICK-R Spearman, transfer tasks, results files and reports."""
 
+from multicsr_core.evaluation.report import (
+    REFERENCE_STS,
+    markdown_comparison,
+    markdown_sts_subsets,
+    markdown_sts_table,
+    markdown_transfer_table,
+    read_results_json,
+    write_results_json,
+)
 from multicsr_core.evaluation.sts import (
     STS_TASKS,
     Encoder,
@@ -22,6 +31,13 @@ from multicsr_core.evaluation.transfer import (
 )
 
 __all__ = [
+    "REFERENCE_STS",
+    "markdown_comparison",
+    "markdown_sts_subsets",
+    "markdown_sts_table",
+    "markdown_transfer_table",
+    "read_results_json",
+    "write_results_json",
     "TRANSFER_TASKS",
     "TransferResult",
     "evaluate_transfer",
