@@ -107,15 +107,39 @@ def show_config(preset: PresetOpt = None, set_: SetOpt = None) -> None:
 @app.command()
 @_guarded
 def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), set_: SetOpt = None,
-        data_dir: DataDirOpt = None) -> None:
+        data_dir: DataDirOpt = None,
+        task_runner: Annotated[str, typer.Option("--task-runner", help="threads: shards one after another in this "
+                                                 "process; dask: shards spread over Dask workers")] = "threads",
+        dask_workers: Annotated[Optional[int], typer.Option("--dask-workers", help="worker processes of a local Dask "
+                                                            "cluster (default 2)")] = None,
+        dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="scheduler of a running Dask "
+                                                            "cluster, e.g. tcp://host:8786")] = None) -> None:
     """Run the whole pipeline (load -> generate -> score -> curate -> train -> evaluate) as one flow."""
     _apply_data_dir(data_dir)
+    if task_runner not in ("threads", "dask"):
+        _fail(f"--task-runner must be 'threads' or 'dask', not {task_runner!r}")
+    if task_runner == "threads" and (dask_workers is not None or dask_address):
+        _fail("--dask-workers and --dask-address need --task-runner dask")
+    if dask_workers is not None and dask_address:
+        _fail("give --dask-workers (a local cluster) or --dask-address (a running one), not both")
+    if task_runner == "dask" and not os.environ.get("PREFECT_API_URL"):
+        console.print("[yellow]warning:[/] with no PREFECT_API_URL every Dask worker process starts a Prefect server "
+                      "of its own; start one (`prefect server start`) and export PREFECT_API_URL")
     cfg = _config(preset, set_)
     workdir = workdir.expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     from multicsr.flows.pipeline import multicsr_pipeline
 
-    state = multicsr_pipeline(config=cfg.to_dict(), workdir=str(workdir), return_state=True)
+    flow = multicsr_pipeline
+    if task_runner == "dask":
+        from multicsr.runners import build_task_runner
+
+        try:
+            flow = multicsr_pipeline.with_options(
+                task_runner=build_task_runner("dask", n_workers=dask_workers, address=dask_address))
+        except (ImportError, ValueError) as exc:
+            _fail(str(exc))
+    state = flow(config=cfg.to_dict(), workdir=str(workdir), return_state=True)
     if not state.is_completed():
         console.print(f"[bold red]pipeline {state.name}:[/] {state.message}")
         console.print(f"Everything finished is cached under {workdir}: run the same command again to resume.")

@@ -1,0 +1,97 @@
+"""The pipeline's deployments: one per LLM/backbone combination, each built from a preset.
+
+A deployment's parameters are the two arguments of ``multicsr_pipeline``: ``config`` (the
+fields the preset file and the overrides set, so the paper's settings stay written out; the flow
+validates it and fills in the defaults) and ``workdir`` (one folder per deployment, which holds its
+caches: a scheduled rebuild of the same deployment reuses every finished batch).
+
+The premises-fed deployments carry a cron schedule for corpus rebuilds: premises appended to the
+input file since the last run cost only their own generation batches, unchanged scoring pairs
+are answered by the response cache, and training reruns only when the curated corpus changed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from multicsr_core.config import PipelineConfig, load_config, parse_override
+
+FLOW_NAME = "multicsr-pipeline"
+ENTRYPOINT = "multicsr.flows.pipeline:multicsr_pipeline"
+CPU_POOL = "multicsr-cpu"
+GPU_POOL = "multicsr-gpu"
+WORKDIR_ROOT_ENV = "MULTICSR_WORKDIR_ROOT"
+
+
+@dataclass(frozen=True)
+class PipelineDeployment:
+    """One deployment of the pipeline: a preset, the pool whose workers can run it, a schedule."""
+
+    name: str
+    preset: str
+    llm: str
+    backbone: str
+    description: str
+    gpu: bool = True
+    cron: str | None = None  # corpus rebuilds; None = runs on demand only
+    timezone: str = "UTC"
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def work_pool(self) -> str:
+        return GPU_POOL if self.gpu else CPU_POOL
+
+    @property
+    def all_tags(self) -> list[str]:
+        return ["multicsr", f"llm:{self.llm}", f"backbone:{self.backbone}", *self.tags]
+
+
+DEPLOYMENTS: tuple[PipelineDeployment, ...] = (
+    PipelineDeployment(
+        name="flan-t5-xl-bert", preset="paper-flan-t5-xl-bert", llm="flan-t5-xl", backbone="bert-base",
+        description="Paper Table 1: Flan-T5-XL generates and self-curates from NLI premises; BERT-base is trained.",
+        cron="0 2 * * *"),
+    PipelineDeployment(
+        name="flan-t5-xl-roberta", preset="paper-flan-t5-xl-roberta", llm="flan-t5-xl", backbone="roberta-base",
+        description="Paper Table 1: Flan-T5-XL generates and self-curates from NLI premises; RoBERTa-base is trained.",
+        cron="0 4 * * *"),  # two hours after the BERT one: both need the GPU pool
+    PipelineDeployment(
+        name="chatgpt-roberta", preset="paper-chatgpt-roberta", llm="gpt-3.5-turbo", backbone="roberta-base",
+        description="Paper 4.1: ChatGPT-written triplets enter at stage 2, ChatGPT scores them through the API "
+                    "(key from OPENAI_API_KEY or a Secret block), RoBERTa-base is trained."),
+    PipelineDeployment(
+        name="demo-offline", preset="demo-offline", llm="none", backbone="all-MiniLM-L6-v2", gpu=False,
+        description="Offline demo on CPU: SNLI triplets scored by the guide model, all-MiniLM-L6-v2 fine-tuned "
+                    "with the Eq. 7 loss, STS before and after."),
+)
+
+
+def get_deployment(name: str) -> PipelineDeployment:
+    for spec in DEPLOYMENTS:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown deployment {name!r}; known: {', '.join(d.name for d in DEPLOYMENTS)}")
+
+
+def default_workdir_root() -> Path:
+    """``$MULTICSR_WORKDIR_ROOT``, else ``./runs/deployments`` (absolute: workers run elsewhere)."""
+    return Path(os.environ.get(WORKDIR_ROOT_ENV) or Path.cwd() / "runs" / "deployments").expanduser().resolve()
+
+
+def deployment_config(spec: PipelineDeployment, overrides: list[str] | None = None) -> PipelineConfig:
+    return load_config(spec.preset, [parse_override(s) for s in overrides or []])
+
+
+def deployment_parameters(spec: PipelineDeployment, workdir_root: str | Path, overrides: list[str] | None = None,
+                          ) -> dict:
+    """``{"config": <non-default fields>, "workdir": <root>/<name>}`` for ``multicsr_pipeline``.
+
+    ``workdir_root`` is used as given (a ``{{ $VAR }}`` placeholder stays one for prefect.yaml).
+    """
+    cfg = deployment_config(spec, overrides)
+    compact = cfg.model_dump(mode="json", exclude_unset=True)
+    if PipelineConfig.model_validate(compact) != cfg:  # a validator that rewrites values would break this
+        raise AssertionError(f"{spec.name}: the compact config does not round-trip")
+    return {"config": compact, "workdir": f"{str(workdir_root).rstrip('/')}/{spec.name}"}
