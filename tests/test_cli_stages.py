@@ -69,14 +69,18 @@ def test_inspect_prints_funnel_scores_provenance(scored):
 
 
 def test_train_cli_then_evaluate_cli(scored):
-    tmp, _ = scored
+    tmp, scored_path = scored
+    curated = tmp / "curated-for-train.parquet"
+    assert cli("curate", "--corpus", str(scored_path), "--out", str(curated), "--alpha", "2", "--gamma", "0").returncode == 0
     model_dir = tmp / "model"
-    done = cli("train", "--corpus", str(tmp / "curated-loose.parquet"), "--model", MINILM, "--out", str(model_dir),
+    done = cli("train", "--corpus", str(curated), "--model", MINILM, "--out", str(model_dir),
                "--guide", MINILM, "--loss", "paper", "--sigma", "0.9", "--batch-size", "8", "--max-steps", "2",
                "--set", "training.pooling=mean", "--set", "training.mlp_only_train=false",
                "--set", "training.eval_steps=2")
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout[done.stdout.index("{"):])
+    # the trainer prints its own log dicts first; our report is the last JSON block
+    stdout = "\n" + done.stdout
+    report = json.loads(stdout[stdout.rindex("\n{\n") + 1:])
     assert report["steps"] == 2 and report["loss"] == "paper"
     assert json.loads((model_dir / "multicsr_training.json").read_text())["config"]["training"]["sigma"] == 0.9
     assert SentenceTransformer(str(model_dir), device="cpu").encode(["a dog runs"]).shape == (1, 384)

@@ -13,12 +13,9 @@ to 2 decimals, as SentEval prints it. ``_provenance`` records what produced the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-from multicsr_core.io.corpus import current_umask
 from multicsr_core.models import resolve_model_ref
 
 
@@ -62,15 +59,11 @@ def evaluate_model(model_ref_or_model, data_dir: str | Path, tasks: Sequence[str
 
 
 def write_results(results: dict, path: str | Path, provenance: dict | None = None) -> Path:
-    """Write the results JSON atomically (temporary file, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the results JSON atomically; ``provenance`` (secret-looking keys redacted) goes under
+    ``_provenance`` in the same file, so the numbers and what produced them never drift apart."""
+    from multicsr_core.evaluation.report import _redact, write_text_atomic
+
     payload = {k: v for k, v in results.items() if k != "_provenance"}
     if provenance:
-        payload["_provenance"] = provenance
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~current_umask())
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, default=str)
-    os.replace(tmp, path)
-    return path
+        payload["_provenance"] = _redact(provenance)
+    return write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")

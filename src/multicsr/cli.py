@@ -40,6 +40,11 @@ WorkdirOpt = Annotated[Path, typer.Option("--workdir", "-w", help="where stage o
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="data root (holding senteval/ and nli/) or the SentEval folder; default $MULTICSR_DATA_ROOT, ../shared/data, ~/.cache/multicsr/data")]
 
 
+def _print_json(obj) -> None:
+    """Machine-readable output: plain print (rich would wrap long lines and break the JSON)."""
+    print(obj if isinstance(obj, str) else json.dumps(obj, indent=2, default=str), flush=True)
+
+
 def _fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
@@ -176,7 +181,7 @@ def generate(
 
     with ProgressReporter("generate", "premises") as progress:
         report = generate_corpus(cfg, out_path, progress=progress)
-    out.print(json.dumps(report, indent=2))
+    _print_json(report)
 
 
 @app.command()
@@ -198,7 +203,7 @@ def score(
 
     with ProgressReporter("score", "triplets") as progress:
         report = score_corpus_file(cfg, corpus, out_path, workdir, progress=progress)
-    out.print(json.dumps(report, indent=2))
+    _print_json(report)
     if report["failed"] > cfg.scoring.allowed_failure_fraction * 2 * report["rows"]:
         console.print(f"[bold red]{report['failed']} pairs are still unscored[/]; first errors: {report['first_errors']}. "
                       "Run the same command again to retry only those.")
@@ -232,7 +237,7 @@ def curate(
                            input_provenance=read_provenance(corpus), funnel=funnel, swap_mode=swap_mode)
     write_parquet_atomic(with_provenance(curated, prov), out_path)
     write_curation_report(curated, report_dir or out_path.parent / f"{out_path.stem}_report", c.rule, c.alpha, c.beta, c.gamma)
-    out.print(json.dumps(funnel, indent=2))
+    _print_json(funnel)
 
 
 @app.command()
@@ -259,7 +264,7 @@ def train(
 
     with ProgressReporter("train", "steps") as progress:
         report = train_from_corpus(cfg, corpus, out_dir, cache_dir=out_dir.parent / ".multicsr-cache", progress=progress)
-    out.print(json.dumps(report, indent=2, default=str))
+    _print_json(report)
 
 
 @app.command()
@@ -311,7 +316,7 @@ def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
     for side in ("entailment_score", "contradiction_score"):
         out.print(f"[bold]{side}[/]: " + json.dumps(summary["scores"][side]))
     prov = summary["provenance"]
-    out.print("[bold]provenance[/]: " + json.dumps({k: v for k, v in prov.items() if k != "config"}, default=str))
+    out.print("[bold]provenance[/]: " + json.dumps({k: v for k, v in prov.items() if k not in ("config", "input_provenance")}, default=str))
     if "config_hash" in prov:
         out.print(f"[bold]config_hash[/]: {prov['config_hash']}")
 
@@ -327,7 +332,7 @@ def data_download(to: Annotated[Optional[Path], typer.Option("--to", help="data 
         done = download_data(root, [w.strip() for w in what.split(",") if w.strip()], log=lambda m: console.print(m))
     except OSError as exc:
         _fail(f"download failed ({exc}); nothing partial was left in {root}", code=1)
-    out.print(json.dumps(done, indent=2))
+    _print_json(done)
 
 
 @data_app.command("where")
@@ -353,7 +358,7 @@ def experiment_false_negatives(
     from multicsr_core.stages import run_false_negatives_cli
 
     result = run_false_negatives_cli(output, model=model, guide=guide, ks=[int(k) for k in ks.split(",")], triplets=triplets)
-    out.print(json.dumps(result, indent=2, default=str))
+    _print_json(result)
 
 
 def main() -> None:
