@@ -43,6 +43,22 @@ def scoring_llm(cfg: PipelineConfig) -> tuple[str, str | None]:
     raise ValueError("scoring.scorer needs an LLM: set scoring.llm (or generation.llm for self-curation)")
 
 
+def build_openai_backend(cfg: PipelineConfig, workdir: str | Path, model: str, base_url: str | None,
+                         api_key: str | None = None):
+    """An OpenAI-compatible client with the scoring section's limits (concurrency, retries, rate
+    limits, prices, budget) and the workdir's response cache; used for API scoring and generation."""
+    from multicsr_core.llm.accounting import Pricing
+    from multicsr_core.llm.cache import ResponseCache, default_cache_path
+    from multicsr_core.llm.openai_backend import OpenAIChatBackend
+
+    s = cfg.scoring
+    return OpenAIChatBackend(model, cache=ResponseCache(default_cache_path(workdir)), base_url=base_url,
+                             api_key=api_key, api_key_env=s.api_key_env, concurrency=s.concurrency,
+                             timeout_s=s.timeout_s, max_retries=s.max_retries, requests_per_minute=s.requests_per_minute,
+                             tokens_per_minute=s.tokens_per_minute,
+                             pricing=Pricing(s.price_input_per_1m, s.price_output_per_1m), budget_usd=s.budget_usd)
+
+
 def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None = None):
     """The stage-2 scorer the config names; its caches live under ``workdir``.
 
@@ -56,9 +72,6 @@ def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None =
         ref = guide_ref_for_scoring(cfg)
         return GuideScorer(cached_guide(ref, cfg.training.guide_pooling), source=ref,
                            cache_dir=Path(workdir) / "cache" / "guide")
-    from multicsr_core.llm.cache import ResponseCache, default_cache_path
-
-    cache = ResponseCache(default_cache_path(workdir))
     variant = "official-17-spaces" if s.prompt == "official-verbatim" else "single-space"
     if s.scorer == "local":
         from multicsr_core.llm.local import LocalLM
@@ -67,17 +80,14 @@ def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None =
         ref, revision = scoring_llm(cfg)
         model, tokenizer = cached_generator(ref, revision, s.dtype, s.device)
         name = f"{ref}@{revision}" if revision else ref
-        lm = LocalLM(model, tokenizer, name=name, cache=cache, batch_size=s.batch_size)
+        from multicsr_core.llm.cache import ResponseCache, default_cache_path
+
+        lm = LocalLM(model, tokenizer, name=name, cache=ResponseCache(default_cache_path(workdir)), batch_size=s.batch_size)
         return LocalLLMScorer(lm, mode=s.mode, prompt_variant=variant)
     if s.scorer == "openai":
-        from multicsr_core.llm.accounting import Pricing
-        from multicsr_core.llm.openai_backend import OpenAIChatBackend
         from multicsr_core.scoring.llm import OpenAIScorer
 
         ref, _ = scoring_llm(cfg)
-        backend = OpenAIChatBackend(ref, cache=cache, base_url=s.base_url, api_key=api_key, api_key_env=s.api_key_env,
-                                    concurrency=s.concurrency, timeout_s=s.timeout_s, max_retries=s.max_retries,
-                                    requests_per_minute=s.requests_per_minute, tokens_per_minute=s.tokens_per_minute,
-                                    pricing=Pricing(s.price_input_per_1m, s.price_output_per_1m), budget_usd=s.budget_usd)
-        return OpenAIScorer(backend, mode=s.mode, prompt_variant=variant)
+        return OpenAIScorer(build_openai_backend(cfg, workdir, ref, s.base_url, api_key), mode=s.mode,
+                            prompt_variant=variant)
     raise ValueError(f"unknown scorer {s.scorer!r}")

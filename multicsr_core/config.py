@@ -70,7 +70,8 @@ class GenerationConfig(_Section):
 
     llm: str | None = Field(None, description="HF hub id or path of the generator; None = no generation stage")
     revision: str | None = None
-    backend: Literal["local", "openai"] = "local"
+    backend: Literal["local", "openai"] = Field("local", description="openai = plain generation through an API (no logits, no contrast)")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint for backend=openai (key: scoring.api_key_env)")
     mode: Literal["multicsr", "claif"] = "multicsr"
     omega: float = Field(0.3, ge=-2.0, le=5.0, description="contrast weight w in l_t - w * l_hat_t (paper App. C)")
     prompt_set: str = Field("syncse-pool", description="syncse-pool | official-2shot | path to a prompt file")

@@ -22,41 +22,89 @@ Progress = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------- stage 1: generation
+def _strip_credentials(url: str | None) -> str | None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
 def generation_fingerprint(cfg: PipelineConfig) -> dict:
     from multicsr_core.generation.engine import generation_fingerprint as fp
 
     g = cfg.generation
     prompt_file = g.prompt_set if Path(g.prompt_set).suffix in (".yaml", ".yml", ".json") else None
-    return {"mode": g.mode, "backend": g.backend, **fp(
+    return {"mode": g.mode, "backend": g.backend, "base_url": _strip_credentials(g.base_url), **fp(
         g.llm, g.revision, omega=g.omega, max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
         temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=g.seed,
         prompt_set="syncse-pool" if prompt_file else g.prompt_set, template=g.template, prompt_file=prompt_file,
         use_chat_template=g.use_chat_template, dtype=g.dtype)}
 
 
+class GenerationFailures(RuntimeError):
+    """API generation left items without a reply after retries; answered ones are cached."""
+
+
+def _generate_with_api(cfg: PipelineConfig, prompts, workdir: str | Path, api_key: str | None,
+                       progress: Progress | None):
+    """Stage 1 through an OpenAI-compatible API: plain generation (API models expose no logits, so
+    no contrast: the paper's ChatGPT path). Every reply goes through the workdir's response cache."""
+    from multicsr_core.builders import build_openai_backend
+    from multicsr_core.generation.cleaning import clean_generation
+    from multicsr_core.generation.engine import GeneratedTriplet
+    from multicsr_core.scoring.llm import generate_with_api
+
+    g = cfg.generation
+    backend = build_openai_backend(cfg, workdir, g.llm, g.base_url, api_key)
+    sampling = {"top_p": g.top_p} if g.do_sample else {}
+    texts = [p.entailment_prompt for p in prompts] + [p.contradiction_prompt for p in prompts]
+    report = generate_with_api(backend, texts, temperature=g.temperature if g.do_sample else 0.0,
+                               max_tokens=g.max_new_tokens, progress=progress, **sampling)
+    failed = [r for r in report.results if not r.ok]
+    if failed:
+        raise GenerationFailures(f"{len(failed)} of {len(texts)} API generations failed after retries "
+                                 f"(first: {report.first_errors(3)}); replies received are cached: run again to retry")
+    rows = []
+    for k, p in enumerate(prompts):
+        ent, con = report.results[k].text, report.results[len(prompts) + k].text
+        ent_c, con_c = clean_generation(ent, p.premise), clean_generation(con, p.premise)
+        reasons = [f"{side}:{c.reject_reason}" for side, c in (("entailment", ent_c), ("contradiction", con_c))
+                   if c.reject_reason]
+        rows.append(GeneratedTriplet(p.premise, ent_c.text, con_c.text, p.entailment_prompt, p.contradiction_prompt,
+                                     p.entailment_prompt_id, p.contradiction_prompt_id, ent, con,
+                                     ";".join(reasons) or None))
+    return rows
+
+
 def generate_rows(cfg: PipelineConfig, premises: Sequence[str], source_rows: Sequence[int],
-                  progress: Progress | None = None) -> tuple[pa.Table, dict]:
+                  progress: Progress | None = None, workdir: str | Path = ".",
+                  api_key: str | None = None) -> tuple[pa.Table, dict]:
     """Generate (x+, x-) for ``premises``; returns the corpus rows kept and the reject counts.
 
-    Outputs that are empty or copy the premise are dropped here, counted by reason.
+    A local model decodes contrastively (paper 3.1); ``backend=openai`` generates plainly through
+    the API. Outputs that are empty or copy the premise are dropped here, counted by reason.
     """
     from multicsr_core.generation.engine import generate_contrastive, reject_counts
     from multicsr_core.prompts import build_generation_prompts
 
     g = cfg.generation
     if not g.llm:
-        raise ValueError("generation.llm is not set: name a generator model (hub id or path)")
-    if g.backend != "local" or g.mode != "multicsr":
-        raise ValueError(f"generation backend={g.backend!r} mode={g.mode!r}: the pipeline runs contrastive "
-                         "generation with a local model; API and CLAIF generation run through their own commands")
+        raise ValueError("generation.llm is not set: name a generator model (hub id, path or API model)")
+    if g.mode != "multicsr":
+        raise ValueError("generation.mode=claif: CLAIF pair generation runs through multicsr_core.generation.claif")
     prompt_file = g.prompt_set if Path(g.prompt_set).suffix in (".yaml", ".yml", ".json") else None
     prompts = build_generation_prompts(premises, prompt_set="syncse-pool" if prompt_file else g.prompt_set,
                                        seed=g.seed, template=g.template, prompt_file=prompt_file)
-    model, tokenizer = cached_generator(g.llm, g.revision, g.dtype, g.device)
-    rows = generate_contrastive(model, tokenizer, prompts, omega=g.omega, max_new_tokens=g.max_new_tokens,
-                                batch_size=g.batch_size, do_sample=g.do_sample, temperature=g.temperature,
-                                top_k=g.top_k, top_p=g.top_p, seed=g.seed, use_chat_template=g.use_chat_template,
-                                progress=progress)
+    if g.backend == "openai":
+        rows = _generate_with_api(cfg, prompts, workdir, api_key, progress)
+    else:
+        model, tokenizer = cached_generator(g.llm, g.revision, g.dtype, g.device)
+        rows = generate_contrastive(model, tokenizer, prompts, omega=g.omega, max_new_tokens=g.max_new_tokens,
+                                    batch_size=g.batch_size, do_sample=g.do_sample, temperature=g.temperature,
+                                    top_k=g.top_k, top_p=g.top_p, seed=g.seed, use_chat_template=g.use_chat_template,
+                                    progress=progress)
     kept = [(r, src) for r, src in zip(rows, source_rows) if r.kept]
     table = corpus_table([{"premise": r.premise, "entailment": r.entailment, "contradiction": r.contradiction,
                            "entailment_prompt": r.entailment_prompt, "contradiction_prompt": r.contradiction_prompt,
@@ -66,11 +114,12 @@ def generate_rows(cfg: PipelineConfig, premises: Sequence[str], source_rows: Seq
     return table, reject_counts(rows)
 
 
-def generate_corpus(cfg: PipelineConfig, out_path: str | Path, progress: Progress | None = None) -> dict:
+def generate_corpus(cfg: PipelineConfig, out_path: str | Path, progress: Progress | None = None,
+                    workdir: str | Path = ".") -> dict:
     """``multicsr generate``: a premise file in, a generated corpus Parquet out."""
     i = cfg.input
     premise_set = read_premises(i.premises, fmt=i.premises_format, column=i.column, max_chars=i.max_chars, limit=i.limit)
-    table, rejects = generate_rows(cfg, premise_set.premises, premise_set.source_rows, progress)
+    table, rejects = generate_rows(cfg, premise_set.premises, premise_set.source_rows, progress, workdir=workdir)
     prov = make_provenance("generate", config=cfg.to_dict(), config_hash=cfg.config_hash(),
                            generation=generation_fingerprint(cfg), input=str(i.premises),
                            input_stats=premise_set.stats.as_dict(), generation_rejects=rejects)

@@ -13,16 +13,18 @@ from multicsr_core.io.corpus import concat_corpus, make_provenance, read_corpus,
 from multicsr_core.stages import generate_rows, generation_fingerprint
 from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
 from multicsr.tasks.progress import gather_with_progress, stage_progress
+from multicsr.tasks.score import api_client_settings, resolve_api_key
 
 TASK_OPTIONS = dict(cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
 
 
 @task(name="generate_shard", **TASK_OPTIONS)
 def generate_shard_task(workdir: str, output_path: str, premises: list[str], source_rows: list[int],
-                        fingerprint: dict, generation_config: dict) -> dict:
-    cfg = PipelineConfig.model_validate({"generation": generation_config})
+                        fingerprint: dict, generation_config: dict, scoring_client: dict) -> dict:
+    cfg = PipelineConfig.model_validate({"generation": generation_config, "scoring": scoring_client})
     with stage_progress(f"generate {len(premises)} premises", "premises") as progress:
-        table, rejects = generate_rows(cfg, premises, source_rows, progress)
+        table, rejects = generate_rows(cfg, premises, source_rows, progress, workdir=workdir,
+                                       api_key=resolve_api_key(cfg, "generation"))
     prov = make_provenance("generate", generation=fingerprint, generation_rejects=rejects)
     write_parquet_atomic(concat_corpus([table], prov), output_path)
     get_run_logger().info("shard of %d premises: %s", len(premises), rejects)
@@ -52,7 +54,9 @@ def generate(premises: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
     for start in range(0, len(texts), size):
         shards.append(run_cached(generate_shard_task, workdir, submit=True, premises=texts[start:start + size],
                                  source_rows=rows[start:start + size], fingerprint=fingerprint,
-                                 generation_config=cfg.generation.model_dump(mode="json")))
+                                 generation_config=cfg.generation.model_dump(mode="json"),
+                                 # client settings matter only through an API (and must not re-key local shards)
+                                 scoring_client=api_client_settings(cfg) if cfg.generation.backend == "openai" else {}))
     shards = gather_with_progress(shards, "generate shards")
     result = run_cached(materialize_task, workdir, shard_paths=[s["path"] for s in shards],
                         shard_hashes=[file_hash(s["path"]) for s in shards])

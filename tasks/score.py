@@ -19,10 +19,11 @@ class ScoringFailures(RuntimeError):
     """Some pairs are still unscored after retries; they are retried by the next run."""
 
 
-def resolve_api_key(cfg: PipelineConfig) -> str | None:
+def resolve_api_key(cfg: PipelineConfig, stage: str = "scoring") -> str | None:
     """The API key from the Prefect Secret block the config names (else the client reads the
     environment variable). Only ever handed to the client: never a parameter, log or file."""
-    if cfg.scoring.scorer != "openai" or not cfg.scoring.api_key_secret_block:
+    uses_api = cfg.scoring.scorer == "openai" if stage == "scoring" else cfg.generation.backend == "openai"
+    if not uses_api or not cfg.scoring.api_key_secret_block:
         return None
     from prefect.blocks.system import Secret
 
@@ -46,6 +47,13 @@ def score_shard_task(workdir: str, output_path: str, source_path: str, source_ha
         get_run_logger().warning("%d pairs unscored in rows %d-%d; first errors: %s", len(errors), row_start,
                                  row_end, errors[:3])
     return {"path": output_path, "rows": scored.num_rows, "failed": len(errors), "first_errors": errors[:5]}
+
+
+def api_client_settings(cfg: PipelineConfig) -> dict:
+    """The scoring section's client settings (limits, prices, key source): API generation uses them too."""
+    keep = ("api_key_env", "api_key_secret_block", "concurrency", "timeout_s", "max_retries", "requests_per_minute",
+            "tokens_per_minute", "price_input_per_1m", "price_output_per_1m", "budget_usd")
+    return {k: v for k, v in cfg.scoring.model_dump(mode="json").items() if k in keep}
 
 
 def _has_failures(path: Path) -> bool:

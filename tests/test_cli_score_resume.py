@@ -129,3 +129,27 @@ def test_failed_items_exit_nonzero_and_are_retried(tmp_path, corpus_csv):
         assert server.total_requests() - requests_before == report["failed"]
         scores = pq.read_table(out).column("entailment_score").to_pylist()
         assert None not in scores
+
+
+def test_generate_through_api_backend(tmp_path):
+    """Stage 1 with an API model: plain generation through the CLI against the real local server."""
+    from tests.openai_server import expected_generation
+
+    premises = tmp_path / "p.txt"
+    premises.write_text("A man is playing a guitar.\nTwo dogs run on the beach.\n", encoding="utf-8")
+    out = tmp_path / "gen.parquet"
+    with ChatCompletionsServer(latency_s=0.0) as server:
+        cmd = [sys.executable, "-m", "multicsr.cli", "generate", "--backend", "openai", "--llm", "test-model",
+               "--base-url", server.base_url, "--premises", str(premises), "--out", str(out),
+               "--workdir", str(tmp_path / "w")]
+        done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert server.total_requests() == 4
+        again = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and server.total_requests() == 4  # every reply came from the cache
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 2
+    for row in rows:
+        assert row["entailment"] == expected_generation(row["entailment_prompt"])
+        assert row["contradiction"] == expected_generation(row["contradiction_prompt"])
+    assert SECRET.encode() not in out.read_bytes()

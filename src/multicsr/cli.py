@@ -169,6 +169,9 @@ def generate(
     prompt_set: Annotated[Optional[str], typer.Option(help="syncse-pool | official-2shot | prompt file")] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     column: Annotated[Optional[str], typer.Option(help="sentence column of a table file")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="local (contrastive decoding) | openai (plain, through an API)")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint for --backend openai")] = None,
+    workdir: WorkdirOpt = Path("runs/default"),
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
     """Stage 1: write an entailment and a contradiction for each premise (contrastive decoding)."""
@@ -176,11 +179,12 @@ def generate(
 
     cfg = _config(preset, set_, generation__llm=llm, generation__omega=omega, generation__max_new_tokens=max_new_tokens,
                   generation__batch_size=batch_size, generation__prompt_set=prompt_set, generation__seed=seed,
+                  generation__backend=backend, generation__base_url=base_url,
                   input__premises=str(premises), input__column=column, input__triplets=None)
     from multicsr.progress import ProgressReporter
 
     with ProgressReporter("generate", "premises") as progress:
-        report = generate_corpus(cfg, out_path, progress=progress)
+        report = generate_corpus(cfg, out_path, progress=progress, workdir=workdir)
     _print_json(report)
 
 
