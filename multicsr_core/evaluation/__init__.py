@@ -12,6 +12,7 @@ from multicsr_core.evaluation.report import (
 from multicsr_core.evaluation.sts import (
     STS_TASKS,
     Encoder,
+    SentenceTransformerEncoder,
     StsResults,
     StsTaskResult,
     SubsetResult,
@@ -44,6 +45,7 @@ __all__ = [
     "evaluate_transfer_detailed",
     "STS_TASKS",
     "Encoder",
+    "SentenceTransformerEncoder",
     "StsResults",
     "StsTaskResult",
     "SubsetResult",
