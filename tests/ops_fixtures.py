@@ -6,6 +6,7 @@ server and runs are shared by test_ops_server.py and test_ui_screenshot.py.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -50,11 +51,31 @@ class LiveServer:
         env.update(extra)
         return env
 
+    @contextlib.contextmanager
     def settings(self):
-        """Context manager pointing this process's flows and clients at the server."""
+        """Point this process's flows and clients at the server.
+
+        Prefect keeps one events worker and one log worker per process whatever the API URL (task
+        run states reach the server as events), so they are drained and dropped on the way in and
+        out: otherwise a worker started for another server (conftest's test harness) keeps
+        sending this server's task runs there.
+        """
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        return temporary_settings(updates={PREFECT_API_URL: self.url})
+        _drain_prefect_workers()
+        with temporary_settings(updates={PREFECT_API_URL: self.url}):
+            try:
+                yield
+            finally:  # still pointing here: what is queued reaches this server
+                _drain_prefect_workers()
+
+
+def _drain_prefect_workers() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
 
 
 def _healthy(url: str) -> bool:
