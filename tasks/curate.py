@@ -46,5 +46,9 @@ def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, 
                                    beta=c.beta, gamma=c.gamma)
     create_table_artifact([{"stage": k, "triplets": v} for k, v in report["funnel"].items()], key="curation-funnel",
                           description="Curation funnel: generated -> scored -> kept, rejected by reason")
-    create_markdown_artifact(report["markdown"], key="curation-report", description="Curation report")
+    # the UI cannot follow the report's relative image links: name the PNG files instead
+    figures = ", ".join(f"`{f}`" for f in report["files"] if f.endswith(".png"))
+    artifact_md = "\n".join(f"Figures: {figures}" if line.startswith("![") else line
+                            for line in report["markdown"].splitlines() if not line.startswith("![scatter"))
+    create_markdown_artifact(artifact_md, key="curation-report", description="Curation report")
     return {**result, "path": str(published), "stage_path": result["path"], "report": report["files"]}
