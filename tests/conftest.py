@@ -26,13 +26,29 @@ if str(REPO) not in sys.path:  # `from tests.openai_server import ...` under pla
     sys.path.insert(0, str(REPO))
 
 
+def drain_prefect_workers() -> None:
+    """Prefect keeps one events worker and one log worker per process, whatever the API URL (task
+    run states reach the server as events): drain them whenever tests switch servers, or a worker
+    started for another server (the ops tests' live server) keeps sending there."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()
+    EventsWorker.drain_all()
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real temporary Prefect API (SQLite) for flow tests."""
     from prefect.testing.utilities import prefect_test_harness
 
+    drain_prefect_workers()
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        drain_prefect_workers()
+        try:
+            yield
+        finally:
+            drain_prefect_workers()
 
 
 @pytest.fixture(scope="session")
