@@ -151,7 +151,7 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
         raise typer.Exit(1)
     outputs = state.result()
     if outputs.get("comparison"):
-        out.print(outputs["comparison"])
+        print(outputs["comparison"], flush=True)  # plain: rich would wrap the Markdown table
     for key in ("corpus", "model", "results", "baseline_results", "summary"):
         if outputs.get(key):
             out.print(f"{key}: {outputs[key]}")
@@ -298,7 +298,7 @@ def evaluate(
     table = markdown_comparison({model: results})
     md_path = markdown or output.with_suffix(".md")
     md_path.write_text(table, encoding="utf-8")
-    out.print(table)
+    print(table, flush=True)  # plain: rich would wrap the Markdown table
     out.print(f"results: {output}\nreport: {md_path}")
 
 
@@ -315,7 +315,7 @@ def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
         table.add_column(col, overflow="fold", max_width=40 if col in ("premise", "entailment", "contradiction") else None)
     for r in summary["sample"]:
         table.add_row(*[("" if r[c] is None else str(r[c])) for c in ("premise", "entailment", "contradiction", "a", "b", "kept", "reason")])
-    out.print(table)
+    print(table, flush=True)  # plain: rich would wrap the Markdown table
     out.print("[bold]curation[/]: " + json.dumps(summary["funnel"]))
     for side in ("entailment_score", "contradiction_score"):
         out.print(f"[bold]{side}[/]: " + json.dumps(summary["scores"][side]))
