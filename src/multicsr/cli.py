@@ -315,7 +315,7 @@ def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
         table.add_column(col, overflow="fold", max_width=40 if col in ("premise", "entailment", "contradiction") else None)
     for r in summary["sample"]:
         table.add_row(*[("" if r[c] is None else str(r[c])) for c in ("premise", "entailment", "contradiction", "a", "b", "kept", "reason")])
-    print(table, flush=True)  # plain: rich would wrap the Markdown table
+    out.print(table)
     out.print("[bold]curation[/]: " + json.dumps(summary["funnel"]))
     for side in ("entailment_score", "contradiction_score"):
         out.print(f"[bold]{side}[/]: " + json.dumps(summary["scores"][side]))
