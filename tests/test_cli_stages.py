@@ -61,8 +61,10 @@ def test_curate_rules_and_thresholds_without_llm(scored):
 
 
 def test_inspect_prints_funnel_scores_provenance(scored):
-    tmp, _ = scored
-    done = cli("inspect", str(tmp / "curated-paper.parquet"), "--rows", "3")
+    tmp, scored_path = scored
+    curated = tmp / "curated-for-inspect.parquet"
+    assert cli("curate", "--corpus", str(scored_path), "--out", str(curated)).returncode == 0
+    done = cli("inspect", str(curated), "--rows", "3")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "curation" in done.stdout and "kept" in done.stdout
     assert "entailment_score" in done.stdout and "config_hash" in done.stdout

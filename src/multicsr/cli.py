@@ -314,7 +314,8 @@ def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
     for col in ("premise", "entailment", "contradiction", "a", "b", "kept", "reason"):
         table.add_column(col, overflow="fold", max_width=40 if col in ("premise", "entailment", "contradiction") else None)
     for r in summary["sample"]:
-        table.add_row(*[("" if r[c] is None else str(r[c])) for c in ("premise", "entailment", "contradiction", "a", "b", "kept", "reason")])
+        table.add_row(*[("" if r[c] is None else f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]))
+                        for c in ("premise", "entailment", "contradiction", "a", "b", "kept", "reason")])
     out.print(table)
     out.print("[bold]curation[/]: " + json.dumps(summary["funnel"]))
     for side in ("entailment_score", "contradiction_score"):
