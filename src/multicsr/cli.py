@@ -354,7 +354,7 @@ def experiment_false_negatives(
     output: Annotated[Path, typer.Option("--output", "-o", help="results JSON (a PNG plot and Markdown table beside it)")],
     model: Annotated[str, typer.Option("--model")] = "bundled:all-MiniLM-L6-v2",
     guide: Annotated[str, typer.Option("--guide")] = "bundled:all-MiniLM-L6-v2",
-    ks: Annotated[str, typer.Option("--ks", help="comma-separated duplicate counts K")] = "1,16,64",
+    ks: Annotated[str, typer.Option("--ks", help="comma-separated duplicate counts K")] = "1,32,128",
     triplets: Annotated[Optional[Path], typer.Option(help="SNLI triplets csv (default: data root nli/)")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
