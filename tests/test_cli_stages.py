@@ -106,3 +106,24 @@ def test_bad_inputs_exit_2_with_file_and_line(tmp_path):
     assert not (tmp_path / "o.parquet").exists()
     done = cli("config", "--preset", "demo-offline", "--set", "training.sigmaa=1")
     assert done.returncode == 2 and "training.sigmaa: unknown key" in done.stderr
+
+
+def test_train_cli_supervised_setting_and_no_mask_ablation(scored):
+    """`training.supervised_nli` merges gold NLI triplets (paper App. G); `training.mask=false` (the
+    "without stage 3" ablation) trains the paper loss without its mask, i.e. supervised SimCSE."""
+    tmp, scored_path = scored
+    curated = tmp / "curated-for-ablation.parquet"
+    assert cli("curate", "--corpus", str(scored_path), "--out", str(curated)).returncode == 0
+    kept = sum(pq.read_table(curated).column("kept").to_pylist())
+    nli = tmp / "gold.csv"
+    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()
+    nli.write_text("\n".join([lines[0], *lines[200:230]]) + "\n", encoding="utf-8")
+    out = tmp / "model-ablation"
+    done = cli("train", "--corpus", str(curated), "--model", MINILM, "--out", str(out), "--batch-size", "8",
+               "--max-steps", "1", "--set", "training.pooling=mean", "--set", "training.mlp_only_train=false",
+               "--set", "training.mask=false", "--set", f"training.supervised_nli={nli}",
+               "--set", "training.eval_steps=100")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "multicsr_training.json").read_text())
+    assert report["loss"] == "simcse"
+    assert report["train_rows"] == kept + 30
