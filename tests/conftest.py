@@ -37,6 +37,21 @@ def drain_prefect_workers() -> None:
     EventsWorker.drain_all()
 
 
+def task_states(flow_run_id) -> dict:
+    """{task name: Counter of final state names} of one flow run, read back from the Prefect API."""
+    from collections import Counter
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    states: dict = {}
+    for run in runs:
+        states.setdefault(run.name.rsplit("-", 1)[0], Counter())[run.state.name] += 1
+    return states
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real temporary Prefect API (SQLite) for flow tests."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.conftest import drain_prefect_workers, task_states  # noqa: F401 (task_states re-exported for the ops tests)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SMALL = ["input.limit=96", "training.max_steps=2", "training.batch_size=16", "training.eval_steps=2",
@@ -62,20 +63,14 @@ class LiveServer:
         """
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        _drain_prefect_workers()
+        drain_prefect_workers()
         with temporary_settings(updates={PREFECT_API_URL: self.url}):
             try:
                 yield
             finally:  # still pointing here: what is queued reaches this server
-                _drain_prefect_workers()
+                drain_prefect_workers()
 
 
-def _drain_prefect_workers() -> None:
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    APILogWorker.drain_all()
-    EventsWorker.drain_all()
 
 
 def _healthy(url: str) -> bool:
@@ -192,19 +187,6 @@ def premises_config(llm_dir: Path, premises: Path, *extra: str) -> dict:
     return load_config(None, [parse_override(s) for s in overrides]).to_dict()
 
 
-def task_states(flow_run_id) -> dict:
-    """{task name: Counter of final state names} of one flow run, read back from the API."""
-    from collections import Counter
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    states: dict = {}
-    for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], Counter())[run.state.name] += 1
-    return states
 
 
 @dataclass

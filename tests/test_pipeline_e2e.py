@@ -15,6 +15,7 @@ from sentence_transformers import SentenceTransformer
 
 from multicsr_core.config import load_config, parse_override
 from multicsr_core.io.corpus import read_corpus, read_provenance
+from tests.conftest import task_states
 
 SMALL = [
     "input.limit=96",
@@ -30,24 +31,13 @@ def _config(*extra: str) -> dict:
     return load_config("demo-offline", [parse_override(s) for s in (*SMALL, *extra)]).to_dict()
 
 
-def _task_states(flow_run_id) -> dict[str, Counter]:
-    """{task name: Counter of state names} for one flow run, read back from the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    states: dict[str, Counter] = {}
-    for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], Counter())[run.state.name] += 1
-    return states
 
 
 def _run(config: dict, workdir):
     from multicsr.flows.pipeline import multicsr_pipeline
 
     state = multicsr_pipeline(config=config, workdir=str(workdir), return_state=True)
-    return state, _task_states(state.state_details.flow_run_id)
+    return state, task_states(state.state_details.flow_run_id)
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def _config(llm_dir, premises_file) -> dict:
 @pytest.mark.slow
 def test_dag_with_stage1_generation(prefect_server, tmp_path, tiny_llm_dir):
     from multicsr.flows.pipeline import multicsr_pipeline
-    from tests.test_pipeline_e2e import _task_states
+    from tests.conftest import task_states
 
     llm_dir, premises = tiny_llm_dir
     premises_file = tmp_path / "premises.txt"
@@ -45,7 +45,7 @@ def test_dag_with_stage1_generation(prefect_server, tmp_path, tiny_llm_dir):
     workdir = tmp_path / "run"
     state = multicsr_pipeline(config=_config(llm_dir, premises_file), workdir=str(workdir), return_state=True)
     assert state.is_completed(), state.message
-    tasks = _task_states(state.state_details.flow_run_id)
+    tasks = task_states(state.state_details.flow_run_id)
     assert tasks["load_premises"] == Counter(Completed=1)
     assert tasks["generate_shard"] == Counter(Completed=3)  # 24 premises in shards of 8
     assert tasks["materialize_generated"] == Counter(Completed=1)
@@ -66,7 +66,7 @@ def test_dag_with_stage1_generation(prefect_server, tmp_path, tiny_llm_dir):
 
     again = multicsr_pipeline(config=_config(llm_dir, premises_file), workdir=str(workdir), return_state=True)
     assert again.is_completed()
-    tasks = _task_states(again.state_details.flow_run_id)
+    tasks = task_states(again.state_details.flow_run_id)
     assert all(set(c) == {"Cached"} for c in tasks.values()), tasks
 
 
