@@ -12,7 +12,9 @@ compute what the right answer is without the server. Faults are injected per pro
 Fault kinds: ``429`` (with a ``Retry-After`` header of ``retry_after_s`` seconds), ``500``,
 ``400``, ``timeout`` (sleeps ``timeout_sleep_s`` before answering, past the client's timeout),
 ``malformed`` (status 200, body not JSON), ``non_numeric`` (a reply with no score in it),
-``empty_choices`` (status 200, ``choices: []``). Every request is counted by its last user
+``empty_choices`` (status 200, ``choices: []``), ``null_content`` (status 200, a message whose
+content is null, as a refusal or a tool call gives), ``html`` (status 200, an HTML error page,
+as a misconfigured proxy returns). Every request is counted by its last user
 message, so tests can assert retries and that no answered item was asked twice.
 
 Only 127.0.0.1 is bound, on a free port chosen by the OS; every handler does a bounded amount of
@@ -30,7 +32,7 @@ from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-FAULTS = ("429", "500", "400", "timeout", "malformed", "non_numeric", "empty_choices")
+FAULTS = ("429", "500", "400", "timeout", "malformed", "non_numeric", "empty_choices", "null_content", "html")
 SCORE_TOKENS = tuple("012345")
 
 
@@ -225,6 +227,12 @@ class ChatCompletionsServer:
             completion = self._completion(body, "")
             completion["choices"] = []
             self._send(handler, 200, completion)
+        elif fault == "null_content":
+            completion = self._completion(body, "")
+            completion["choices"][0]["message"]["content"] = None
+            self._send(handler, 200, completion)
+        elif fault == "html":
+            self._send_bytes(handler, 200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
         else:
             self._send(handler, 200, self._completion(body, self.reply_fn(prompt)))
 

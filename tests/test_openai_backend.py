@@ -117,6 +117,28 @@ def test_faults_are_retried_and_answered_items_never_asked_again(server, cache):
     assert rerun.last_report.n_cached == 9 and rerun.last_report.usage.requests == 3
 
 
+def test_unusable_200_replies_are_retried_then_failed_with_their_cost(server, cache):
+    # A 200 that is not a completion: content null, an HTML page, a body that is not JSON.
+    # Each is retried (1 + invalid_reply_retries attempts), then stored failed; never an ok row.
+    server.inject(PREMISES[0], ["null_content"])
+    server.inject(PREMISES[1], ["html"])
+    server.inject(PREMISES[2], ["null_content"] * 3)
+    server.inject(PREMISES[3], ["html"] * 3)
+    scorer = OpenAIScorer(make_backend(server, cache, invalid_reply_retries=2))
+    scores = scorer.score_pairs(PREMISES[:4], HYPOTHESES[:4])
+    assert [scores[i].score for i in (0, 1)] == [float(expected_score(PROMPTS[i])) for i in (0, 1)]
+    assert [server.count(PREMISES[i]) for i in range(4)] == [2, 2, 3, 3]
+    assert scores[2].score is None and "no message content" in scores[2].error
+    assert scores[3].score is None and "not a JSON object" in scores[3].error
+    # the null-content replies reported usage, so every attempt is paid for: 2 for item 0 (one
+    # bad, one good), 3 for item 2; the HTML pages reported none
+    per_attempt = len(PROMPTS[0].split())  # the test server counts prompt words as tokens
+    assert scorer.last_report.results[0].prompt_tokens == 2 * per_attempt
+    assert scorer.last_report.results[2].prompt_tokens == 3 * len(PROMPTS[2].split())
+    assert scorer.last_report.results[3].prompt_tokens == 0
+    assert scorer.last_report.n_ok == 2 and scorer.last_report.n_failed == 2
+
+
 def test_concurrency_limit_and_duplicate_requests(server, cache):
     server.latency_s = 0.15
     backend = make_backend(server, cache, concurrency=5)
