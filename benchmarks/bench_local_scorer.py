@@ -20,6 +20,12 @@ how much of the cost is the prompt (which both methods pay once):
 For an encoder-decoder model the encoder pass over the prompt dominates and both methods run
 it once, so one forward saves only the extra decoder steps and generate's per-step overhead.
 
+A sweep then holds the model and pairs fixed and varies only how many tokens generate runs
+(``--sweep``, on the random models, which never stop early): the ratio as a function of reply
+length, and the first length where it reaches 10x. A Flan-T5 reply such as ``4.0</s>`` is 4
+decoder steps; a chat model that explains its score runs tens to hundreds; the official scripts
+allow up to ``max_length=256``.
+
 Reported: the time of each method (median of ``--repeats`` interleaved runs, no cache, so
 both really compute), the ratio generate / one-forward, the fraction of pairs generate + parse
 could score, and the agreement of the two scores on those pairs. Models are random-weight
@@ -103,6 +109,8 @@ def main() -> None:
     parser.add_argument("--chat-max-new-tokens", type=int, default=32)
     parser.add_argument("--teach-steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sweep", type=int, nargs="*", default=[2, 4, 8, 16, 32, 64, 128, 256],
+                        help="generate lengths for the sweep (empty: no sweep)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared box)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -136,7 +144,29 @@ def main() -> None:
           f"{'agreement':>9}  first reply")
     for row in rows:
         print(f"{row['model']:<24} {row['max_new_tokens']:>7} {row['one_forward_s']:>15.3f} {row['generate_s']:>18.3f} {row['ratio']:>6.1f} "
-              f"{row['parsed']:>7.0%} {row['agreement']:>9.1%}  {row['reply_example']!r}")
+              f"{row['parsed']:>7.0%} {row['agreement']:>9.1%}  {row['reply_example'][:60]!r}")
+    if args.sweep:
+        for name, model, model_tokenizer, _ in cases[1:]:
+            lm = LocalLM(model, model_tokenizer, name=name, cache=None, batch_size=args.batch_size)
+            length_sweep(name, lm, premises, hypotheses, args.sweep, args.repeats)
+
+
+def length_sweep(name: str, lm: LocalLM, premises, hypotheses, lengths, repeats: int) -> None:
+    """Ratio generate / one-forward as generate is made to run 2, 4, ... tokens on the same batches."""
+    one_forward = LocalLLMScorer(lm, mode="argmax")
+    forward_s = statistics.median(timed(one_forward, premises, hypotheses)[0] for _ in range(repeats))
+    print(f"\n{name}: one forward {forward_s:.3f} s; generate+parse by reply length (a random model never "
+          "stops early, so generate runs all max_new_tokens steps)")
+    print(f"{'max new':>7} {'generate+parse (s)':>18} {'ratio':>6}")
+    crossed = None
+    for length in lengths:
+        generate = LocalLLMScorer(lm, mode="generate", max_new_tokens=length)
+        seconds, _ = min((timed(generate, premises, hypotheses) for _ in range(repeats)), key=lambda r: r[0])
+        ratio = seconds / forward_s
+        if crossed is None and ratio >= 10:
+            crossed = length
+        print(f"{length:>7} {seconds:>18.3f} {ratio:>6.1f}")
+    print(f"first length with ratio >= 10: {crossed if crossed is not None else 'none in the sweep'}")
 
 
 if __name__ == "__main__":
