@@ -9,6 +9,12 @@ is timed too.
 
     python benchmarks/bench_api_scoring.py                      # the default grid
     python benchmarks/bench_api_scoring.py --n 1000 --latency 0.2 --concurrency 64
+    python benchmarks/bench_api_scoring.py --compare-typed      # also the typed client method
+
+``--compare-typed`` runs every point a second time with the backend sending through the openai
+client's typed ``chat.completions.create`` (request transformed through its TypedDicts, response
+built as pydantic models) instead of the low-level ``post`` our backend uses, side by side in
+the same run: the client CPU per request and the wall/ideal of each.
 """
 
 from __future__ import annotations
@@ -26,8 +32,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from multicsr_core.llm.cache import ResponseCache  # noqa: E402
-from multicsr_core.llm.openai_backend import OpenAIChatBackend  # noqa: E402
+from multicsr_core.llm.openai_backend import OpenAIChatBackend, _parse_completion  # noqa: E402
 from multicsr_core.scoring.llm import OpenAIScorer  # noqa: E402
+
+class TypedCreateBackend(OpenAIChatBackend):
+    """The baseline for --compare-typed: the same backend, sending through ``chat.completions.create``."""
+
+    async def _create(self, client, request):
+        completion = await client.chat.completions.create(model=self.model, messages=list(request.messages),
+                                                          **dict(request.params))
+        return _parse_completion(completion.model_dump())
+
 
 # L = 0.5 s is a typical chat-API latency for a one-token reply; L = 0.1 s stresses the client.
 DEFAULT_GRID = [(256, 0.1, 8), (512, 0.1, 32), (512, 0.5, 32), (1024, 0.5, 64)]
@@ -43,12 +58,12 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return process, base_url
 
 
-def run_one(n: int, latency: float, concurrency: int) -> dict:
+def run_one(n: int, latency: float, concurrency: int, backend_class=OpenAIChatBackend) -> dict:
     server, base_url = start_server(latency)
     try:
         with tempfile.TemporaryDirectory() as workdir:
             cache = ResponseCache(Path(workdir) / "responses.sqlite")
-            backend = OpenAIChatBackend("bench-model", cache=cache, base_url=base_url, api_key="sk-bench",
+            backend = backend_class("bench-model", cache=cache, base_url=base_url, api_key="sk-bench",
                                         concurrency=concurrency, timeout_s=30.0)
             scorer = OpenAIScorer(backend)
             premises = [f"premise {i}: a man is playing a guitar on a stage" for i in range(n)]
@@ -70,7 +85,7 @@ def run_one(n: int, latency: float, concurrency: int) -> dict:
         server.kill()
         server.wait()
     ideal = n * latency / concurrency
-    return {"n": n, "latency_s": latency, "concurrency": concurrency, "ideal_s": round(ideal, 3),
+    return {"client": "typed create" if backend_class is TypedCreateBackend else "post (ours)", "n": n, "latency_s": latency, "concurrency": concurrency, "ideal_s": round(ideal, 3),
             "wall_s": round(wall, 3), "ratio": round(wall / ideal, 3), "requests_per_s": round(n / wall, 1),
             "client_cpu_ms_per_request": round(1000 * cpu / n, 2),
             "cached_rerun_s": round(cached_wall, 3)}
@@ -81,14 +96,19 @@ def main() -> None:
     parser.add_argument("--n", type=int)
     parser.add_argument("--latency", type=float)
     parser.add_argument("--concurrency", type=int)
+    parser.add_argument("--compare-typed", action="store_true", help="also run each point through the typed method")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     grid = [(args.n, args.latency, args.concurrency)] if args.n else DEFAULT_GRID
-    rows = [run_one(*point) for point in grid]
-    print(f"{'N':>6} {'L (s)':>6} {'C':>4} {'ideal (s)':>10} {'wall (s)':>9} {'wall/ideal':>10} {'req/s':>7} "
+    rows = []
+    for point in grid:
+        rows.append(run_one(*point))
+        if args.compare_typed:
+            rows.append(run_one(*point, backend_class=TypedCreateBackend))
+    print(f"{'client':<13} {'N':>6} {'L (s)':>6} {'C':>4} {'ideal (s)':>10} {'wall (s)':>9} {'wall/ideal':>10} {'req/s':>7} "
           f"{'client CPU ms/req':>17} {'cached rerun (s)':>17}")
     for row in rows:
-        print(f"{row['n']:>6} {row['latency_s']:>6} {row['concurrency']:>4} {row['ideal_s']:>10} {row['wall_s']:>9} "
+        print(f"{row['client']:<13} {row['n']:>6} {row['latency_s']:>6} {row['concurrency']:>4} {row['ideal_s']:>10} {row['wall_s']:>9} "
               f"{row['ratio']:>10} {row['requests_per_s']:>7} {row['client_cpu_ms_per_request']:>17} "
               f"{row['cached_rerun_s']:>17}")
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (the server runs in "
