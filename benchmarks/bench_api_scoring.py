@@ -41,7 +41,7 @@ class TypedCreateBackend(OpenAIChatBackend):
     async def _create(self, client, request):
         completion = await client.chat.completions.create(model=self.model, messages=list(request.messages),
                                                           **dict(request.params))
-        return _parse_completion(completion.model_dump())
+        return _parse_completion(completion.model_dump())  # the same fields and checks as ours, from the typed object
 
 
 # L = 0.5 s is a typical chat-API latency for a one-token reply; L = 0.1 s stresses the client.

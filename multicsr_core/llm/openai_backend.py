@@ -32,11 +32,13 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx2
 import openai
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -186,7 +188,8 @@ def redact_url(url: str | None) -> str | None:
 
 
 def _logprobs_of(choice: Mapping[str, Any]) -> list[dict] | None:
-    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
     if not content:
         return None
     return [
@@ -199,8 +202,19 @@ def _logprobs_of(choice: Mapping[str, Any]) -> list[dict] | None:
     ]
 
 
-def _parse_completion(data: Any) -> tuple[dict, int, int]:
-    """(first choice, prompt_tokens, completion_tokens) of a chat-completion body, or InvalidReply.
+@dataclass(frozen=True)
+class _Reply:
+    """The fields of a chat-completion body that we use."""
+
+    text: str
+    logprobs: list[dict] | None
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def _parse_completion(data: Any) -> _Reply:
+    """The first choice of a chat-completion body, or InvalidReply.
 
     The usage counts are read first, so a 200 that is unusable still reports what it cost."""
     if not isinstance(data, dict):
@@ -219,11 +233,11 @@ def _parse_completion(data: Any) -> tuple[dict, int, int]:
     if not isinstance(message, dict) or not isinstance(message.get("content"), str):
         raise InvalidReply("response choice has no message content", prompt_tokens, completion_tokens)
     try:
-        _logprobs_of(choice)
+        logprobs = _logprobs_of(choice)
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InvalidReply(f"malformed logprobs in the response ({type(err).__name__}: {err})",
                            prompt_tokens, completion_tokens) from None
-    return choice, prompt_tokens, completion_tokens
+    return _Reply(message["content"], logprobs, choice.get("finish_reason"), prompt_tokens, completion_tokens)
 
 
 class OpenAIChatBackend:
@@ -283,6 +297,7 @@ class OpenAIChatBackend:
         self._requests_bucket = TokenBucket(requests_per_minute) if requests_per_minute else None
         self._tokens_bucket = TokenBucket(tokens_per_minute) if tokens_per_minute else None
         self.ledger = UsageLedger(pricing, budget_usd)
+        self._ssl_context: ssl.SSLContext | None = None
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIChatBackend(model={self.model!r}, base_url={redact_url(self.base_url)!r})"
@@ -301,6 +316,14 @@ class OpenAIChatBackend:
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key != "EMPTY" else text
 
+    def _shared_ssl_context(self) -> ssl.SSLContext:
+        """One SSL context for every batch call. Each call needs a new client (its connection pool
+        belongs to that call's event loop), and a new client would otherwise load the CA bundle
+        again: about 40 ms, paid per scoring shard. httpx2's own default (certifi, SSL_CERT_FILE)."""
+        if self._ssl_context is None:
+            self._ssl_context = httpx2.create_ssl_context()
+        return self._ssl_context
+
     # -- one request -------------------------------------------------------------------
     def _estimates(self, request: ChatRequest) -> tuple[int, float]:
         chars = sum(len(str(message.get("content", ""))) for message in request.messages)
@@ -308,17 +331,18 @@ class OpenAIChatBackend:
         completion_tokens = int(request.params.get("max_tokens") or DEFAULT_MAX_TOKENS_ESTIMATE)
         return prompt_tokens + completion_tokens, self.ledger.pricing.cost(prompt_tokens, completion_tokens)
 
-    async def _create(self, client: openai.AsyncOpenAI, request: ChatRequest) -> tuple[dict, int, int]:
-        """One completion with the invalid-reply retries; returns (choice, prompt_tokens, completion_tokens)
-        where the token counts add up every attempt that reported usage.
+    async def _create(self, client: openai.AsyncOpenAI, request: ChatRequest) -> _Reply:
+        """One completion with the invalid-reply retries; its token counts add up every attempt that
+        reported usage (a failing InvalidReply carries the same totals).
 
         The request goes through the client's documented low-level ``post`` (its retries, backoff,
         Retry-After, timeouts and error types are all the same as ``chat.completions.create``) and
-        comes back as the plain JSON object (``cast_to=object``). Why not the typed method: at a few
-        hundred requests per second against a local vLLM, transforming the request through the
-        TypedDict annotations and building the pydantic response (with per-token logprobs) cost
-        about a third of the client's CPU, which then bounds throughput
-        (benchmarks/bench_api_scoring.py). We read only four fields and check them ourselves.
+        comes back as the plain JSON object (``cast_to=object``). Why not the typed method: it
+        returns a bare ``str`` for a 200 that is not JSON (a proxy's HTML page), which would escape
+        the per-item error handling; and transforming the request through its TypedDicts and
+        building the pydantic response (with per-token logprobs) costs 12-35% more client CPU per
+        request (``benchmarks/bench_api_scoring.py --compare-typed``). We read five fields and check
+        them ourselves.
         """
         spent = [0, 0]
         body = {"model": self.model, "messages": [dict(message) for message in request.messages], **dict(request.params)}
@@ -331,18 +355,14 @@ class OpenAIChatBackend:
         async for attempt in retrying:
             with attempt:
                 try:
-                    data = await client.post("/chat/completions", body=body, cast_to=object)
+                    reply = _parse_completion(await client.post("/chat/completions", body=body, cast_to=object))
                 except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                    raise InvalidReply(f"malformed response body ({type(err).__name__}: {err})") from None
-                try:
-                    choice, prompt_tokens, completion_tokens = _parse_completion(data)
+                    raise InvalidReply(f"malformed response body ({type(err).__name__}: {err})", *spent) from None
                 except InvalidReply as err:
-                    spent[0] += err.prompt_tokens
-                    spent[1] += err.completion_tokens
-                    raise InvalidReply(str(err), spent[0], spent[1]) from None
-                spent[0] += prompt_tokens
-                spent[1] += completion_tokens
-                return choice, spent[0], spent[1]
+                    spent = [spent[0] + err.prompt_tokens, spent[1] + err.completion_tokens]
+                    raise InvalidReply(str(err), *spent) from None
+                return replace(reply, prompt_tokens=spent[0] + reply.prompt_tokens,
+                                completion_tokens=spent[1] + reply.completion_tokens)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _request(
@@ -356,7 +376,8 @@ class OpenAIChatBackend:
         stored_request = {"messages": [dict(m) for m in request.messages], "params": dict(request.params)}
         prompt_tokens = completion_tokens = 0
         try:
-            choice, prompt_tokens, completion_tokens = await self._create(client, request)
+            reply = await self._create(client, request)
+            prompt_tokens, completion_tokens = reply.prompt_tokens, reply.completion_tokens
         except (openai.APIError, InvalidReply) as err:
             if isinstance(err, InvalidReply):
                 prompt_tokens, completion_tokens = err.prompt_tokens, err.completion_tokens
@@ -371,11 +392,10 @@ class OpenAIChatBackend:
             if self._tokens_bucket is not None and (prompt_tokens or completion_tokens):
                 self._tokens_bucket.adjust(prompt_tokens + completion_tokens - token_estimate)
 
-        text = choice["message"]["content"]
-        logprobs = _logprobs_of(choice)
+        text, logprobs = reply.text, reply.logprobs
         problem = validate(text, logprobs) if validate is not None else None
         status = OK if problem is None else FAILED
-        response = {"text": text, "logprobs": logprobs, "finish_reason": choice.get("finish_reason")}
+        response = {"text": text, "logprobs": logprobs, "finish_reason": reply.finish_reason}
         self.cache.put(
             CacheEntry(key, self.model, stored_request, status, response=response, raw=text, error=problem,
                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -411,7 +431,8 @@ class OpenAIChatBackend:
         if pending:
             work = iter(pending.items())
             client = openai.AsyncOpenAI(
-                api_key=self._api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout_s
+                api_key=self._api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout_s,
+                http_client=openai.DefaultAsyncHttpxClient(verify=self._shared_ssl_context()),
             )
 
             async def worker() -> None:
