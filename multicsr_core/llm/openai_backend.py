@@ -340,8 +340,8 @@ class OpenAIChatBackend:
         comes back as the plain JSON object (``cast_to=object``). Why not the typed method: it
         returns a bare ``str`` for a 200 that is not JSON (a proxy's HTML page), which would escape
         the per-item error handling; and transforming the request through its TypedDicts and
-        building the pydantic response (with per-token logprobs) costs 12-35% more client CPU per
-        request (``benchmarks/bench_api_scoring.py --compare-typed``). We read five fields and check
+        building the pydantic response (with per-token logprobs) costs about 20% more client CPU per
+        request (median of 12 side-by-side points, ``benchmarks/bench_api_scoring.py --compare-typed``). We read five fields and check
         them ourselves.
         """
         spent = [0, 0]
