@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 
 from multicsr_core.config import PipelineConfig
-from multicsr_core.models import resolve_model_ref
+from multicsr_core.models import model_provenance, resolve_model_ref
 
 
 @functools.lru_cache(maxsize=4)
@@ -44,19 +44,30 @@ def scoring_llm(cfg: PipelineConfig) -> tuple[str, str | None]:
 
 
 def build_openai_backend(cfg: PipelineConfig, workdir: str | Path, model: str, base_url: str | None,
-                         api_key: str | None = None):
+                         api_key: str | None = None, batch_api_shard: int | None = None):
     """An OpenAI-compatible client with the scoring section's limits (concurrency, retries, rate
-    limits, prices, budget) and the workdir's response cache; used for API scoring and generation."""
+    limits, prices, budget) and the workdir's response cache; used for API scoring and generation.
+
+    ``batch_api_shard`` (rows per shard) sends through the OpenAI Batch API instead: one batch per
+    shard (two requests per row), its state under ``workdir/.multicsr/batches``."""
     from multicsr_core.llm.accounting import Pricing
     from multicsr_core.llm.cache import ResponseCache, default_cache_path
     from multicsr_core.llm.openai_backend import OpenAIChatBackend
 
     s = cfg.scoring
+    batch_api = None
+    if batch_api_shard is not None:
+        from multicsr_core.llm.batch_api import BatchAPISettings, default_state_dir
+
+        batch_api = BatchAPISettings(default_state_dir(workdir), poll_interval_s=s.batch_poll_interval_s,
+                                     max_wait_s=s.batch_max_wait_s, price_factor=s.batch_price_factor,
+                                     max_requests_per_batch=min(s.batch_max_requests, 2 * batch_api_shard))
     return OpenAIChatBackend(model, cache=ResponseCache(default_cache_path(workdir)), base_url=base_url,
                              api_key=api_key, api_key_env=s.api_key_env, concurrency=s.concurrency,
                              timeout_s=s.timeout_s, max_retries=s.max_retries, requests_per_minute=s.requests_per_minute,
                              tokens_per_minute=s.tokens_per_minute,
-                             pricing=Pricing(s.price_input_per_1m, s.price_output_per_1m), budget_usd=s.budget_usd)
+                             pricing=Pricing(s.price_input_per_1m, s.price_output_per_1m), budget_usd=s.budget_usd,
+                             batch_api=batch_api)
 
 
 def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None = None):
@@ -72,7 +83,9 @@ def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None =
         ref = guide_ref_for_scoring(cfg)
         return GuideScorer(cached_guide(ref, cfg.training.guide_pooling), source=ref,
                            cache_dir=Path(workdir) / "cache" / "guide")
-    variant = "official-17-spaces" if s.prompt == "official-verbatim" else "single-space"
+    from multicsr_core.prompts import SCORING_PROMPT_CHOICES
+
+    variant = SCORING_PROMPT_CHOICES[s.prompt]
     if s.scorer == "local":
         from multicsr_core.llm.local import LocalLM
         from multicsr_core.scoring.llm import LocalLLMScorer
@@ -82,12 +95,14 @@ def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None =
         name = f"{ref}@{revision}" if revision else ref
         from multicsr_core.llm.cache import ResponseCache, default_cache_path
 
-        lm = LocalLM(model, tokenizer, name=name, cache=ResponseCache(default_cache_path(workdir)), batch_size=s.batch_size)
-        return LocalLLMScorer(lm, mode=s.mode, prompt_variant=variant)
+        lm = LocalLM(model, tokenizer, name=name, cache=ResponseCache(default_cache_path(workdir)), batch_size=s.batch_size,
+                     source=model_provenance(ref))
+        return LocalLLMScorer(lm, mode=s.mode, prompt_variant=variant, min_score_mass=s.min_score_mass)
     if s.scorer == "openai":
         from multicsr_core.scoring.llm import OpenAIScorer
 
         ref, _ = scoring_llm(cfg)
-        return OpenAIScorer(build_openai_backend(cfg, workdir, ref, s.base_url, api_key), mode=s.mode,
+        shard = s.shard_size if s.batch_api else None
+        return OpenAIScorer(build_openai_backend(cfg, workdir, ref, s.base_url, api_key, shard), mode=s.mode,
                             prompt_variant=variant)
     raise ValueError(f"unknown scorer {s.scorer!r}")

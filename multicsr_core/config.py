@@ -87,6 +87,8 @@ class GenerationConfig(_Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"
     seed: int = 42
+    batch_api: bool = Field(False, description="backend=openai: send through the OpenAI Batch API (half price, "
+                                               "within 24 h; settings scoring.batch_*)")
 
 
 class ScoringConfig(_Section):
@@ -95,8 +97,17 @@ class ScoringConfig(_Section):
     scorer: Literal["guide", "local", "openai"] = "local"
     llm: str | None = Field(None, description="scoring LLM; None = the generation LLM (the paper's self-curation)")
     revision: str | None = None
-    mode: Literal["argmax", "expected"] = "argmax"
-    prompt: Literal["official", "official-verbatim"] = "official"
+    mode: Literal["argmax", "expected", "generate"] = Field(
+        "argmax", description="argmax | expected: one forward pass, the first token's distribution over 0-5; "
+                              "generate: greedy generation + the official parser (method.md)")
+    prompt: Literal["official", "official-verbatim", "few-shot"] = Field(
+        "official", description="official zero-shot prompt (official-verbatim: with its 17 spaces); few-shot: "
+                                "ours, four worked examples (prompts.SCORING_PROMPT_FEW_SHOT)")
+    min_score_mass: float = Field(
+        0.25, ge=0.0, le=1.0,
+        description="one-forward modes: a pair whose score tokens hold less of the first token's probability is "
+                    "unparsable (rejected, not retried). 0.25 from SmolLM2-135M on SNLI pairs: greedy replies "
+                    "began with a digit only above it (benchmarks/bench_judges.py)")
     base_url: str | None = None
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (never stored)")
     api_key_secret_block: str | None = Field(None, description="Prefect Secret block name holding the API key")
@@ -109,6 +120,15 @@ class ScoringConfig(_Section):
     price_output_per_1m: float = Field(0.0, ge=0)
     budget_usd: float | None = Field(None, gt=0)
     allowed_failure_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    batch_api: bool = Field(False, description="scorer=openai: send through the OpenAI Batch API (half price, "
+                                               "answers within 24 h); a killed run picks its batches up again")
+    batch_poll_interval_s: float = Field(30.0, gt=0, le=3600, description="seconds between Batch API status checks")
+    batch_max_wait_s: float | None = Field(None, gt=0, description="stop waiting for batches after this long (None: "
+                                           "until they end); the next run collects them, without resubmitting")
+    # OpenAI prices Batch API tokens at 50% of the synchronous price ("50% cost discount compared to
+    # synchronous APIs", https://platform.openai.com/docs/guides/batch); other providers may differ.
+    batch_price_factor: float = Field(0.5, ge=0.0, le=1.0, description="Batch API price / synchronous price")
+    batch_max_requests: int = Field(50_000, ge=1, le=50_000, description="requests per submitted batch (OpenAI: 50,000)")
     batch_size: int = Field(64, ge=1)
     shard_size: int = Field(2048, ge=1, description="triplets per cached scoring task")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -132,7 +152,8 @@ class TrainingConfig(_Section):
     base_model: str = "bert-base-uncased"
     pooling: Literal["cls", "mean"] = "cls"
     mlp_only_train: bool = True
-    max_seq_length: int = Field(32, ge=4, le=8192)
+    max_seq_length: int = Field(32, ge=4, le=8192, description="tokens per input while training only (SimCSE: 32)")
+    save_max_seq_length: int | None = Field(None, ge=4, le=8192, description="the saved model's max_seq_length; None = the backbone's own (evaluation is untruncated either way)")
     loss: Literal["paper", "official", "simcse", "unsup-simcse", "claif", "clhaif"] = "paper"
     guide_model: str = "princeton-nlp/unsup-simcse-bert-base-uncased"
     guide_pooling: Literal["auto", "cls", "mean"] = "auto"
@@ -191,8 +212,7 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used: the message names the file and key."""
+from multicsr_core.errors import ConfigError  # noqa: E402  (defined with the other user errors; re-exported here)
 
 
 def list_presets() -> list[str]:
@@ -247,14 +267,15 @@ def parse_override(text: str) -> dict:
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
+    problems = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            problems.append(f"{key}: unknown key")
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
+            problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    # one line (the CLI prints user errors as one line): problems joined by "; "
+    return f"invalid configuration ({source}): " + "; ".join(problems)
 
 
 def load_config(preset: str | None = None, overrides: list[dict] | None = None) -> PipelineConfig:
@@ -264,8 +285,15 @@ def load_config(preset: str | None = None, overrides: list[dict] | None = None) 
     if preset:
         path = resolve_preset(preset)
         source = str(path)
+        raw = path.read_bytes()
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                              "save the preset as UTF-8", path=path, line=line) from None
+        try:
+            loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -15,20 +15,17 @@ from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import (corpus_table, make_provenance, read_corpus, read_provenance, with_provenance,
                                      write_parquet_atomic)
 from multicsr_core.io.inputs import read_premises, read_triplets
-from multicsr_core.models import resolve_model_ref
-from multicsr_core.scoring.apply import score_corpus
+from multicsr_core.models import model_provenance, resolve_model_ref
+from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
 
 Progress = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------- stage 1: generation
 def _strip_credentials(url: str | None) -> str | None:
-    from urllib.parse import urlsplit, urlunsplit
+    from multicsr_core.redaction import redact_url
 
-    if not url:
-        return url
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    return redact_url(url)
 
 
 def generation_fingerprint(cfg: PipelineConfig) -> dict:
@@ -40,7 +37,9 @@ def generation_fingerprint(cfg: PipelineConfig) -> dict:
         g.llm, g.revision, omega=g.omega, max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
         temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=g.seed,
         prompt_set="syncse-pool" if prompt_file else g.prompt_set, template=g.template, prompt_file=prompt_file,
-        use_chat_template=g.use_chat_template, dtype=g.dtype)}
+        use_chat_template=g.use_chat_template, dtype=g.dtype),
+        # a GGUF model is named by its file and sha256 (never by the converted cache folder)
+        **({} if g.backend == "openai" else model_provenance(g.llm))}
 
 
 class GenerationFailures(RuntimeError):
@@ -57,7 +56,7 @@ def _generate_with_api(cfg: PipelineConfig, prompts, workdir: str | Path, api_ke
     from multicsr_core.scoring.llm import generate_with_api
 
     g = cfg.generation
-    backend = build_openai_backend(cfg, workdir, g.llm, g.base_url, api_key)
+    backend = build_openai_backend(cfg, workdir, g.llm, g.base_url, api_key, g.shard_size if g.batch_api else None)
     sampling = {"top_p": g.top_p} if g.do_sample else {}
     texts = [p.entailment_prompt for p in prompts] + [p.contradiction_prompt for p in prompts]
     report = generate_with_api(backend, texts, temperature=g.temperature if g.do_sample else 0.0,
@@ -130,12 +129,30 @@ def generate_corpus(cfg: PipelineConfig, out_path: str | Path, progress: Progres
 
 # ---------------------------------------------------------------- stage 2: scoring
 def read_any_corpus(path: str | Path, max_chars: int = 2000) -> pa.Table:
-    """Our corpus Parquet, or a sent0,sent1,hard_neg csv/tsv (entering at stage 2)."""
+    """A corpus entering at stage 2 or 3: a corpus Parquet multicsr wrote (every row kept, as
+    written), or a user's triplets (csv/tsv/jsonl/parquet, ``sent0,sent1,hard_neg`` or
+    ``premise,entailment,contradiction``) read by the input rules of ``io.inputs``. Either way a
+    sentence over ``max_chars`` and a file with no row are errors naming the file."""
+    from multicsr_core.io.corpus import is_full_corpus, parquet_schema
+    from multicsr_core.io.inputs import InputError, check_max_chars
+
     path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return read_corpus(path)
+    if path.suffix.lower() in (".parquet", ".pq") and is_full_corpus(parquet_schema(path).names):
+        table = read_corpus(path)
+        if table.num_rows == 0:
+            raise InputError("no usable triplets: the corpus has no rows", path=path,
+                             hint="check the stage that wrote it")
+        check_max_chars(table, path, max_chars)
+        return table
     table, _ = read_triplets(path, max_chars=max_chars)
     return table
+
+
+def scoring_chunk_rows(cfg: PipelineConfig, rows: int) -> int:
+    """Rows per scorer call. Through the Batch API all ``rows`` go in one call, so every batch
+    (one per ``scoring.shard_size`` rows) is submitted at once and they run side by side;
+    otherwise small chunks, for progress."""
+    return max(1, rows) if cfg.scoring.batch_api and cfg.scoring.scorer == "openai" else cfg.scoring.batch_size * 8
 
 
 def score_corpus_file(cfg: PipelineConfig, corpus: str | Path, out_path: str | Path, workdir: str | Path,
@@ -143,14 +160,15 @@ def score_corpus_file(cfg: PipelineConfig, corpus: str | Path, out_path: str | P
     """``multicsr score``: score every pair not yet scored; LLM replies are cached under ``workdir``."""
     table = read_any_corpus(corpus, cfg.input.max_chars)
     scorer = build_scorer(cfg, workdir)
-    scored = score_corpus(table, scorer, progress=progress, chunk_size=cfg.scoring.batch_size * 8)
-    errors = [e for col in ("entailment_score_error", "contradiction_score_error")
-              for e in scored.column(col).to_pylist() if e]
+    scored = score_corpus(table, scorer, progress=progress, chunk_size=scoring_chunk_rows(cfg, table.num_rows))
+    # failed: requests that got no answer (retried by the next run); unparsable: replies that are
+    # not a score (final verdicts, rejected by curation as unparsable_score)
+    outcomes = scoring_outcomes(scored)
     input_prov = read_provenance(corpus) if Path(corpus).suffix.lower() in (".parquet", ".pq") else {}
     prov = make_provenance("score", config=cfg.to_dict(), config_hash=cfg.config_hash(), scorer=scorer.fingerprint(),
-                           input=str(corpus), input_provenance=input_prov, failed=len(errors), first_errors=errors[:5])
+                           input=str(corpus), input_provenance=input_prov, **outcomes)
     write_parquet_atomic(with_provenance(scored, prov), out_path)
-    return {"out": str(out_path), "rows": scored.num_rows, "failed": len(errors), "first_errors": errors[:5]}
+    return {"out": str(out_path), "rows": scored.num_rows, **outcomes}
 
 
 # ---------------------------------------------------------------- stage 3: training
@@ -164,6 +182,15 @@ def stsb_dev(cfg: PipelineConfig):
         return read_stsbenchmark(resolve_senteval_dir(expand_path(cfg.evaluation.data_dir)), "dev")
     except FileNotFoundError:
         return None
+
+
+def check_trainable(table: pa.Table, corpus: str | Path) -> None:
+    """Training needs a row curation kept (``kept`` false drops a row; null keeps it)."""
+    from multicsr_core.io.inputs import InputError
+
+    if "kept" in table.column_names and not any(k is not False for k in table.column("kept").to_pylist()):
+        raise InputError(f"curation kept no triplet (0 of {table.num_rows} rows), nothing to train on", path=corpus,
+                         hint="loosen the rule (--alpha/--beta/--gamma) or look at the scores with `multicsr inspect`")
 
 
 def effective_loss(cfg: PipelineConfig) -> str:
@@ -189,6 +216,7 @@ def train_from_corpus(cfg: PipelineConfig, corpus: str | Path, out_dir: str | Pa
         from multicsr_core.config import expand_path
 
         table = supervised_corpus(table, expand_path(t.supervised_nli))
+    check_trainable(table, corpus)
     loss = effective_loss(cfg)
     model = build_model(resolve_model_ref(t.base_model), pooling=t.pooling, mlp_only_train=t.mlp_only_train,
                         max_seq_length=t.max_seq_length, seed=t.seed)
@@ -201,10 +229,14 @@ def train_from_corpus(cfg: PipelineConfig, corpus: str | Path, out_dir: str | Pa
     result = train(model, table, out_dir, loss=loss, guide=guide, sigma=t.sigma, phi=t.phi, tau=t.tau,
                    batch_size=t.batch_size, lr=t.learning_rate, epochs=t.epochs, max_steps=t.max_steps,
                    eval_steps=t.eval_steps, stsb_dev=stsb_dev(cfg), seed=t.seed, precision=t.precision,
-                   guide_cache_dir=Path(cache_dir) / "guide", progress=step_progress)
+                   guide_cache_dir=Path(cache_dir) / "guide", progress=step_progress,
+                   save_max_seq_length=t.save_max_seq_length)
     report = {**result.to_dict(), "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "corpus": str(corpus),
               "train_rows": table.num_rows}
-    (Path(out_dir) / "multicsr_training.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    from multicsr_core.redaction import redact_secrets
+
+    (Path(out_dir) / "multicsr_training.json").write_text(json.dumps(redact_secrets(report), indent=2, default=str),
+                                                          encoding="utf-8")
     return {k: report[k] for k in ("output_dir", "loss", "steps", "best_score", "best_step", "history",
                                    "seconds_per_step", "masked_fraction", "config_hash")}
 

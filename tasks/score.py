@@ -10,13 +10,15 @@ from prefect import get_run_logger, task
 from multicsr_core.builders import build_scorer
 from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenance, with_provenance, write_parquet_atomic
-from multicsr_core.scoring.apply import score_corpus
-from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
+from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
+from multicsr_core.stages import scoring_chunk_rows
+from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
 from multicsr.tasks.progress import gather_with_progress, stage_progress
 
 
 class ScoringFailures(RuntimeError):
-    """Some pairs are still unscored after retries; they are retried by the next run."""
+    """Some requests failed (transport: HTTP errors, timeouts, the budget); the next run retries them.
+    Replies that are not a score are no failure: they are final ``unparsable_score`` verdicts."""
 
 
 def resolve_api_key(cfg: PipelineConfig, stage: str = "scoring") -> str | None:
@@ -37,26 +39,30 @@ def score_shard_task(workdir: str, output_path: str, source_path: str, source_ha
     table = read_corpus(source_path).slice(row_start, row_end - row_start)
     scorer = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg))
     with stage_progress(f"score rows {row_start}-{row_end}", "triplets") as progress:
-        scored = score_corpus(table, scorer, progress=progress, chunk_size=cfg.scoring.batch_size * 8)
-    errors = [e for col in ("entailment_score_error", "contradiction_score_error")
-              for e in scored.column(col).to_pylist() if e]
-    prov = make_provenance("score", scorer=scorer_fingerprint, rows=[row_start, row_end], failed=len(errors),
-                           first_errors=errors[:5])
+        scored = score_corpus(table, scorer, progress=progress, chunk_size=scoring_chunk_rows(cfg, table.num_rows))
+    outcomes = scoring_outcomes(scored)  # failed: transport only (retried); unparsable: final verdicts
+    prov = make_provenance("score", scorer=scorer_fingerprint, rows=[row_start, row_end], **outcomes)
     write_parquet_atomic(with_provenance(scored, prov), output_path)
-    if errors:
-        get_run_logger().warning("%d pairs unscored in rows %d-%d; first errors: %s", len(errors), row_start,
-                                 row_end, errors[:3])
-    return {"path": output_path, "rows": scored.num_rows, "failed": len(errors), "first_errors": errors[:5]}
+    if outcomes["failed"]:
+        get_run_logger().warning("%d pairs unscored in rows %d-%d (requests failed; the next run retries them); "
+                                 "first errors: %s", outcomes["failed"], row_start, row_end, outcomes["first_errors"][:3])
+    if outcomes["unparsable"]:
+        get_run_logger().info("%d replies in rows %d-%d are not a score (rejected as unparsable_score)",
+                              outcomes["unparsable"], row_start, row_end)
+    return {"path": workdir_relative(output_path, workdir), "rows": scored.num_rows, **outcomes}
 
 
 def api_client_settings(cfg: PipelineConfig) -> dict:
     """The scoring section's client settings (limits, prices, key source): API generation uses them too."""
     keep = ("api_key_env", "api_key_secret_block", "concurrency", "timeout_s", "max_retries", "requests_per_minute",
-            "tokens_per_minute", "price_input_per_1m", "price_output_per_1m", "budget_usd")
+            "tokens_per_minute", "price_input_per_1m", "price_output_per_1m", "budget_usd", "batch_poll_interval_s",
+            "batch_max_wait_s", "batch_price_factor", "batch_max_requests")
     return {k: v for k, v in cfg.scoring.model_dump(mode="json").items() if k in keep}
 
 
 def _has_failures(path: Path) -> bool:
+    """A shard with failed requests runs again (its answered pairs come from the response cache);
+    unparsable verdicts are final and do not count."""
     return read_provenance(path).get("failed", 0) > 0
 
 
@@ -68,7 +74,7 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
     """
     fingerprint = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg)).fingerprint()
     rows = pq.read_metadata(corpus["path"]).num_rows
-    source_hash = file_hash(corpus["path"])
+    source_hash = content_hash(corpus["path"])
     config = cfg.model_dump(mode="json")
     # Only the parts of the config that scores depend on enter the key: changing a training
     # setting must not re-score.
@@ -83,12 +89,13 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
         shards.append(run_cached(score_shard_task, workdir, refresh_if=_has_failures, submit=True,
                                  source_path=corpus["path"], source_hash=source_hash, row_start=start, row_end=end,
                                  scorer_fingerprint=fingerprint, config=config_for_key))
-    return gather_with_progress(shards, "score shards")
+    return gather_with_progress(shards, "score shards", workdir=workdir)
 
 
 def check_scoring_failures(shards: list[dict], cfg: PipelineConfig) -> None:
     """Fail the run (after everything scored so far is saved) while more pairs than the allowed
-    fraction are unscored; the next run retries exactly those."""
+    fraction are unscored because their requests failed; the next run retries exactly those.
+    Unparsable replies never fail the run: curation rejects them (``unparsable_score``)."""
     failed = sum(s["failed"] for s in shards)
     total = 2 * sum(s["rows"] for s in shards)
     if failed and failed > cfg.scoring.allowed_failure_fraction * total:

@@ -267,6 +267,9 @@ class ChatCompletionsServer:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 server._handle(self)
 
+            def do_GET(self) -> None:  # noqa: N802 (subclasses route GETs, e.g. openai_batch_server.py)
+                server._handle(self)
+
             def log_message(self, format: str, *args) -> None:  # keep test output quiet
                 pass
 

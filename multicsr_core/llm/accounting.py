@@ -77,9 +77,12 @@ class UsageLedger:
             self._reserved += estimate_usd
             return True
 
-    def settle(self, estimate_usd: float, prompt_tokens: int, completion_tokens: int) -> float:
-        """Release a reservation and book what the request really used; returns its cost."""
-        cost = self.pricing.cost(prompt_tokens, completion_tokens)
+    def settle(self, estimate_usd: float, prompt_tokens: int, completion_tokens: int,
+               price_factor: float = 1.0) -> float:
+        """Release a reservation and book what the request really used; returns its cost.
+
+        ``price_factor`` scales the prices (the Batch API's discount, ``batch_api.py``)."""
+        cost = price_factor * self.pricing.cost(prompt_tokens, completion_tokens)
         with self._lock:
             self._reserved -= estimate_usd
             self._totals.requests += 1
@@ -87,6 +90,11 @@ class UsageLedger:
             self._totals.completion_tokens += completion_tokens
             self._totals.cost_usd += cost
         return cost
+
+    def release(self, estimate_usd: float) -> None:
+        """Drop a reservation whose request was never made."""
+        with self._lock:
+            self._reserved -= estimate_usd
 
     def totals(self) -> UsageTotals:
         with self._lock:

@@ -35,8 +35,7 @@ import os
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import httpx2
 import openai
@@ -45,6 +44,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from multicsr_core.llm.accounting import BudgetExceeded, Pricing, UsageLedger, UsageTotals, estimate_prompt_tokens
 from multicsr_core.llm.cache import FAILED, OK, CachedResponse, CacheEntry, ResponseCache, cache_key
 from multicsr_core.llm.ratelimit import TokenBucket
+from multicsr_core.redaction import redact_url  # noqa: F401  (re-exported: the one URL redaction helper)
+
+if TYPE_CHECKING:
+    from multicsr_core.llm.batch_api import BatchAPISettings
 
 log = logging.getLogger(__name__)
 
@@ -176,17 +179,6 @@ def run_sync(coroutine: Awaitable[T]) -> T:
         return pool.submit(asyncio.run, coroutine).result()  # type: ignore[arg-type]
 
 
-def redact_url(url: str | None) -> str | None:
-    """A base URL without user:password or query string, safe for fingerprints and logs."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _logprobs_of(choice: Mapping[str, Any]) -> list[dict] | None:
     logprobs = choice.get("logprobs")
     content = logprobs.get("content") if isinstance(logprobs, dict) else None
@@ -274,6 +266,7 @@ class OpenAIChatBackend:
         tokens_per_minute: float | None = None,
         pricing: Pricing = Pricing(),
         budget_usd: float | None = None,
+        batch_api: "BatchAPISettings | None" = None,
     ):
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -298,6 +291,7 @@ class OpenAIChatBackend:
         self._tokens_bucket = TokenBucket(tokens_per_minute) if tokens_per_minute else None
         self.ledger = UsageLedger(pricing, budget_usd)
         self._ssl_context: ssl.SSLContext | None = None
+        self.batch_api = batch_api  # set: acomplete goes through the OpenAI Batch API (batch_api.py)
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIChatBackend(model={self.model!r}, base_url={redact_url(self.base_url)!r})"
@@ -392,16 +386,23 @@ class OpenAIChatBackend:
             if self._tokens_bucket is not None and (prompt_tokens or completion_tokens):
                 self._tokens_bucket.adjust(prompt_tokens + completion_tokens - token_estimate)
 
+        return self.store_reply(key, stored_request, reply, validate)
+
+    def store_reply(self, key: str, stored_request: Mapping[str, Any], reply: _Reply,
+                    validate: ReplyValidator | None) -> ChatResult:
+        """Validate a reply, store it in the cache (ok, or failed with the reply kept) and return its
+        result. Direct requests and Batch API output lines (``batch_api.py``) both come through here,
+        so a reply means the same whichever way it arrived."""
         text, logprobs = reply.text, reply.logprobs
         problem = validate(text, logprobs) if validate is not None else None
         status = OK if problem is None else FAILED
         response = {"text": text, "logprobs": logprobs, "finish_reason": reply.finish_reason}
         self.cache.put(
             CacheEntry(key, self.model, stored_request, status, response=response, raw=text, error=problem,
-                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                       prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
         )
         return ChatResult(status, text=text, error=problem, logprobs=logprobs,
-                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                          prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
 
     # -- batches -----------------------------------------------------------------------
     async def acomplete(
@@ -410,8 +411,16 @@ class OpenAIChatBackend:
         *,
         validate: ReplyValidator | None = None,
         progress: ProgressCallback | None = None,
+        direct: bool = False,
     ) -> BatchReport:
-        """Answer every request, from the cache where possible; results come in input order."""
+        """Answer every request, from the cache where possible; results come in input order.
+
+        With ``batch_api`` set the uncached requests go through the OpenAI Batch API instead
+        (``direct=True`` skips it: the Batch API module retries its failed lines that way)."""
+        if self.batch_api is not None and not direct:
+            from multicsr_core.llm.batch_api import acomplete_with_batch_api
+
+            return await acomplete_with_batch_api(self, requests, validate=validate, progress=progress)
         keys = [self.key_for(request) for request in requests]
         stored = self.cache.get_many(keys)
         results: list[ChatResult | None] = [None] * len(requests)

@@ -4,6 +4,20 @@
 server when ``PREFECT_API_URL`` is set). Every stage also runs alone on files: ``generate``,
 ``score``, ``curate``, ``train``, ``evaluate``; ``inspect`` reads a corpus; ``data download``
 fetches the public data. Any config field can be overridden with ``--set section.key=value``.
+
+Errors (one path for every command; new commands reuse it):
+
+- Decorate each command with ``@_guarded`` (below ``@app.command()``). A
+  ``multicsr_core.errors.UserError`` (config, input, output, model, data, server errors; and
+  OS errors about a named file) prints ONE line, ``error: <file[:line]>: <what>; <what to do>``,
+  on stderr and exits 2. A ``RetryableError`` or transport failure exits 1 with "run the same
+  command again to resume"; anything else exits 1 with one line saying it is unexpected. With
+  ``--debug`` (``multicsr --debug CMD``) or ``MULTICSR_DEBUG=1`` the traceback is printed too.
+- Before any work, call the command's ``multicsr_core.preflight`` check (inputs readable and
+  non-empty, outputs writable, models resolvable, data present): a bad ``--out`` fails first.
+- Validate option values in the declaration: ``click_type=click.Choice([...])`` for a fixed set,
+  ``min=`` for numbers, ``callback=_csv_choice(...)``/``_int_list`` for comma-separated lists,
+  so typer reports them (one line, via :func:`main`) with the choices in ``--help``.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -37,6 +52,10 @@ out = Console()
 PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="preset name (see `multicsr presets`) or YAML path")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config field: section.key=value (repeatable)")]
 WorkdirOpt = Annotated[Path, typer.Option("--workdir", "-w", help="where stage outputs, caches and results go")]
+BatchApiOpt = Annotated[bool, typer.Option("--batch-api", help="through the OpenAI Batch API: half the price, answers "
+                                           "within 24 h; a killed run picks its batches up again (scoring.batch_*)")]
+# evaluation.sts_tasks's names (the config's Literal), for --sts-tasks
+STS_TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness")
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="data root (holding senteval/ and nli/) or the SentEval folder; default $MULTICSR_DATA_ROOT, ../shared/data, ~/.cache/multicsr/data")]
 
 
@@ -46,8 +65,58 @@ def _print_json(obj) -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    _print_error(message)
     raise typer.Exit(code)
+
+
+def _debug() -> bool:
+    """``--debug`` on the command line or ``MULTICSR_DEBUG=1``: print tracebacks."""
+    return os.environ.get("MULTICSR_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@app.callback()
+def _main_options(debug: Annotated[bool, typer.Option("--debug", help="print the traceback of an error "
+                                                      "(also MULTICSR_DEBUG=1)")] = False) -> None:
+    """MultiCSR: LLM-built contrastive corpora and sentence-embedding training as one Prefect DAG."""
+    if debug:
+        os.environ["MULTICSR_DEBUG"] = "1"  # child processes (Prefect tasks, Dask workers) see it too
+
+
+def _csv_choice(choices, lower: bool = False):
+    """A typer callback for a comma-separated option whose items come from ``choices``."""
+    def check(value):
+        if value is None:
+            return value
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in items if (v.lower() if lower else v) not in choices]
+        if bad or not items:
+            raise typer.BadParameter(f"{', '.join(map(repr, bad)) or 'nothing'} not among {', '.join(choices)} "
+                                     "(comma-separated)")
+        return value
+    return check
+
+
+def _int_list(value: str) -> str:
+    """A typer callback: comma-separated positive integers."""
+    try:
+        items = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 1,32,128") from None
+    if not items or min(items) < 1:
+        raise typer.BadParameter(f"{value!r}: give positive integers, e.g. 1,32,128")
+    return value
+
+
+def _prompt_set_option(value: Optional[str]) -> Optional[str]:
+    """A typer callback: a built-in prompt set or an existing prompt file."""
+    from multicsr_core.errors import UserError
+    from multicsr_core.preflight import check_prompt_set
+
+    try:
+        check_prompt_set(value, "--prompt-set")
+    except UserError as exc:
+        raise typer.BadParameter(str(exc).replace("--prompt-set ", "", 1)) from None
+    return value
 
 
 def _apply_data_dir(data_dir: Optional[Path]) -> None:
@@ -71,19 +140,50 @@ def _config(preset: Optional[str], sets: Optional[list[str]], **fields):
     return load_config(preset, overrides)
 
 
+RESUME_HINT = "everything finished is cached: run the same command again to resume"
+
+
+def report_error(exc: BaseException) -> int:
+    """Print ``exc`` as the CLI's one line (plus the traceback under --debug); return the exit code:
+    2 for a user error, 1 for anything else (with the resume hint only where a rerun can help)."""
+    import traceback
+
+    from multicsr_core.errors import is_retryable, user_error_of
+
+    if _debug():
+        console.print("".join(traceback.format_exception(exc)).rstrip(), markup=False, highlight=False)
+    user = user_error_of(exc)
+    if user is not None:
+        _print_error(str(user))
+        return 2
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if is_retryable(exc):
+        _print_error(f"{text} ({RESUME_HINT})" if "run the same command again" not in text else text)
+    else:
+        _print_error(f"unexpected {type(exc).__name__}: {text}"
+                     + ("" if _debug() else " (rerun with --debug for the traceback)"))
+    return 1
+
+
+def _print_error(message: str) -> None:
+    # markup=False/highlight=False: a path like "[x]" prints as written; soft_wrap: on one line
+    console.print("[bold red]error:[/] ", end="")
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def _guarded(fn):
-    """Turn the errors users cause (bad config, bad input file) into one clear line and exit 2."""
+    """The one error path of every command (see the module docstring): user errors one line and
+    exit 2, other failures one line and exit 1, tracebacks only with --debug."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from multicsr_core.config import ConfigError
-        from multicsr_core.io.inputs import InputError
-
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, InputError, FileNotFoundError) as exc:
-            _fail(str(exc))
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException, KeyboardInterrupt):
+            raise  # typer's own exits and usage errors, Ctrl-C (exit 130)
+        except Exception as exc:  # noqa: BLE001  (classified by report_error: user error or real failure)
+            raise typer.Exit(report_error(exc)) from None
 
     return wrapper
 
@@ -113,13 +213,18 @@ def show_config(preset: PresetOpt = None, set_: SetOpt = None) -> None:
 @_guarded
 def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), set_: SetOpt = None,
         data_dir: DataDirOpt = None,
-        task_runner: Annotated[str, typer.Option("--task-runner", help="threads: shards one after another in this "
+        task_runner: Annotated[str, typer.Option("--task-runner", click_type=click.Choice(["threads", "dask"]),
+                                                 help="threads: shards one after another in this "
                                                  "process; dask: shards spread over Dask workers")] = "threads",
         dask_workers: Annotated[Optional[int], typer.Option("--dask-workers", help="worker processes of a local Dask "
                                                             "cluster (default 2)")] = None,
         dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="scheduler of a running Dask "
-                                                            "cluster, e.g. tcp://host:8786")] = None) -> None:
-    """Run the whole pipeline (load -> generate -> score -> curate -> train -> evaluate) as one flow."""
+                                                            "cluster, e.g. tcp://host:8786")] = None,
+        wait_lock: Annotated[bool, typer.Option("--wait-lock", help="if another run holds the workdir, wait for it "
+                                                "(default: exit 2 naming its pid)")] = False) -> None:
+    """Run the whole pipeline (load -> generate -> score -> curate -> train -> evaluate) as one flow.
+
+    Prints a JSON report (the published files and the config hash) on stdout; logs go to stderr."""
     _apply_data_dir(data_dir)
     if task_runner not in ("threads", "dask"):
         _fail(f"--task-runner must be 'threads' or 'dask', not {task_runner!r}")
@@ -144,17 +249,22 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
                 task_runner=build_task_runner("dask", n_workers=dask_workers, address=dask_address))
         except (ImportError, ValueError) as exc:
             _fail(str(exc))
-    state = flow(config=cfg.to_dict(), workdir=str(workdir), return_state=True)
+    from multicsr.run_guard import WorkdirBusy, ephemeral_prefect_server, workdir_lock
+
+    try:
+        # one run per workdir; the temporary Prefect server (if any) dies with this process
+        with workdir_lock(workdir, wait=wait_lock), ephemeral_prefect_server():
+            state = flow(config=cfg.to_dict(), workdir=str(workdir), return_state=True)
+            outputs = state.result() if state.is_completed() else None  # while the server is up
+    except WorkdirBusy as exc:
+        _fail(str(exc))
     if not state.is_completed():
         console.print(f"[bold red]pipeline {state.name}:[/] {state.message}")
         console.print(f"Everything finished is cached under {workdir}: run the same command again to resume.")
         raise typer.Exit(1)
-    outputs = state.result()
     if outputs.get("comparison"):
-        print(outputs["comparison"], flush=True)  # plain: rich would wrap the Markdown table
-    for key in ("corpus", "model", "results", "baseline_results", "summary"):
-        if outputs.get(key):
-            out.print(f"{key}: {outputs[key]}")
+        print(outputs["comparison"], file=sys.stderr, flush=True)  # for people; stdout is the JSON report
+    _print_json({k: v for k, v in outputs.items() if k != "comparison"})
 
 
 @app.command()
@@ -166,11 +276,14 @@ def generate(
     omega: Annotated[Optional[float], typer.Option("--omega", help="contrast weight w (paper default 0.3)")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option()] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
-    prompt_set: Annotated[Optional[str], typer.Option(help="syncse-pool | official-2shot | prompt file")] = None,
+    prompt_set: Annotated[Optional[str], typer.Option(help="syncse-pool | official-2shot | prompt file (.yaml/.json)",
+                                                      callback=_prompt_set_option)] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     column: Annotated[Optional[str], typer.Option(help="sentence column of a table file")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="local (contrastive decoding) | openai (plain, through an API)")] = None,
+    backend: Annotated[Optional[str], typer.Option(click_type=click.Choice(["local", "openai"]),
+                                                   help="local (contrastive decoding) | openai (plain, through an API)")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint for --backend openai")] = None,
+    batch_api: BatchApiOpt = False,
     workdir: WorkdirOpt = Path("runs/default"),
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
@@ -179,7 +292,7 @@ def generate(
 
     cfg = _config(preset, set_, generation__llm=llm, generation__omega=omega, generation__max_new_tokens=max_new_tokens,
                   generation__batch_size=batch_size, generation__prompt_set=prompt_set, generation__seed=seed,
-                  generation__backend=backend, generation__base_url=base_url,
+                  generation__backend=backend, generation__base_url=base_url, generation__batch_api=batch_api or None,
                   input__premises=str(premises), input__column=column, input__triplets=None)
     from multicsr.progress import ProgressReporter
 
@@ -193,24 +306,32 @@ def generate(
 def score(
     corpus: Annotated[Path, typer.Option(help="corpus Parquet (or sent0,sent1,hard_neg csv)")],
     out_path: Annotated[Path, typer.Option("--out", help="output Parquet")],
-    scorer: Annotated[Optional[str], typer.Option(help="guide | local | openai")] = None,
+    scorer: Annotated[Optional[str], typer.Option(click_type=click.Choice(["guide", "local", "openai"]),
+                                                  help="guide | local | openai")] = None,
     llm: Annotated[Optional[str], typer.Option(help="scoring model (hub id, path, API model name, or guide model)")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="argmax | expected (one forward) | generate (generate + official parser)")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="official | official-verbatim | few-shot")] = None,
+    batch_api: BatchApiOpt = False,
     workdir: WorkdirOpt = Path("runs/default"),
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
-    """Stage 2a: score sim(x, x+) and sim(x, x-) (0-5). Every reply is cached: re-running resumes."""
+    """Stage 2a: score sim(x, x+) and sim(x, x-) (0-5). Every reply is cached: re-running resumes.
+
+    A reply that is not a score is final (curation rejects it as unparsable_score); only failed
+    requests make the exit status 1, and running the same command again retries them."""
     from multicsr_core.stages import score_corpus_file
 
-    cfg = _config(preset, set_, scoring__scorer=scorer, scoring__llm=llm, scoring__base_url=base_url)
+    cfg = _config(preset, set_, scoring__scorer=scorer, scoring__llm=llm, scoring__base_url=base_url,
+                  scoring__mode=mode, scoring__prompt=prompt, scoring__batch_api=batch_api or None)
     from multicsr.progress import ProgressReporter
 
     with ProgressReporter("score", "triplets") as progress:
         report = score_corpus_file(cfg, corpus, out_path, workdir, progress=progress)
     _print_json(report)
-    if report["failed"] > cfg.scoring.allowed_failure_fraction * 2 * report["rows"]:
-        console.print(f"[bold red]{report['failed']} pairs are still unscored[/]; first errors: {report['first_errors']}. "
-                      "Run the same command again to retry only those.")
+    if report["failed"] > cfg.scoring.allowed_failure_fraction * 2 * report["rows"]:  # transport failures only
+        console.print(f"[bold red]{report['failed']} pairs are still unscored (their requests failed)[/]; first errors: "
+                      f"{report['first_errors']}. Run the same command again to retry only those.")
         raise typer.Exit(1)
 
 
@@ -219,11 +340,13 @@ def score(
 def curate(
     corpus: Annotated[Path, typer.Option(help="scored corpus Parquet")],
     out_path: Annotated[Path, typer.Option("--out", help="output Parquet")],
-    rule: Annotated[Optional[str], typer.Option(help="paper | official")] = None,
+    rule: Annotated[Optional[str], typer.Option(click_type=click.Choice(["paper", "official"]),
+                                                help="paper | official")] = None,
     alpha: Annotated[Optional[float], typer.Option()] = None,
     beta: Annotated[Optional[float], typer.Option()] = None,
     gamma: Annotated[Optional[float], typer.Option()] = None,
-    swap_mode: Annotated[str, typer.Option(help="official rule's swap: generation | corpus")] = "generation",
+    swap_mode: Annotated[str, typer.Option(click_type=click.Choice(["generation", "corpus"]),
+                                           help="official rule's swap: generation | corpus")] = "generation",
     report_dir: Annotated[Optional[Path], typer.Option(help="write the curation report here (default: beside --out)")] = None,
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
@@ -251,7 +374,9 @@ def train(
     model: Annotated[str, typer.Option("--model", help="base model: hub id, path or bundled:all-MiniLM-L6-v2")],
     out_dir: Annotated[Path, typer.Option("--out", help="output model folder (SentenceTransformer)")],
     guide: Annotated[Optional[str], typer.Option(help="frozen guide model P_eta")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="paper | official | simcse | unsup-simcse | claif | clhaif")] = None,
+    loss: Annotated[Optional[str], typer.Option(click_type=click.Choice(["paper", "official", "simcse", "unsup-simcse",
+                                                                         "claif", "clhaif"]),
+                                                help="paper | official | simcse | unsup-simcse | claif | clhaif")] = None,
     sigma: Annotated[Optional[float], typer.Option()] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
     max_steps: Annotated[Optional[int], typer.Option()] = None,
@@ -277,9 +402,10 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", help="SentenceTransformer folder, hub id or bundled:all-MiniLM-L6-v2")],
     output: Annotated[Path, typer.Option("--output", "-o", help="results JSON")],
     data_dir: DataDirOpt = None,
-    tasks: Annotated[str, typer.Option(help="comma-separated: sts, transfer")] = "sts",
-    batch_size: Annotated[int, typer.Option()] = 128,
-    sts_tasks: Annotated[Optional[str], typer.Option(help="comma-separated subset of STS12..STS16, STSBenchmark, SICKRelatedness (default: all seven)")] = None,
+    tasks: Annotated[str, typer.Option(help="comma-separated: sts, transfer", callback=_csv_choice(("sts", "transfer")))] = "sts",
+    batch_size: Annotated[int, typer.Option(min=1)] = 128,
+    sts_tasks: Annotated[Optional[str], typer.Option(help="comma-separated subset of STS12..STS16, STSBenchmark, SICKRelatedness (default: all seven)",
+                                                     callback=_csv_choice(STS_TASKS))] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Markdown report (default: beside --output)")] = None,
 ) -> None:
     """SentEval STS12-16, STS-B, SICK-R Spearman (and transfer tasks), exactly as SimCSE's SentEval fork."""
@@ -305,7 +431,7 @@ def evaluate(
 @app.command()
 @_guarded
 def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
-            rows: Annotated[int, typer.Option(help="sample rows to print")] = 5) -> None:
+            rows: Annotated[int, typer.Option(min=0, help="sample rows to print")] = 5) -> None:
     """Print rows, kept/rejected by reason, score summaries and provenance of a corpus file."""
     from multicsr_core.inspect import corpus_summary
 
@@ -328,7 +454,8 @@ def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
 
 @data_app.command("download")
 def data_download(to: Annotated[Optional[Path], typer.Option("--to", help="data root (default ~/.cache/multicsr/data)")] = None,
-                  what: Annotated[str, typer.Option(help="comma-separated: senteval, nli, wiki1m")] = "senteval,nli") -> None:
+                  what: Annotated[str, typer.Option(help="comma-separated: senteval, nli, wiki1m",
+                                                    callback=_csv_choice(("senteval", "nli", "wiki1m")))] = "senteval,nli") -> None:
     """Fetch the public evaluation and premise data (needs internet)."""
     from multicsr_core.io.download import download_data
 
@@ -354,7 +481,7 @@ def experiment_false_negatives(
     output: Annotated[Path, typer.Option("--output", "-o", help="results JSON (a PNG plot and Markdown table beside it)")],
     model: Annotated[str, typer.Option("--model")] = "bundled:all-MiniLM-L6-v2",
     guide: Annotated[str, typer.Option("--guide")] = "bundled:all-MiniLM-L6-v2",
-    ks: Annotated[str, typer.Option("--ks", help="comma-separated duplicate counts K")] = "1,32,128",
+    ks: Annotated[str, typer.Option("--ks", help="comma-separated duplicate counts K", callback=_int_list)] = "1,32,128",
     triplets: Annotated[Optional[Path], typer.Option(help="SNLI triplets csv (default: data root nli/)")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -367,7 +494,17 @@ def experiment_false_negatives(
 
 
 def main() -> None:
-    app()
+    """The ``multicsr`` entry point: typer's usage errors (a bad option value) as one line too."""
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _print_error(f"{exc.format_message()}{where}".replace("\n", " "))
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,219 @@
+"""The OpenAI Batch API path (``multicsr_core/llm/batch_api.py``) with the real ``openai`` client
+against a real local server implementing ``/v1/files`` and ``/v1/batches``
+(``tests/openai_batch_server.py``): scoring answered from batches, failed and expired lines
+retried as ordinary requests, half-price accounting, no API key in the persisted state, and a
+real ``multicsr score --batch-api`` killed with SIGKILL after its batch was created, run again:
+no second batch, and it completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from multicsr_core.llm.accounting import Pricing
+from multicsr_core.llm.batch_api import BatchAPISettings, BatchStore, default_state_dir
+from multicsr_core.llm.cache import ResponseCache, default_cache_path
+from multicsr_core.llm.openai_backend import OpenAIChatBackend
+from multicsr_core.prompts import format_scoring_prompt
+from multicsr_core.scoring.llm import OpenAIScorer
+from tests.conftest import SHARED_DATA
+from tests.openai_batch_server import BatchAPIServer
+from tests.openai_server import expected_score
+
+SECRET = "sk-batch-3f9a1c-not-a-real-key"
+
+
+def _pairs(n: int) -> tuple[list[str], list[str]]:
+    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()[1:n + 1]
+    import csv
+
+    rows = list(csv.reader(lines))
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def _scorer(server: BatchAPIServer, workdir: Path, **settings) -> OpenAIScorer:
+    batch = BatchAPISettings(default_state_dir(workdir), poll_interval_s=0.02, **settings)
+    backend = OpenAIChatBackend("test-model", cache=ResponseCache(default_cache_path(workdir)),
+                                base_url=server.base_url, api_key=SECRET, max_retries=1, timeout_s=10,
+                                pricing=Pricing(1.0, 2.0), batch_api=batch)
+    return OpenAIScorer(backend)
+
+
+def _expected(premises, hypotheses) -> list[float]:
+    return [float(expected_score(format_scoring_prompt(p, h))) for p, h in zip(premises, hypotheses)]
+
+
+def test_scores_come_from_one_batch_at_half_price_and_are_cached(tmp_path):
+    premises, hypotheses = _pairs(12)
+    with BatchAPIServer(polls_to_finish=3) as server:
+        scorer = _scorer(server, tmp_path)
+        scores = scorer.score_pairs(premises, hypotheses)
+        assert [s.score for s in scores] == _expected(premises, hypotheses)
+        assert server.batch_creates == 1 and server.lines_submitted() == 12
+        assert server.total_requests() == 0  # nothing went out as a direct request
+        assert sum(server.batch_requests.values()) == 12
+        report = scorer.last_report
+        assert report.n_ok == 12 and report.n_cached == 0
+        # half price: the server reports len(prompt.split()) prompt tokens and 1 completion token
+        prompt_tokens = sum(len(format_scoring_prompt(p, h).split()) for p, h in zip(premises, hypotheses))
+        assert report.usage.prompt_tokens == prompt_tokens and report.usage.completion_tokens == 12
+        assert report.usage.cost_usd == pytest.approx(0.5 * Pricing(1.0, 2.0).cost(prompt_tokens, 12))
+
+        again = _scorer(server, tmp_path)
+        assert [s.score for s in again.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
+        assert again.last_report.n_cached == 12
+        assert server.batch_creates == 1 and server.total_requests() == 0
+
+    store = BatchStore(default_state_dir(tmp_path))
+    [record] = store.records()
+    assert record.ingested and record.status == "completed" and record.batch_id in server.batches
+    assert not store.requests_path(record.local_id).exists()  # request bodies dropped once ingested
+    store.close()
+
+
+def test_failed_lines_are_retried_as_ordinary_requests(tmp_path):
+    premises, hypotheses = _pairs(10)
+    failing = premises[3]
+    with BatchAPIServer(fail_match=(failing,)) as server:
+        scorer = _scorer(server, tmp_path)
+        scores = scorer.score_pairs(premises, hypotheses)
+        assert [s.score for s in scores] == _expected(premises, hypotheses)
+        n_failing = sum(failing in format_scoring_prompt(p, h) for p, h in zip(premises, hypotheses))
+        assert n_failing >= 1
+        assert server.count(failing) == n_failing  # each failed line once, directly
+        assert server.total_requests() == n_failing
+        assert server.batch_creates == 1
+
+
+@pytest.mark.parametrize("final_status, answered", [("expired", 4), ("failed", 0)])
+def test_expired_or_failed_batch_lines_are_retried_as_ordinary_requests(tmp_path, final_status, answered):
+    premises, hypotheses = _pairs(9)
+    with BatchAPIServer(final_status=final_status, expire_after_lines=answered) as server:
+        scorer = _scorer(server, tmp_path)
+        scores = scorer.score_pairs(premises, hypotheses)
+        assert [s.score for s in scores] == _expected(premises, hypotheses)
+        assert sum(server.batch_requests.values()) == answered
+        assert server.total_requests() == 9 - answered
+        assert server.batch_creates == 1
+        # the retried lines were billed at the full price, the batch lines at half
+        assert scorer.last_report.n_ok == 9
+
+
+def test_shards_split_into_batches_and_the_key_stays_out_of_the_state(tmp_path):
+    premises, hypotheses = _pairs(10)
+    with BatchAPIServer() as server:
+        scorer = _scorer(server, tmp_path, max_requests_per_batch=4)
+        assert [s.score for s in scorer.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
+        assert server.batch_creates == 3  # 4 + 4 + 2 requests
+        assert server.batch_authorization == {f"Bearer {SECRET}": sum(server.batch_authorization.values())}
+    # nothing under the workdir holds the key (batch store, request files, response cache)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_max_wait_leaves_the_batch_for_the_next_run(tmp_path):
+    premises, hypotheses = _pairs(6)
+    with BatchAPIServer() as server:
+        server.hold = True
+        scorer = _scorer(server, tmp_path, max_wait_s=0.2)
+        scores = scorer.score_pairs(premises, hypotheses)
+        assert all(s.score is None for s in scores) and "run again to collect it" in scores[0].error
+        assert scorer.last_report.n_not_requested == 6
+        server.hold = False
+        again = _scorer(server, tmp_path)
+        assert [s.score for s in again.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
+        assert server.batch_creates == 1 and server.total_requests() == 0
+
+
+# -- the real CLI, killed and resumed ---------------------------------------------------------
+N_TRIPLETS = 15
+
+
+@pytest.fixture
+def corpus_csv(tmp_path) -> Path:
+    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()
+    path = tmp_path / "triplets.csv"
+    path.write_text("\n".join(lines[: N_TRIPLETS + 1]) + "\n", encoding="utf-8")
+    return path
+
+
+def _score_cmd(corpus: Path, workdir: Path, out: Path, base_url: str) -> list[str]:
+    return [sys.executable, "-m", "multicsr.cli", "score", "--corpus", str(corpus), "--scorer", "openai",
+            "--llm", "test-model", "--base-url", base_url, "--workdir", str(workdir), "--out", str(out),
+            "--batch-api", "--set", "scoring.batch_poll_interval_s=0.05", "--set", "scoring.max_retries=1"]
+
+
+def _batch_ids_on_disk(workdir: Path) -> list[str]:
+    db = default_state_dir(workdir) / "batches.sqlite"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db, timeout=30) as conn:
+        try:
+            return [b for (b,) in conn.execute("SELECT batch_id FROM batches WHERE batch_id IS NOT NULL")]
+        except sqlite3.OperationalError:
+            return []
+
+
+def _kill_when(proc: subprocess.Popen, condition, what: str) -> None:
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _check_scores(out: Path, corpus: Path) -> None:
+    import csv
+
+    rows = list(csv.DictReader(corpus.read_text(encoding="utf-8").splitlines()))
+    table = pq.read_table(out)
+    assert table.column("entailment_score").to_pylist() == _expected([r["sent0"] for r in rows],
+                                                                      [r["sent1"] for r in rows])
+    assert table.column("contradiction_score").to_pylist() == _expected([r["sent0"] for r in rows],
+                                                                         [r["hard_neg"] for r in rows])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["polling", "create"])
+def test_sigkill_after_the_batch_was_created_then_rerun_creates_no_second_batch(tmp_path, corpus_csv, kill_at):
+    """``polling``: killed while it polls (the batch id is on disk). ``create``: killed after the
+    server created the batch but before the create call returned (the id is not on disk yet; the
+    rerun finds the batch by its metadata)."""
+    env = {**os.environ, "OPENAI_API_KEY": SECRET, "PYTHONUNBUFFERED": "1"}
+    workdir, out = tmp_path / "run", tmp_path / "scored.parquet"
+    with BatchAPIServer(create_delay_s=5.0 if kill_at == "create" else 0.0) as server:
+        server.hold = True
+        proc = subprocess.Popen(_score_cmd(corpus_csv, workdir, out, server.base_url), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if kill_at == "polling":
+            _kill_when(proc, lambda: server.batch_retrieves >= 2, "the batch was polled")
+            assert len(_batch_ids_on_disk(workdir)) == 1
+        else:
+            _kill_when(proc, lambda: server.batch_creates == 1, "the batch was created")
+            assert _batch_ids_on_disk(workdir) == []
+        assert server.batch_creates == 1 and not out.exists()
+        server.hold = False
+        server.create_delay_s = 0.0
+        done = subprocess.run(_score_cmd(corpus_csv, workdir, out, server.base_url), env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert server.batch_creates == 1  # picked up, not paid twice
+        assert server.total_requests() == 0 and sum(server.batch_requests.values()) == 2 * N_TRIPLETS
+        assert _batch_ids_on_disk(workdir) == list(server.batches)
+    _check_scores(out, corpus_csv)
+    assert json.loads(done.stdout)["failed"] == 0
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
