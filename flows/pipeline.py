@@ -5,6 +5,10 @@
 Every stage is cached by content under the workdir, so the same run again recomputes nothing,
 a changed training setting reruns only train and evaluate, and a crashed run resumes from the
 last finished stage (and, inside stages, from the last finished batch).
+
+What a user reads (``corpus.parquet``, ``model``, the results, ``reports/``, ``run_summary.json``)
+is staged during the run and published together at its end (``tasks/publish.py``): a failed run
+leaves the previous run's outputs as they were.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from multicsr_core.config import PipelineConfig
 from multicsr.tasks.curate import curate
-from multicsr.tasks.evaluate import evaluate, publish_comparison
+from multicsr.tasks.evaluate import evaluate, publish_comparison, update_model_card
 from multicsr.tasks.generate import generate
 from multicsr.tasks.load import load_input
+from multicsr.tasks.publish import MANIFEST, Publication
 from multicsr.tasks.score import check_scoring_failures, score
 from multicsr.tasks.summary import RunSummary
 from multicsr.tasks.train import train
@@ -33,35 +38,45 @@ def multicsr_pipeline(config: dict, workdir: str) -> dict:
     cfg = PipelineConfig.model_validate(config)
     Path(workdir).mkdir(parents=True, exist_ok=True)
     summary = RunSummary(workdir)
+    publication = Publication(workdir, cfg)
+    staged = publication.staging
+    try:
+        with summary.stage("load"):
+            data = load_input(cfg, workdir)
+        if data["kind"] == "premises":
+            with summary.stage("generate"):
+                data = generate(data, cfg, workdir)
+        with summary.stage("score"):
+            scored = score(data, cfg, workdir)
+        check_scoring_failures(scored, cfg)
+        with summary.stage("curate"):
+            corpus = curate(scored, cfg, workdir, swap_mode="corpus" if data["kind"] == "triplets" else "generation",
+                            publish_dir=staged)
 
-    with summary.stage("load"):
-        data = load_input(cfg, workdir)
-    if data["kind"] == "premises":
-        with summary.stage("generate"):
-            data = generate(data, cfg, workdir)
-    with summary.stage("score"):
-        scored = score(data, cfg, workdir)
-    check_scoring_failures(scored, cfg)
-    with summary.stage("curate"):
-        corpus = curate(scored, cfg, workdir, swap_mode="corpus" if data["kind"] == "triplets" else "generation")
-
-    outputs = {"corpus": corpus["path"]}
-    if cfg.training.enabled:
-        with summary.stage("train"):
-            model = train(corpus, cfg, workdir)
-        outputs["model"] = model["path"]
-        if cfg.evaluation.enabled:
-            with summary.stage("evaluate"):
-                rows = {}
-                if cfg.evaluation.evaluate_baseline:
-                    baseline = evaluate(cfg.training.base_model, "base:" + cfg.training.base_model, cfg, workdir,
-                                        label="baseline", publish_as="baseline_results.json")
-                    rows[f"{cfg.training.base_model} (before)"] = baseline["results"]
-                    outputs["baseline_results"] = baseline["published"]
-                trained = evaluate(model["path"], model["key"], cfg, workdir, label="trained",
-                                   publish_as="results.json")
-                rows[f"{cfg.name} (after)"] = trained["results"]
-                outputs["results"] = trained["published"]
-                outputs["comparison"] = publish_comparison(rows, workdir)
-    outputs["summary"] = summary.publish(corpus, cfg)
+        comparison = None
+        if cfg.training.enabled:
+            with summary.stage("train"):
+                model = train(corpus, cfg, workdir, publish_dir=staged)
+            if cfg.evaluation.enabled:
+                with summary.stage("evaluate"):
+                    rows, baseline = {}, None
+                    if cfg.evaluation.evaluate_baseline:
+                        baseline = evaluate(cfg.training.base_model, "base:" + cfg.training.base_model, cfg, workdir,
+                                            label="baseline", publish_as="baseline_results.json", publish_dir=staged)
+                        rows[f"{cfg.training.base_model} (before)"] = baseline["results"]
+                    trained = evaluate(model["stage_path"], model["key"], cfg, workdir, label="trained",
+                                       publish_as="results.json", publish_dir=staged)
+                    rows[f"{cfg.name} (after)"] = trained["results"]
+                    update_model_card(model, trained, baseline, corpus, workdir)
+                    comparison = publish_comparison(rows, staged)
+        summary.publish(corpus, cfg, publish_dir=staged)
+        published = publication.commit()  # every output changes here, together, or none did
+    finally:
+        publication.discard()
+    names = {"corpus.parquet": "corpus", "model": "model", "results.json": "results",
+             "baseline_results.json": "baseline_results", "run_summary.json": "summary", MANIFEST: "manifest"}
+    outputs = {names[name]: path for name, path in published.items() if name in names}
+    outputs["config_hash"] = cfg.config_hash()
+    if comparison is not None:
+        outputs["comparison"] = comparison
     return outputs

@@ -18,6 +18,7 @@ here the guide runs in eval mode (no dropout), which is also what "frozen" means
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -141,7 +142,11 @@ class GuideEmbeddings:
             cache_dir = Path(cache_dir)
             cache_dir.mkdir(parents=True, exist_ok=True)
             self.cache_path = cache_dir / "guide_embeddings.sqlite"
-            with self._connect() as connection:
+            from multicsr_core.sqlite_health import checked_open
+
+            # a damaged file is moved aside (named in a warning) and the cache rebuilt: embeddings
+            # are recomputable, but a malformed file must not block every later run
+            with checked_open(self.cache_path), contextlib.closing(self._connect()) as connection, connection:
                 connection.execute(
                     "CREATE TABLE IF NOT EXISTS guide_embeddings ("
                     " guide TEXT NOT NULL, text_sha256 BLOB NOT NULL, dim INTEGER NOT NULL,"

@@ -10,19 +10,29 @@ back a file that is still the right one.
 
 If a cached output file has been deleted by hand, :func:`run_cached` notices and refreshes that
 task's cache instead of handing back a dangling path.
+
+A stage file's content hash (:func:`content_hash`) is the hash of its table and of the
+provenance that determines it, not of its bytes: the bytes hold a ``created_at``, so a stage
+recomputed with identical content would otherwise re-key (and recompute) everything downstream.
+
+Task results name their files relative to the workdir (:func:`workdir_relative`) and
+:func:`run_cached` / :func:`rebase` turn them back into paths under the *current* workdir, so a
+moved or copied workdir resumes from its cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 from multicsr_core.config import stable_hash
 
 # Parameters that say where or how to report, not what to compute.
-NOT_KEYED = {"workdir", "output_path", "source_path", "full_config"}  # where, not what: content enters as hashes
+NOT_KEYED = {"workdir", "output_path", "source_path", "shard_paths", "data_dir",
+             "full_config"}  # where, not what: content enters as hashes
 
 
 def _source_hash(fn) -> str:
@@ -74,7 +84,69 @@ def run_cached(task, workdir: str | Path, output_suffix: str | None = ".parquet"
             options["refresh_cache"] = True
     configured = task.with_options(**options)
     # submit: hand the call to the flow's task runner (threads, or Dask workers) and return a future
-    return configured.submit(**params) if submit else configured(**params)
+    if submit:
+        return configured.submit(**params)  # rebase the result once gathered (gather_with_progress)
+    return rebase(configured(**params), workdir)
+
+
+# Keys of a task result that name files (stored relative to the workdir).
+PATH_KEYS = ("path",)
+
+
+def workdir_relative(path: str | Path, workdir: str | Path) -> str:
+    """``path`` as stored in a cached result: relative to the workdir when it lies inside it."""
+    path, workdir = Path(path).absolute(), Path(workdir).absolute()
+    try:
+        return path.relative_to(workdir).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def rebase(result, workdir: str | Path):
+    """A task result with its workdir-relative paths made absolute under ``workdir`` (the one this
+    run uses, wherever the result was computed)."""
+    if not isinstance(result, dict):
+        return result
+    return {k: (os.path.join(str(workdir), v) if k in PATH_KEYS and isinstance(v, str) and not os.path.isabs(v) else v)
+            for k, v in result.items()}
+
+
+# Provenance keys that say when or how fast, not what: left out of a stage file's content hash.
+VOLATILE_PROVENANCE = {"created_at", "seconds", "timings", "elapsed_s"}
+
+
+def _stable_provenance(value):
+    if isinstance(value, dict):
+        return {k: _stable_provenance(v) for k, v in value.items() if k not in VOLATILE_PROVENANCE}
+    if isinstance(value, list):
+        return [_stable_provenance(v) for v in value]
+    return value
+
+
+def table_hash(path: str | Path) -> str:
+    """sha256 of a Parquet file's content: schema, every column's values (Arrow IPC of the table
+    without its metadata) and the provenance minus :data:`VOLATILE_PROVENANCE`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from multicsr_core.io.corpus import read_provenance
+
+    table = pq.read_table(path)
+    table = table.replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    digest = hashlib.sha256(sink.getvalue().to_pybytes())
+    digest.update(stable_hash(_stable_provenance(read_provenance(path))).encode())
+    return digest.hexdigest()
+
+
+def content_hash(path: str | Path) -> str:
+    """What a stage's input is, whatever its path or write time: :func:`table_hash` for Parquet,
+    the bytes (:func:`file_hash`) for anything else (a user's text or csv file, a folder's file)."""
+    if Path(path).suffix.lower() in (".parquet", ".pq"):
+        return table_hash(path)
+    return file_hash(path)
 
 
 def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:

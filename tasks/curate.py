@@ -12,7 +12,7 @@ from multicsr_core.curation import curate_table, curation_funnel
 from multicsr_core.curation_report import write_curation_report
 from multicsr_core.io.corpus import (concat_corpus, make_provenance, read_corpus, read_provenance, with_provenance,
                                     write_parquet_atomic)
-from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
+from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
 
 
 @task(name="curate", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
@@ -26,23 +26,26 @@ def curate_task(workdir: str, output_path: str, shard_paths: list[str], shard_ha
     prov = make_provenance("curate", curation=c, swap_mode=swap_mode, funnel=funnel, shards=shard_hashes)
     write_parquet_atomic(concat_corpus([curated], prov), output_path)
     get_run_logger().info("curation funnel: %s", funnel)
-    return {"path": output_path, "rows": curated.num_rows, "kept": funnel["kept"], "funnel": funnel}
+    return {"path": workdir_relative(output_path, workdir), "rows": curated.num_rows, "kept": funnel["kept"],
+            "funnel": funnel}
 
 
-def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, swap_mode: str) -> dict:
-    """Curate, then publish ``<workdir>/corpus.parquet`` and the report (files + UI artifacts)."""
+def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, swap_mode: str,
+           publish_dir: str | Path | None = None) -> dict:
+    """Curate, then publish ``corpus.parquet`` and ``reports/`` into ``publish_dir`` (the run's
+    staging folder, see ``tasks/publish.py``; default the workdir) and the UI artifacts."""
     result = run_cached(curate_task, workdir, shard_paths=[s["path"] for s in scored_shards],
-                        shard_hashes=[file_hash(s["path"]) for s in scored_shards],
+                        shard_hashes=[content_hash(s["path"]) for s in scored_shards],
                         curation_config=cfg.curation.model_dump(mode="json"), swap_mode=swap_mode)
     # Publishing is not cached: it stamps the whole run's config (and its hash) on the copy, while
     # the cached stage file records only what determined it.
-    workdir = Path(workdir)
-    published = workdir / "corpus.parquet"
+    publish_dir = Path(publish_dir if publish_dir is not None else workdir)
+    published = publish_dir / "corpus.parquet"
     stage_table = read_corpus(result["path"])
     prov = {**read_provenance(result["path"]), "config": cfg.to_dict(), "config_hash": cfg.config_hash()}
     write_parquet_atomic(with_provenance(stage_table, prov), published)
     c = cfg.curation
-    report = write_curation_report(read_corpus(published), workdir / "reports", rule=c.rule, alpha=c.alpha,
+    report = write_curation_report(read_corpus(published), publish_dir / "reports", rule=c.rule, alpha=c.alpha,
                                    beta=c.beta, gamma=c.gamma)
     create_table_artifact([{"stage": k, "triplets": v} for k, v in report["funnel"].items()], key="curation-funnel",
                           description="Curation funnel: generated -> scored -> kept, rejected by reason")

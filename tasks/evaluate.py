@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from multicsr_core.config import PipelineConfig, expand_path
 from multicsr_core.evaluation.runner import evaluate_model, resolve_senteval_dir, write_results
-from multicsr.tasks.caching import content_cache_key, run_cached
+from multicsr.tasks.caching import content_cache_key, run_cached, workdir_relative
 
 
 def senteval_hash(data_dir: Path) -> str:
@@ -29,32 +29,47 @@ def evaluate_task(workdir: str, output_path: str, source_path: str, model_key: s
     results = evaluate_model(source_path, data_dir, tasks=tasks, batch_size=batch_size, sts_tasks=sts_tasks)
     write_results(results, output_path, provenance={"model": source_path, "model_key": model_key, "label": label})
     get_run_logger().info("%s: %s", label, json.dumps(results, default=str))
-    return {"path": output_path, "results": results}
+    return {"path": workdir_relative(output_path, workdir), "results": results}
 
 
 def evaluate(model_path: str, model_key: str, cfg: PipelineConfig, workdir: str | Path, label: str,
-             publish_as: str) -> dict:
-    """Evaluate, then publish ``<workdir>/<publish_as>`` (the ``multicsr evaluate`` JSON shape, plus the
-    run's config under ``_provenance``) and a Prefect table artifact."""
+             publish_as: str, publish_dir: str | Path | None = None) -> dict:
+    """Evaluate, then publish ``<publish_dir>/<publish_as>`` (the ``multicsr evaluate`` JSON shape, plus the
+    run's config under ``_provenance``; ``publish_dir`` is the run's staging folder, default the
+    workdir) and a Prefect table artifact."""
     data_dir = resolve_senteval_dir(expand_path(cfg.evaluation.data_dir))
     result = run_cached(evaluate_task, workdir, output_suffix=".json", source_path=model_path, model_key=model_key,
                         data_dir=str(data_dir), data_hash=senteval_hash(data_dir), tasks=list(cfg.evaluation.tasks),
                         sts_tasks=cfg.evaluation.sts_tasks, batch_size=cfg.evaluation.batch_size, label=label)
-    published = Path(workdir) / publish_as
+    published = Path(publish_dir if publish_dir is not None else workdir) / publish_as
     write_results(result["results"], published, provenance={"model": model_path, "model_key": model_key, "label": label,
                                                              "config": cfg.to_dict(), "config_hash": cfg.config_hash()})
     sts = {k: v for k, v in result["results"].items() if isinstance(v, float)}
     create_table_artifact([{"task": k, "spearman_x100": round(v, 2)} for k, v in sts.items()],
                           key=f"sts-{label}".lower().replace("_", "-"), description=f"SentEval STS Spearman x 100: {label}")
-    return {**result, "published": str(published)}
+    return {**result, "published": str(Path(workdir) / publish_as)}
 
 
-def publish_comparison(rows: dict[str, dict], workdir: str | Path) -> str:
-    """The before/after Markdown table, as a file and an artifact."""
+def publish_comparison(rows: dict[str, dict], publish_dir: str | Path) -> str:
+    """The before/after Markdown table, as a file (in the run's staging folder) and an artifact."""
     from multicsr_core.evaluation.report import markdown_comparison
 
     markdown = markdown_comparison(rows)
-    (Path(workdir) / "reports").mkdir(parents=True, exist_ok=True)
-    (Path(workdir) / "reports" / "sts_comparison.md").write_text(markdown, encoding="utf-8")
+    (Path(publish_dir) / "reports").mkdir(parents=True, exist_ok=True)
+    (Path(publish_dir) / "reports" / "sts_comparison.md").write_text(markdown, encoding="utf-8")
     create_markdown_artifact(markdown, key="sts-comparison", description="STS before/after, paper layout")
     return markdown
+
+
+def update_model_card(model: dict, trained: dict, baseline: dict | None, corpus: dict, workdir: str | Path) -> str:
+    """The final evaluation into the trained folder's model card (``README.md``, and the figures in
+    its ``multicsr_evaluation.json``); the usage snippet loads ``<workdir>/model``."""
+    from multicsr_core.cards import write_model_card
+
+    def absolute(path: str) -> Path:
+        return Path(path) if Path(path).is_absolute() else Path(workdir) / path
+
+    card = write_model_card(absolute(model["stage_path"]), results=trained["results"],
+                            baseline=baseline["results"] if baseline else None, model_ref=str(Path(workdir) / "model"),
+                            corpus=absolute(corpus["stage_path"]))
+    return str(card)

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import concat_corpus, make_provenance, read_corpus, write_parquet_atomic
 from multicsr_core.stages import generate_rows, generation_fingerprint
-from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
+from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
 from multicsr.tasks.progress import gather_with_progress, stage_progress
 from multicsr.tasks.score import api_client_settings, resolve_api_key
 
@@ -28,7 +28,7 @@ def generate_shard_task(workdir: str, output_path: str, premises: list[str], sou
     prov = make_provenance("generate", generation=fingerprint, generation_rejects=rejects)
     write_parquet_atomic(concat_corpus([table], prov), output_path)
     get_run_logger().info("shard of %d premises: %s", len(premises), rejects)
-    return {"path": output_path, "rows": table.num_rows, "rejects": rejects}
+    return {"path": workdir_relative(output_path, workdir), "rows": table.num_rows, "rejects": rejects}
 
 
 @task(name="materialize_generated", **TASK_OPTIONS)
@@ -36,7 +36,7 @@ def materialize_task(workdir: str, output_path: str, shard_paths: list[str], sha
     table = concat_corpus([read_corpus(p) for p in shard_paths],
                           make_provenance("materialize_generated", shards=shard_hashes))
     write_parquet_atomic(table, output_path)
-    return {"path": output_path, "rows": table.num_rows}
+    return {"path": workdir_relative(output_path, workdir), "rows": table.num_rows}
 
 
 def generate(premises: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
@@ -57,9 +57,9 @@ def generate(premises: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
                                  generation_config=cfg.generation.model_dump(mode="json"),
                                  # client settings matter only through an API (and must not re-key local shards)
                                  scoring_client=api_client_settings(cfg) if cfg.generation.backend == "openai" else {}))
-    shards = gather_with_progress(shards, "generate shards")
+    shards = gather_with_progress(shards, "generate shards", workdir=workdir)
     result = run_cached(materialize_task, workdir, shard_paths=[s["path"] for s in shards],
-                        shard_hashes=[file_hash(s["path"]) for s in shards])
+                        shard_hashes=[content_hash(s["path"]) for s in shards])
     totals: dict[str, int] = {}
     for s in shards:
         for k, v in s["rejects"].items():

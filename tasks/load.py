@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from multicsr_core.config import PipelineConfig, expand_path
 from multicsr_core.io.corpus import PREMISE_SCHEMA, make_provenance, with_provenance, write_parquet_atomic
 from multicsr_core.io.inputs import read_premises, read_triplets
-from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
+from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
 
 TASK_OPTIONS = dict(cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
 
@@ -23,7 +23,7 @@ def load_premises_task(workdir: str, output_path: str, source_path: str, source_
     prov = make_provenance("load_premises", source=source_path, source_sha256=source_hash, stats=premise_set.stats.as_dict())
     write_parquet_atomic(with_provenance(table, prov), output_path)
     get_run_logger().info("premises from %s: %s", source_path, premise_set.stats.as_dict())
-    return {"path": output_path, "rows": table.num_rows, "stats": premise_set.stats.as_dict()}
+    return {"path": workdir_relative(output_path, workdir), "rows": table.num_rows, "stats": premise_set.stats.as_dict()}
 
 
 @task(name="load_triplets", **TASK_OPTIONS)
@@ -32,7 +32,7 @@ def load_triplets_task(workdir: str, output_path: str, source_path: str, source_
     prov = make_provenance("load_triplets", source=source_path, source_sha256=source_hash, stats=stats.as_dict())
     write_parquet_atomic(with_provenance(table, prov), output_path)
     get_run_logger().info("triplets from %s: %s", source_path, stats.as_dict())
-    return {"path": output_path, "rows": table.num_rows, "stats": stats.as_dict()}
+    return {"path": workdir_relative(output_path, workdir), "rows": table.num_rows, "stats": stats.as_dict()}
 
 
 def load_input(cfg: PipelineConfig, workdir: str | Path) -> dict:
@@ -45,6 +45,6 @@ def load_input(cfg: PipelineConfig, workdir: str | Path) -> dict:
         raise ValueError("config names no input: set input.premises or input.triplets")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input file not found")
-    result = run_cached(task_fn, workdir, source_path=str(path), source_hash=file_hash(path),
+    result = run_cached(task_fn, workdir, source_path=str(path), source_hash=content_hash(path),
                         input_config=cfg.input.model_dump(mode="json"))
     return {**result, "kind": kind}

@@ -30,13 +30,16 @@ def stage_progress(stage: str, unit: str = "items") -> ProgressReporter:
     return ProgressReporter(stage, unit, sinks=[_ArtifactSink(key, f"{stage}: {unit} done")])
 
 
-def gather_with_progress(futures: list, stage: str, unit: str = "shards") -> list:
+def gather_with_progress(futures: list, stage: str, unit: str = "shards", workdir=None) -> list:
     """Wait for a family of submitted tasks, reporting shards done of total as they finish;
-    the results come back in submission order."""
+    the results come back in submission order (their paths rebased under ``workdir``)."""
     from prefect.futures import as_completed
+
+    from multicsr.tasks.caching import rebase
 
     with stage_progress(stage, unit) as progress:
         progress(0, len(futures))
         for done, _ in enumerate(as_completed(futures), start=1):
             progress(done, len(futures))
-    return [future.result() for future in futures]
+    results = [future.result() for future in futures]
+    return results if workdir is None else [rebase(r, workdir) for r in results]

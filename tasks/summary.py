@@ -45,14 +45,16 @@ class RunSummary:
         return {"replies_ok": counts.get("ok", 0), "replies_failed": counts.get("failed", 0),
                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": round(cost, 6)}
 
-    def publish(self, corpus: dict, cfg: PipelineConfig) -> str:
+    def publish(self, corpus: dict, cfg: PipelineConfig, publish_dir: str | Path | None = None) -> str:
+        """Write ``run_summary.json`` into ``publish_dir`` (the run's staging folder; default the
+        workdir) and the table artifact; returns the published path."""
         funnel = read_provenance(corpus["path"]).get("funnel", {})
         usage = self.llm_usage(cfg)
-        summary = {"stages": self.stages, "funnel": funnel, "llm_usage": usage}
-        path = self.workdir / "run_summary.json"
+        summary = {"config_hash": cfg.config_hash(), "stages": self.stages, "funnel": funnel, "llm_usage": usage}
+        path = Path(publish_dir if publish_dir is not None else self.workdir) / "run_summary.json"
         path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
         rows = [{"stage": k, "seconds": v.get("seconds")} for k, v in self.stages.items()]
         rows += [{"stage": f"count:{k}", "seconds": None, "value": v} for k, v in funnel.items()]
         rows += [{"stage": f"llm:{k}", "seconds": None, "value": v} for k, v in usage.items()]
         create_table_artifact(rows, key="run-summary", description="Time per stage, counts, LLM tokens and cost")
-        return str(path)
+        return str(self.workdir / "run_summary.json")

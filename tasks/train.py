@@ -11,7 +11,7 @@ from prefect.artifacts import create_table_artifact
 
 from multicsr_core.config import PipelineConfig
 from multicsr_core.stages import train_from_corpus
-from multicsr.tasks.caching import content_cache_key, file_hash, run_cached
+from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
 from multicsr.tasks.progress import stage_progress
 
 
@@ -24,12 +24,14 @@ def train_task(workdir: str, output_path: str, source_path: str, corpus_hash: st
     get_run_logger().info("trained %s: best STS-B dev %s at step %s", output_path, report["best_score"], report["best_step"])
     if report["history"]:
         create_table_artifact(report["history"], key="train-dev-history", description="STS-B dev Spearman x 100 by step")
-    return {"path": output_path, "key": Path(output_path).name, "report": report}
+    return {"path": workdir_relative(output_path, workdir), "key": Path(output_path).name, "report": report}
 
 
-def train(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
-    """Train (cached by corpus content + training config + evaluation data), then point
-    ``<workdir>/model`` at the result with an atomically replaced symbolic link."""
+def train(corpus: dict, cfg: PipelineConfig, workdir: str | Path, publish_dir: str | Path | None = None) -> dict:
+    """Train (cached by corpus content + training config + evaluation data), then stage the link
+    ``model`` -> the trained folder in ``publish_dir`` (the run's staging folder; default the
+    workdir). The link is relative to the workdir, where it is published, so a moved workdir
+    keeps a working ``model``."""
     from multicsr.tasks.evaluate import senteval_hash
     from multicsr_core.config import expand_path
     from multicsr_core.evaluation.runner import resolve_senteval_dir
@@ -41,14 +43,15 @@ def train(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
     # the model depends on the training section and the STS-B dev data (checkpoint selection) only;
     # full_config is handed over for provenance and is not part of the key
     result = run_cached(train_task, workdir, output_suffix="", source_path=corpus["stage_path"],
-                        corpus_hash=file_hash(corpus["stage_path"]),
+                        corpus_hash=content_hash(corpus["stage_path"]),
                         training_config=cfg.training.model_dump(mode="json"), data_hash=data_hash,
                         full_config=cfg.to_dict())
-    link = Path(workdir) / "model"
-    tmp = Path(workdir) / ".model.tmp-link"
+    publish_dir = Path(publish_dir if publish_dir is not None else workdir)
+    link = publish_dir / "model"
+    tmp = publish_dir / ".model.tmp-link"
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(result["path"], workdir), tmp)
     if link.is_dir() and not link.is_symlink():
         raise FileExistsError(f"{link} is a real folder, not the pipeline's link; move it away")
     os.replace(tmp, link)
-    return {**result, "stage_path": result["path"], "path": str(link)}
+    return {**result, "stage_path": result["path"], "path": str(Path(workdir) / "model")}

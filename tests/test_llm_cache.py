@@ -114,8 +114,68 @@ def test_processes_write_concurrently(tmp_path):
         assert all(row.attempts >= 1 and row.response["text"] in {"0", "1", "2", "3"} for row in shared.values())
 
 
-def test_unreadable_file_names_the_path(tmp_path):
-    path = tmp_path / "bad.sqlite"
-    path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(RuntimeError, match="bad.sqlite"):
-        ResponseCache(path)
+def test_non_sqlite_and_empty_files_are_moved_aside_not_recreated(tmp_path, caplog):
+    """A damaged cache is quarantined (never deleted: it holds paid answers), named in a warning,
+    and a new one started."""
+    for name, content in (("bad.sqlite", b"this is not a database" * 100), ("empty.sqlite", b"")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with caplog.at_level("WARNING"), ResponseCache(path) as cache:
+            assert cache.counts() == {OK: 0, FAILED: 0}
+            cache.put(CacheEntry("k", "m", {"p": 1}, OK, response={"text": "x"}))
+        moved = cache.quarantined
+        assert moved is not None and moved.name.startswith(f"{name}.corrupt-")
+        assert moved.read_bytes() == content  # kept byte for byte
+        assert str(path) in caplog.text and str(moved) in caplog.text
+        with ResponseCache(path) as again:  # the rebuilt cache is healthy: nothing moved a second time
+            assert again.quarantined is None and again.get("k").ok
+
+
+def _damaged_cache(tmp_path, rows: int = 2000):
+    """A real cache file with one 4 KiB page in the middle overwritten (what a bad sector does)."""
+    import sqlite3
+
+    path = tmp_path / "llm" / "responses.sqlite"
+    with ResponseCache(path) as cache:
+        cache.put_many([CacheEntry(f"k{i}", "m", {"p": i}, OK, response={"text": f"answer {i} " + "x" * 200},
+                                   prompt_tokens=10, completion_tokens=i) for i in range(rows)])
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(path, "r+b") as fh:
+        fh.seek(4096 * 40)
+        fh.write(b"\xde\xad\xbe\xef" * 1024)
+    return path
+
+
+def test_damaged_cache_is_quarantined_and_merged_back(tmp_path):
+    from multicsr_core.llm.cache import merge_quarantined
+
+    path = _damaged_cache(tmp_path)
+    with ResponseCache(path) as cache:
+        moved = cache.quarantined
+        assert moved is not None and cache.counts()[OK] == 0
+        cache.put(CacheEntry("k5", "m", {"p": 5}, FAILED, error="timeout"))  # a newer failure for a recovered key
+        counts = merge_quarantined(moved, cache)
+        assert 1900 < counts["recovered"] < 2000 and counts["unreadable"] > 0
+        assert counts["merged"] == counts["recovered"]
+        assert cache.counts()[OK] == counts["recovered"]
+        rows = cache.get_many([f"k{i}" for i in range(2000)])
+        assert all(r.ok and r.response["text"].startswith(f"answer {r.key[1:]} ") for r in rows.values())
+        assert rows["k5"].ok  # the recovered answer replaced the failed row
+
+
+def test_cache_merge_command(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = _damaged_cache(tmp_path)
+    with ResponseCache(path) as cache:
+        moved = cache.quarantined
+    done = subprocess.run([sys.executable, "-m", "multicsr.cli", "cache", "merge", str(moved), "--workdir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["merged"] > 1900
+    with ResponseCache(path) as cache:
+        assert cache.counts()[OK] == report["merged"]

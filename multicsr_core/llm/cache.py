@@ -14,6 +14,11 @@ timestamp. Rows are ``ok`` (the answer) or ``failed`` (the error and any raw rep
 row is final: a later write for the same key never replaces it, so two writers racing on
 one item keep the first answer. A ``failed`` row is retried by the next run, and its
 ``attempts`` counter grows each time.
+
+A damaged file (empty, not SQLite, failing ``PRAGMA quick_check``) is moved aside to
+``responses.sqlite.corrupt-<time>`` when the cache is opened, named in a warning, and a new cache
+is started (``multicsr_core.sqlite_health``); :func:`merge_quarantined` (``multicsr cache merge``)
+copies the rows SQLite can still read from such a file back into a live cache.
 """
 
 from __future__ import annotations
@@ -134,7 +139,11 @@ class ResponseCache:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self._connection()  # create the file and schema now, so errors surface here
+        from multicsr_core.sqlite_health import checked_open
+
+        with checked_open(self.path) as quarantined:  # a damaged file is moved aside, never deleted
+            self.quarantined = quarantined
+            self._connection()  # create the file and schema now, so errors surface here
 
     # -- connections -------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
@@ -256,3 +265,30 @@ class ResponseCache:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+
+def merge_quarantined(source: str | Path, target: ResponseCache) -> dict[str, int]:
+    """Copy every row SQLite can still read from a damaged (quarantined) response cache into
+    ``target``. An ok row of ``target`` stays as it is; a recovered ok row replaces a failed one.
+    Returns counts: recovered (rows read), merged (rows written), unreadable (rows lost)."""
+    from multicsr_core.sqlite_health import readable_rows
+
+    columns = ("key, model, status, request, response, raw, error, prompt_tokens, completion_tokens, attempts, "
+               "created_at, updated_at")
+    rows, lost = readable_rows(source, "responses", columns)
+    conn = target._connection()
+    before = conn.total_changes
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            f"INSERT INTO responses ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET status = excluded.status, response = excluded.response, "
+            "raw = excluded.raw, error = excluded.error, prompt_tokens = excluded.prompt_tokens, "
+            "completion_tokens = excluded.completion_tokens, updated_at = excluded.updated_at "
+            "WHERE responses.status != 'ok' AND excluded.status = 'ok'",
+            [r for r in rows if r[2] in (OK, FAILED)])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return {"recovered": len(rows), "merged": conn.total_changes - before, "unreadable": lost}

@@ -1,0 +1,352 @@
+"""Checks that run before a stage does any work, so a bad path or model fails in a second, not
+after an hour of scoring.
+
+Each check raises a :class:`~multicsr_core.errors.UserError` subclass whose one-line message names
+the file (or option, or model) and what to do; nothing is written. ``preflight_<command>`` bundles
+the checks of one CLI command; :func:`preflight_run` those of the whole pipeline (``multicsr run``
+calls it before the flow starts).
+
+- inputs exist, are files, are readable, and yield at least one usable row after cleaning (the
+  readers of ``io.inputs`` stop at the first one);
+- outputs can be written: not a directory where a file is wanted (or the reverse), and the
+  nearest existing folder takes a new file (probed with a temporary file, since ``os.access``
+  says yes to root even on a read-only mount);
+- models resolve: a ``bundled:`` name is known and installed, a local path exists, a hub id is in
+  the Hugging Face cache or (unless ``HF_HUB_OFFLINE``) answers on the hub;
+- the SentEval data is where evaluation looks;
+- a configured Prefect server answers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from multicsr_core.errors import DataDirError, InputError, ModelRefError, OutputError, ServerError
+
+FALLBACK_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+# ------------------------------------------------------------------------------ files
+def check_input_file(path: str | Path, flag: str = "input") -> Path:
+    """``path`` is an existing, readable, non-empty file."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError("file not found", path=path, hint=f"check {flag}")
+    if path.is_dir():
+        raise InputError("is a directory, not a file", path=path, hint=f"give a file as {flag}")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror})", path=path) from None
+    if path.stat().st_size == 0:
+        raise InputError("is empty (0 bytes)", path=path, hint=f"give a file with data as {flag}")
+    return path
+
+
+def _probe_writable(folder: Path, target: Path, flag: str) -> None:
+    """Create and remove a temporary file in ``folder`` (the only test that holds for root too)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".multicsr-write-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write in {folder} ({exc.strerror or exc})", path=target,
+                          hint=f"give a writable place as {flag}") from None
+
+
+def _nearest_existing(path: Path) -> Path:
+    current = path
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _check_creatable(path: Path, flag: str) -> None:
+    """Every existing ancestor of ``path`` is a folder, and the nearest one is writable."""
+    ancestor = _nearest_existing(path.parent if not path.exists() else path)
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot be created: {ancestor} is a file, not a folder", path=path,
+                          hint=f"give another path as {flag}")
+    _probe_writable(ancestor, path, flag)
+
+
+def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """A file can be written (atomically, beside itself) at ``path``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        suggestion = path / "out.parquet" if path.suffix == "" else path.with_name(path.name + ".out")
+        raise OutputError("is a directory; a file path is needed here", path=path,
+                          hint=f"give a file path as {flag}, e.g. {suggestion}")
+    if path.exists():
+        _probe_writable(path.parent, path, flag)
+    else:
+        _check_creatable(path, flag)
+    return path
+
+
+def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """A folder exists or can be created at ``path``, and takes new files."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError("is a file; a folder is needed here", path=path, hint=f"give a folder as {flag}")
+    if path.is_dir():
+        _probe_writable(path, path, flag)
+    else:
+        _check_creatable(path, flag)
+    return path
+
+
+# ------------------------------------------------------------------------------ models
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _cached_on_hub(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("config.json", "modules.json", "adapter_config.json"):
+        if isinstance(try_to_load_from_cache(repo_id, filename), str):
+            return True
+    return False
+
+
+def check_model(ref: str | None, flag: str, fallback: str | None = FALLBACK_MODEL) -> None:
+    """``ref`` (at option/config key ``flag``) can be loaded without downloading anything that
+    is not there: a known, installed ``bundled:`` model, an existing folder or ``.gguf`` file, or
+    a hub id in the local Hugging Face cache or (online) on the hub. Never loads or converts."""
+    if not ref:
+        raise ModelRefError(f"no model given for {flag}", hint=f"name one (e.g. {flag} {fallback})" if fallback else None)
+    from multicsr_core import models
+
+    ref = str(ref)
+    hint = f"give {flag} a local folder or a bundled model" + (f" (e.g. {flag} {fallback})" if fallback else "")
+    if ref.startswith(models.BUNDLED_PREFIX):
+        if models.bundled_gguf_file(ref) is None:  # unknown names and missing GGUF packages raise here
+            models.resolve_model_ref(ref)  # a package-provided folder: importing the package is cheap
+        return
+    if models.gguf_file_for(ref) is not None:  # a .gguf path: raises when it is missing
+        return
+    path = Path(ref).expanduser()
+    if path.exists():
+        if path.is_file():
+            raise ModelRefError(f"{flag} {ref!r} is a file; give a model folder, a .gguf file, a hub id or a "
+                                "bundled model")
+        if not any((path / name).is_file() for name in ("config.json", "modules.json", "adapter_config.json")):
+            raise ModelRefError(f"{flag} {ref!r} is a folder without a model in it (no config.json)", hint=hint)
+        return
+    if ref.startswith(("/", "./", "../", "~", "\\")) or ref.count("/") > 1:
+        raise ModelRefError(f"{flag} {ref!r}: no such file or folder", hint=hint)
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        raise ModelRefError(f"{flag} {ref!r} is neither an existing path nor a Hugging Face hub id", hint=hint) from None
+    if _cached_on_hub(ref):
+        return
+    if _hub_offline():
+        raise ModelRefError(f"{flag} {ref!r} is a Hugging Face hub id that is not in the local cache, and "
+                            "HF_HUB_OFFLINE is set", hint=hint)
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(ref, timeout=10)
+    except GatedRepoError:
+        raise ModelRefError(f"{flag} {ref!r} is a gated model on the Hugging Face hub",
+                            hint="accept its terms on the hub and log in (`hf auth login`), or " + hint) from None
+    except RepositoryNotFoundError:
+        raise ModelRefError(f"{flag} {ref!r}: no such model on the Hugging Face hub", hint=hint) from None
+    except Exception as exc:  # noqa: BLE001  (any failure to reach the hub: DNS, proxy, TLS, timeout)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelRefError(f"{flag} {ref!r} is a Hugging Face hub id that is not in the local cache, and the hub "
+                            f"cannot be reached ({reason})", hint=hint) from None
+
+
+# ------------------------------------------------------------------------------ data, prompts, server
+def check_senteval(data_dir: str | Path | None, flag: str = "--data-dir") -> Path:
+    """The SentEval folder evaluation will read (``data_dir`` is it, or a data root holding it)."""
+    from multicsr_core.config import default_data_root
+    from multicsr_core.evaluation.runner import resolve_senteval_dir
+
+    where = Path(data_dir) if data_dir is not None else default_data_root()
+    try:
+        return resolve_senteval_dir(where)
+    except FileNotFoundError:
+        raise DataDirError(f"no SentEval data here (expected STS/ and SICK/ folders, or senteval/ holding them)",
+                           path=where, hint=f"point {flag} (or MULTICSR_DATA_ROOT) at the data root, or fetch it "
+                                            "with `multicsr data download`") from None
+
+
+def check_prompt_set(value: str | None, flag: str = "--prompt-set") -> None:
+    """A built-in prompt set name or an existing prompt file (.yaml/.yml/.json)."""
+    if value is None:
+        return
+    from multicsr_core.prompts import PROMPT_SETS
+
+    if value in PROMPT_SETS:
+        return
+    path = Path(value).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        check_input_file(path, flag)
+        return
+    raise InputError(f"{flag} {value!r} is neither a built-in prompt set ({', '.join(PROMPT_SETS)}) nor a prompt file "
+                     "(.yaml, .yml or .json)")
+
+
+def check_prefect_server(url: str | None, timeout_s: float = 5.0) -> None:
+    """A configured Prefect API answers its health check (else the flow would fail after Prefect's
+    own retries with a long traceback)."""
+    if not url:
+        return
+    from multicsr_core.redaction import redact_url
+
+    shown = redact_url(url)
+    health = url.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:  # noqa: S310 (the user's own server)
+            response.read(64)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return  # a server that wants credentials: it is there
+        raise ServerError(f"PREFECT_API_URL={shown} answers, but not as a Prefect API (HTTP {exc.code} for /health)",
+                          hint="point PREFECT_API_URL at the server's /api, e.g. http://127.0.0.1:4200/api") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ServerError(f"PREFECT_API_URL={shown}: no Prefect server answers ({reason})",
+                          hint="start one (`prefect server start`) or unset PREFECT_API_URL to run on a temporary "
+                               "local server") from None
+
+
+# ------------------------------------------------------------------------------ per command
+def check_premises(cfg, flag: str = "--premises") -> None:
+    from multicsr_core.config import expand_path
+    from multicsr_core.io.inputs import check_has_rows
+
+    i = cfg.input
+    path = check_input_file(expand_path(i.premises), flag)
+    check_has_rows(path, "premises", fmt=i.premises_format, column=i.column, max_chars=i.max_chars)
+
+
+def check_triplets(path: str | Path, max_chars: int, flag: str = "--corpus") -> Path:
+    from multicsr_core.io.inputs import check_has_rows
+
+    path = check_input_file(path, flag)
+    check_has_rows(path, "triplets", max_chars=max_chars)
+    return path
+
+
+def _generation_models(cfg, flag: str = "--llm") -> None:
+    g = cfg.generation
+    if not g.llm:
+        raise ModelRefError("no generator given", hint=f"name one with {flag} (a hub id, a folder, a .gguf file or "
+                                                     "bundled:smollm2-135m-instruct)")
+    if g.backend == "local":
+        check_model(g.llm, flag, fallback="bundled:smollm2-135m-instruct")
+    check_prompt_set(g.prompt_set, "generation.prompt_set" if flag != "--llm" else "--prompt-set")
+
+
+def _scoring_models(cfg, flag: str = "--llm") -> None:
+    from multicsr_core.builders import guide_ref_for_scoring
+
+    s = cfg.scoring
+    if s.scorer == "guide":
+        check_model(guide_ref_for_scoring(cfg), flag if s.llm else "training.guide_model")
+    elif s.scorer == "local":
+        ref = s.llm or cfg.generation.llm
+        if not ref:
+            raise ModelRefError("the local scorer needs an LLM", hint=f"name one with {flag} (or set generation.llm "
+                                                                      "for self-curation)")
+        check_model(ref, flag if s.llm else "generation.llm", fallback="bundled:smollm2-135m-instruct")
+    elif not (s.llm or cfg.generation.llm):
+        raise ModelRefError("the openai scorer needs a model name", hint=f"name the API model with {flag}")
+
+
+def _training_models(cfg, model_flag: str = "--model", guide_flag: str = "--guide") -> None:
+    from multicsr_core.stages import effective_loss
+
+    t = cfg.training
+    check_model(t.base_model, model_flag)
+    if effective_loss(cfg) in ("paper", "official"):
+        check_model(t.guide_model, guide_flag)
+    if t.supervised_nli:
+        from multicsr_core.config import expand_path
+
+        check_triplets(expand_path(t.supervised_nli), cfg.input.max_chars, "training.supervised_nli")
+
+
+def preflight_generate(cfg, out_path: str | Path, workdir: str | Path) -> None:
+    check_premises(cfg)
+    check_output_file(out_path, "--out")
+    check_output_dir(workdir, "--workdir")
+    _generation_models(cfg)
+
+
+def preflight_score(cfg, corpus: str | Path, out_path: str | Path, workdir: str | Path) -> None:
+    check_triplets(corpus, cfg.input.max_chars)
+    check_output_file(out_path, "--out")
+    check_output_dir(workdir, "--workdir")
+    _scoring_models(cfg)
+
+
+def preflight_curate(cfg, corpus: str | Path, out_path: str | Path, report_dir: str | Path) -> None:
+    """The corpus must carry scores (curation reads them); outputs writable."""
+    from multicsr_core.io.corpus import parquet_schema
+    from multicsr_core.io.inputs import SCORE_COLUMNS, _csv_reader, triplet_format
+
+    path = check_triplets(corpus, cfg.input.max_chars)
+    fmt = triplet_format(path)
+    if fmt == "parquet":
+        names = parquet_schema(path).names
+    elif fmt == "jsonl":
+        import json
+
+        first = next((line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "{}")
+        names = list(json.loads(first))
+    else:
+        names = next(_csv_reader(path, fmt), [])
+    if not all(any(c in names for c in options) for options in SCORE_COLUMNS.values()):
+        raise InputError("has no score columns (entailment_score, contradiction_score); curation keeps triplets by "
+                         "their scores", path=path, hint="score it first: `multicsr score --corpus ...`")
+    check_output_file(out_path, "--out")
+    check_output_dir(report_dir, "--report-dir")
+
+
+def preflight_train(cfg, corpus: str | Path, out_dir: str | Path) -> None:
+    check_triplets(corpus, cfg.input.max_chars)
+    check_output_dir(out_dir, "--out")
+    _training_models(cfg)
+
+
+def preflight_evaluate(model: str, output: str | Path, data_dir: str | Path | None, markdown: str | Path) -> Path:
+    check_model(model, "--model")
+    check_output_file(output, "--output")
+    check_output_file(markdown, "--markdown")
+    return check_senteval(data_dir)
+
+
+def preflight_run(cfg, workdir: str | Path, prefect_api_url: str | None = None) -> None:
+    """Everything ``multicsr run`` needs, before the flow (and its Prefect server) starts."""
+    from multicsr_core.config import expand_path
+
+    check_output_dir(workdir, "--workdir")
+    i = cfg.input
+    if i.triplets:
+        check_triplets(expand_path(i.triplets), i.max_chars, "input.triplets")
+    elif i.premises:
+        check_premises(cfg, "input.premises")
+        _generation_models(cfg, "generation.llm")
+    else:
+        raise InputError("the config names no input", hint="set input.premises or input.triplets (--set "
+                                                           "input.triplets=FILE)")
+    _scoring_models(cfg, "scoring.llm")
+    if cfg.training.enabled:
+        _training_models(cfg, "training.base_model", "training.guide_model")
+        if cfg.evaluation.enabled:
+            check_senteval(expand_path(cfg.evaluation.data_dir), "--data-dir")
+    check_prefect_server(prefect_api_url)
