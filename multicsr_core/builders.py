@@ -99,10 +99,16 @@ def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None =
                      source=model_provenance(ref))
         return LocalLLMScorer(lm, mode=s.mode, prompt_variant=variant, min_score_mass=s.min_score_mass)
     if s.scorer == "openai":
-        from multicsr_core.scoring.llm import OpenAIScorer
-
         ref, _ = scoring_llm(cfg)
         shard = s.shard_size if s.batch_api else None
-        return OpenAIScorer(build_openai_backend(cfg, workdir, ref, s.base_url, api_key, shard), mode=s.mode,
-                            prompt_variant=variant)
+        return openai_scorer(cfg, build_openai_backend(cfg, workdir, ref, s.base_url, api_key, shard))
     raise ValueError(f"unknown scorer {s.scorer!r}")
+
+
+def openai_scorer(cfg: PipelineConfig, backend):
+    """The API scorer the config names, over ``backend`` (``estimate`` passes one that only
+    collects the requests, so its cache keys are the scorer's own)."""
+    from multicsr_core.prompts import SCORING_PROMPT_CHOICES
+    from multicsr_core.scoring.llm import OpenAIScorer
+
+    return OpenAIScorer(backend, mode=cfg.scoring.mode, prompt_variant=SCORING_PROMPT_CHOICES[cfg.scoring.prompt])

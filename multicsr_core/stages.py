@@ -46,6 +46,23 @@ class GenerationFailures(RuntimeError):
     """API generation left items without a reply after retries; answered ones are cached."""
 
 
+def api_generation_params(cfg: PipelineConfig) -> dict:
+    """The decoding parameters of API generation (greedy unless ``do_sample``); ``estimate`` uses them too."""
+    g = cfg.generation
+    sampling = {"top_p": g.top_p} if g.do_sample else {}
+    return {"temperature": g.temperature if g.do_sample else 0.0, "max_tokens": g.max_new_tokens, **sampling}
+
+
+def generation_prompts(cfg: PipelineConfig, premises: Sequence[str]):
+    """The two stage-1 prompts of every premise, as the config builds them."""
+    from multicsr_core.prompts import build_generation_prompts
+
+    g = cfg.generation
+    prompt_file = g.prompt_set if Path(g.prompt_set).suffix in (".yaml", ".yml", ".json") else None
+    return build_generation_prompts(premises, prompt_set="syncse-pool" if prompt_file else g.prompt_set,
+                                    seed=g.seed, template=g.template, prompt_file=prompt_file)
+
+
 def _generate_with_api(cfg: PipelineConfig, prompts, workdir: str | Path, api_key: str | None,
                        progress: Progress | None):
     """Stage 1 through an OpenAI-compatible API: plain generation (API models expose no logits, so
@@ -57,10 +74,8 @@ def _generate_with_api(cfg: PipelineConfig, prompts, workdir: str | Path, api_ke
 
     g = cfg.generation
     backend = build_openai_backend(cfg, workdir, g.llm, g.base_url, api_key, g.shard_size if g.batch_api else None)
-    sampling = {"top_p": g.top_p} if g.do_sample else {}
     texts = [p.entailment_prompt for p in prompts] + [p.contradiction_prompt for p in prompts]
-    report = generate_with_api(backend, texts, temperature=g.temperature if g.do_sample else 0.0,
-                               max_tokens=g.max_new_tokens, progress=progress, **sampling)
+    report = generate_with_api(backend, texts, progress=progress, **api_generation_params(cfg))
     failed = [r for r in report.results if not r.ok]
     if failed:
         raise GenerationFailures(f"{len(failed)} of {len(texts)} API generations failed after retries "
@@ -86,16 +101,13 @@ def generate_rows(cfg: PipelineConfig, premises: Sequence[str], source_rows: Seq
     the API. Outputs that are empty or copy the premise are dropped here, counted by reason.
     """
     from multicsr_core.generation.engine import generate_contrastive, reject_counts
-    from multicsr_core.prompts import build_generation_prompts
 
     g = cfg.generation
     if not g.llm:
         raise ValueError("generation.llm is not set: name a generator model (hub id, path or API model)")
     if g.mode != "multicsr":
         raise ValueError("generation.mode=claif: CLAIF pair generation runs through multicsr_core.generation.claif")
-    prompt_file = g.prompt_set if Path(g.prompt_set).suffix in (".yaml", ".yml", ".json") else None
-    prompts = build_generation_prompts(premises, prompt_set="syncse-pool" if prompt_file else g.prompt_set,
-                                       seed=g.seed, template=g.template, prompt_file=prompt_file)
+    prompts = generation_prompts(cfg, premises)
     if g.backend == "openai":
         rows = _generate_with_api(cfg, prompts, workdir, api_key, progress)
     else:
@@ -237,6 +249,9 @@ def train_from_corpus(cfg: PipelineConfig, corpus: str | Path, out_dir: str | Pa
 
     (Path(out_dir) / "multicsr_training.json").write_text(json.dumps(redact_secrets(report), indent=2, default=str),
                                                           encoding="utf-8")
+    from multicsr_core.cards import write_model_card
+
+    write_model_card(out_dir)  # our card (names, corpus, loss, lengths) over the trainer's stock one; files 0644
     return {k: report[k] for k in ("output_dir", "loss", "steps", "best_score", "best_step", "history",
                                    "seconds_per_step", "masked_fraction", "config_hash")}
 

@@ -15,7 +15,7 @@ Errors (one path for every command; new commands reuse it):
   ``--debug`` (``multicsr --debug CMD``) or ``MULTICSR_DEBUG=1`` the traceback is printed too.
 - Before any work, call the command's ``multicsr_core.preflight`` check (inputs readable and
   non-empty, outputs writable, models resolvable, data present): a bad ``--out`` fails first.
-- Validate option values in the declaration: ``click_type=click.Choice([...])`` for a fixed set,
+- Validate option values in the declaration: a ``Literal[...]`` type for a fixed set (typer's choices),
   ``min=`` for numbers, ``callback=_csv_choice(...)``/``_int_list`` for comma-separated lists,
   so typer reports them (one line, via :func:`main`) with the choices in ``--help``.
 """
@@ -26,9 +26,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -45,6 +44,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Public data: download, locate
 experiment_app = typer.Typer(no_args_is_help=True, help="The paper's analyses as commands.")
 app.add_typer(data_app, name="data")
 app.add_typer(experiment_app, name="experiment")
+cache_app = typer.Typer(no_args_is_help=True, help="The workdir's LLM response cache.")
+app.add_typer(cache_app, name="cache")
 
 console = Console(stderr=True)
 out = Console()
@@ -74,9 +75,31 @@ def _debug() -> bool:
     return os.environ.get("MULTICSR_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _version_string() -> str:
+    """``multicsr X`` plus the versions a bug report needs (the installed distribution's metadata)."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    deps = ", ".join(f"{n} {version(n)}" for n in ("torch", "transformers", "sentence-transformers", "prefect"))
+    return f"multicsr {version('multicsr')} (python {sys.version.split()[0]}; {deps})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(_version_string(), flush=True)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main_options(debug: Annotated[bool, typer.Option("--debug", help="print the traceback of an error "
-                                                      "(also MULTICSR_DEBUG=1)")] = False) -> None:
+                                                      "(also MULTICSR_DEBUG=1)")] = False,
+                  version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                        help="print the version and exit")] = False) -> None:
     """MultiCSR: LLM-built contrastive corpora and sentence-embedding training as one Prefect DAG."""
     if debug:
         os.environ["MULTICSR_DEBUG"] = "1"  # child processes (Prefect tasks, Dask workers) see it too
@@ -180,7 +203,7 @@ def _guarded(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise  # typer's own exits and usage errors, Ctrl-C (exit 130)
         except Exception as exc:  # noqa: BLE001  (classified by report_error: user error or real failure)
             raise typer.Exit(report_error(exc)) from None
@@ -209,19 +232,65 @@ def show_config(preset: PresetOpt = None, set_: SetOpt = None) -> None:
     out.print(f"# config_hash: {cfg.config_hash()}")
 
 
+def _prefect_api_url() -> Optional[str]:
+    """The Prefect server this process would report to (env or profile), None for a temporary one."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def _quiet_prefect_console() -> None:
+    """Keep Prefect's tracebacks off the terminal (a failed task or flow logs its exception with
+    ``exc_info``): the error is reported once, as the CLI's one line, and the server keeps the full
+    log (its API handler sits on Prefect's own loggers, before the root's console handler). The
+    log line itself stays. ``--debug`` keeps the tracebacks."""
+    import logging
+
+    if _debug():
+        return
+
+    class _DropTraceback(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            return True
+
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+                                       if name.startswith("prefect")]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler" and not getattr(handler, "_multicsr_quiet", False):
+                handler.addFilter(_DropTraceback())
+                handler._multicsr_quiet = True
+
+
+def _raise_flow_failure(state):
+    """Raise what failed the flow: Prefect keeps the original exception (``state.result`` re-raises
+    it), so a user error inside a task reads as the same one line as in the stage command. A
+    crashed or cancelled run (killed, interrupted) can be resumed: that is a RetryableError."""
+    from multicsr_core.errors import RetryableError
+
+    if state.is_crashed() or state.is_cancelled():
+        raise RetryableError(f"pipeline {state.name}: {' '.join(str(state.message).split())}")
+    state.result(raise_on_failure=True)
+    raise RetryableError(f"pipeline {state.name}: {' '.join(str(state.message).split())}")
+
+
 @app.command()
 @_guarded
 def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), set_: SetOpt = None,
         data_dir: DataDirOpt = None,
-        task_runner: Annotated[str, typer.Option("--task-runner", click_type=click.Choice(["threads", "dask"]),
-                                                 help="threads: shards one after another in this "
+        task_runner: Annotated[Literal["threads", "dask"], typer.Option("--task-runner", help="threads: shards one after another in this "
                                                  "process; dask: shards spread over Dask workers")] = "threads",
         dask_workers: Annotated[Optional[int], typer.Option("--dask-workers", help="worker processes of a local Dask "
                                                             "cluster (default 2)")] = None,
         dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="scheduler of a running Dask "
                                                             "cluster, e.g. tcp://host:8786")] = None,
         wait_lock: Annotated[bool, typer.Option("--wait-lock", help="if another run holds the workdir, wait for it "
-                                                "(default: exit 2 naming its pid)")] = False) -> None:
+                                                "(default: exit 2 naming its pid)")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="print what `multicsr estimate` prints (LLM requests, "
+                                              "tokens, cost, cache hits, budget) and run nothing")] = False) -> None:
     """Run the whole pipeline (load -> generate -> score -> curate -> train -> evaluate) as one flow.
 
     Prints a JSON report (the published files and the config hash) on stdout; logs go to stderr."""
@@ -237,8 +306,16 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
                       "of its own; start one (`prefect server start`) and export PREFECT_API_URL")
     cfg = _config(preset, set_)
     workdir = workdir.expanduser().resolve()
+    if dry_run:
+        _print_estimate(cfg, workdir, as_json=False)
+        return
+    from multicsr_core.preflight import preflight_run
+
+    preflight_run(cfg, workdir, prefect_api_url=_prefect_api_url())  # before any stage (and any server) starts
     workdir.mkdir(parents=True, exist_ok=True)
     from multicsr.flows.pipeline import multicsr_pipeline
+
+    _quiet_prefect_console()
 
     flow = multicsr_pipeline
     if task_runner == "dask":
@@ -255,16 +332,37 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
         # one run per workdir; the temporary Prefect server (if any) dies with this process
         with workdir_lock(workdir, wait=wait_lock), ephemeral_prefect_server():
             state = flow(config=cfg.to_dict(), workdir=str(workdir), return_state=True)
-            outputs = state.result() if state.is_completed() else None  # while the server is up
+            outputs = state.result() if state.is_completed() else _raise_flow_failure(state)  # while the server is up
     except WorkdirBusy as exc:
         _fail(str(exc))
-    if not state.is_completed():
-        console.print(f"[bold red]pipeline {state.name}:[/] {state.message}")
-        console.print(f"Everything finished is cached under {workdir}: run the same command again to resume.")
-        raise typer.Exit(1)
     if outputs.get("comparison"):
         print(outputs["comparison"], file=sys.stderr, flush=True)  # for people; stdout is the JSON report
     _print_json({k: v for k, v in outputs.items() if k != "comparison"})
+
+
+def _print_estimate(cfg, workdir: Path, as_json: bool) -> None:
+    from multicsr_core.estimate import estimate as estimate_run
+
+    try:
+        result = estimate_run(cfg, workdir)
+    except ValueError as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        print(result.markdown(), flush=True)  # plain: rich would wrap the Markdown table
+
+
+@app.command()
+@_guarded
+def estimate(preset: PresetOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = Path("runs/default"),
+             data_dir: DataDirOpt = None,
+             as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """LLM requests per stage, prompt and completion tokens, cost at the configured prices, what the
+    workdir's response cache already answers, and whether scoring.budget_usd covers it. Calls no LLM
+    and no network."""
+    _apply_data_dir(data_dir)
+    _print_estimate(_config(preset, set_), workdir.expanduser().resolve(), as_json)
 
 
 @app.command()
@@ -280,8 +378,7 @@ def generate(
                                                       callback=_prompt_set_option)] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
     column: Annotated[Optional[str], typer.Option(help="sentence column of a table file")] = None,
-    backend: Annotated[Optional[str], typer.Option(click_type=click.Choice(["local", "openai"]),
-                                                   help="local (contrastive decoding) | openai (plain, through an API)")] = None,
+    backend: Annotated[Optional[Literal["local", "openai"]], typer.Option(help="local (contrastive decoding) | openai (plain, through an API)")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint for --backend openai")] = None,
     batch_api: BatchApiOpt = False,
     workdir: WorkdirOpt = Path("runs/default"),
@@ -294,6 +391,9 @@ def generate(
                   generation__batch_size=batch_size, generation__prompt_set=prompt_set, generation__seed=seed,
                   generation__backend=backend, generation__base_url=base_url, generation__batch_api=batch_api or None,
                   input__premises=str(premises), input__column=column, input__triplets=None)
+    from multicsr_core.preflight import preflight_generate
+
+    preflight_generate(cfg, out_path, workdir)
     from multicsr.progress import ProgressReporter
 
     with ProgressReporter("generate", "premises") as progress:
@@ -306,8 +406,7 @@ def generate(
 def score(
     corpus: Annotated[Path, typer.Option(help="corpus Parquet (or sent0,sent1,hard_neg csv)")],
     out_path: Annotated[Path, typer.Option("--out", help="output Parquet")],
-    scorer: Annotated[Optional[str], typer.Option(click_type=click.Choice(["guide", "local", "openai"]),
-                                                  help="guide | local | openai")] = None,
+    scorer: Annotated[Optional[Literal["guide", "local", "openai"]], typer.Option(help="guide | local | openai")] = None,
     llm: Annotated[Optional[str], typer.Option(help="scoring model (hub id, path, API model name, or guide model)")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint")] = None,
     mode: Annotated[Optional[str], typer.Option(help="argmax | expected (one forward) | generate (generate + official parser)")] = None,
@@ -324,6 +423,9 @@ def score(
 
     cfg = _config(preset, set_, scoring__scorer=scorer, scoring__llm=llm, scoring__base_url=base_url,
                   scoring__mode=mode, scoring__prompt=prompt, scoring__batch_api=batch_api or None)
+    from multicsr_core.preflight import preflight_score
+
+    preflight_score(cfg, corpus, out_path, workdir)
     from multicsr.progress import ProgressReporter
 
     with ProgressReporter("score", "triplets") as progress:
@@ -340,30 +442,33 @@ def score(
 def curate(
     corpus: Annotated[Path, typer.Option(help="scored corpus Parquet")],
     out_path: Annotated[Path, typer.Option("--out", help="output Parquet")],
-    rule: Annotated[Optional[str], typer.Option(click_type=click.Choice(["paper", "official"]),
-                                                help="paper | official")] = None,
+    rule: Annotated[Optional[Literal["paper", "official"]], typer.Option(help="paper | official")] = None,
     alpha: Annotated[Optional[float], typer.Option()] = None,
     beta: Annotated[Optional[float], typer.Option()] = None,
     gamma: Annotated[Optional[float], typer.Option()] = None,
-    swap_mode: Annotated[str, typer.Option(click_type=click.Choice(["generation", "corpus"]),
-                                           help="official rule's swap: generation | corpus")] = "generation",
+    swap_mode: Annotated[Literal["generation", "corpus"], typer.Option(help="official rule's swap: generation | corpus")] = "generation",
     report_dir: Annotated[Optional[Path], typer.Option(help="write the curation report here (default: beside --out)")] = None,
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
     """Stage 2b: apply the keep rule (no LLM call); write the curated corpus and its report."""
     from multicsr_core.curation import curate_table, curation_funnel
     from multicsr_core.curation_report import write_curation_report
-    from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenance, with_provenance, write_parquet_atomic
+    from multicsr_core.io.corpus import make_provenance, read_provenance, with_provenance, write_parquet_atomic
+    from multicsr_core.preflight import preflight_curate
+    from multicsr_core.stages import read_any_corpus
 
     cfg = _config(preset, set_, curation__rule=rule, curation__alpha=alpha, curation__beta=beta, curation__gamma=gamma)
     c = cfg.curation
-    table = read_corpus(corpus)
+    report_dir = report_dir or out_path.parent / f"{out_path.stem}_report"
+    preflight_curate(cfg, corpus, out_path, report_dir)
+    table = read_any_corpus(corpus, cfg.input.max_chars)  # a scored corpus Parquet, or scored triplets of any format
     curated = curate_table(table, c.rule, c.alpha, c.beta, c.gamma, c.enabled, swap_mode)
     funnel = curation_funnel(curated)
+    input_prov = read_provenance(corpus) if corpus.suffix.lower() in (".parquet", ".pq") else {}
     prov = make_provenance("curate", config=cfg.to_dict(), config_hash=cfg.config_hash(), input=str(corpus),
-                           input_provenance=read_provenance(corpus), funnel=funnel, swap_mode=swap_mode)
+                           input_provenance=input_prov, funnel=funnel, swap_mode=swap_mode)
     write_parquet_atomic(with_provenance(curated, prov), out_path)
-    write_curation_report(curated, report_dir or out_path.parent / f"{out_path.stem}_report", c.rule, c.alpha, c.beta, c.gamma)
+    write_curation_report(curated, report_dir, c.rule, c.alpha, c.beta, c.gamma)
     _print_json(funnel)
 
 
@@ -374,9 +479,8 @@ def train(
     model: Annotated[str, typer.Option("--model", help="base model: hub id, path or bundled:all-MiniLM-L6-v2")],
     out_dir: Annotated[Path, typer.Option("--out", help="output model folder (SentenceTransformer)")],
     guide: Annotated[Optional[str], typer.Option(help="frozen guide model P_eta")] = None,
-    loss: Annotated[Optional[str], typer.Option(click_type=click.Choice(["paper", "official", "simcse", "unsup-simcse",
-                                                                         "claif", "clhaif"]),
-                                                help="paper | official | simcse | unsup-simcse | claif | clhaif")] = None,
+    loss: Annotated[Optional[Literal["paper", "official", "simcse", "unsup-simcse",
+                                                                         "claif", "clhaif"]], typer.Option(help="paper | official | simcse | unsup-simcse | claif | clhaif")] = None,
     sigma: Annotated[Optional[float], typer.Option()] = None,
     batch_size: Annotated[Optional[int], typer.Option()] = None,
     max_steps: Annotated[Optional[int], typer.Option()] = None,
@@ -389,6 +493,9 @@ def train(
 
     cfg = _config(preset, set_, training__base_model=model, training__guide_model=guide, training__loss=loss,
                   training__sigma=sigma, training__batch_size=batch_size, training__max_steps=max_steps)
+    from multicsr_core.preflight import preflight_train
+
+    preflight_train(cfg, corpus, out_dir)
     from multicsr.progress import ProgressReporter
 
     with ProgressReporter("train", "steps") as progress:
@@ -407,13 +514,16 @@ def evaluate(
     sts_tasks: Annotated[Optional[str], typer.Option(help="comma-separated subset of STS12..STS16, STSBenchmark, SICKRelatedness (default: all seven)",
                                                      callback=_csv_choice(STS_TASKS))] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Markdown report (default: beside --output)")] = None,
+    card: Annotated[bool, typer.Option("--card/--no-card", help="a folder trained by multicsr: put these results "
+                                       "in its model card (README.md)")] = True,
 ) -> None:
     """SentEval STS12-16, STS-B, SICK-R Spearman (and transfer tasks), exactly as SimCSE's SentEval fork."""
-    from multicsr_core.config import default_data_root
     from multicsr_core.evaluation.report import markdown_comparison
-    from multicsr_core.evaluation.runner import evaluate_model, resolve_senteval_dir, write_results
+    from multicsr_core.evaluation.runner import evaluate_model, write_results
+    from multicsr_core.preflight import preflight_evaluate
 
-    senteval = resolve_senteval_dir(data_dir if data_dir is not None else default_data_root())
+    md_path = markdown or output.with_suffix(".md")
+    senteval = preflight_evaluate(model, output, data_dir, md_path)
     from multicsr.progress import ProgressReporter
 
     with ProgressReporter("evaluate", "sentences") as progress:
@@ -422,20 +532,30 @@ def evaluate(
                                  sts_tasks=[t.strip() for t in sts_tasks.split(",")] if sts_tasks else None)
     write_results(results, output, provenance={"model": model, "data_dir": str(senteval)})
     table = markdown_comparison({model: results})
-    md_path = markdown or output.with_suffix(".md")
     md_path.write_text(table, encoding="utf-8")
     print(table, flush=True)  # plain: rich would wrap the Markdown table
     out.print(f"results: {output}\nreport: {md_path}")
+    if card and (Path(model) / "multicsr_training.json").is_file():
+        from multicsr_core.cards import write_model_card
+
+        out.print(f"model card: {write_model_card(model, results=results, model_ref=model)}")
 
 
 @app.command()
 @_guarded
 def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
-            rows: Annotated[int, typer.Option(min=0, help="sample rows to print")] = 5) -> None:
+            rows: Annotated[int, typer.Option(min=0, help="sample rows to print")] = 5,
+            as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (rows, sample, funnel, "
+                                                  "scores, provenance with the config) instead of tables")] = False) -> None:
     """Print rows, kept/rejected by reason, score summaries and provenance of a corpus file."""
     from multicsr_core.inspect import corpus_summary
+    from multicsr_core.preflight import check_input_file
 
+    check_input_file(path, "the corpus argument")
     summary = corpus_summary(path, sample_rows=rows)
+    if as_json:
+        _print_json(summary)
+        return
     table = Table(title=f"{path} ({summary['rows']} rows)")
     for col in ("premise", "entailment", "contradiction", "a", "b", "kept", "reason"):
         table.add_column(col, overflow="fold", max_width=40 if col in ("premise", "entailment", "contradiction") else None)
@@ -452,7 +572,50 @@ def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
         out.print(f"[bold]config_hash[/]: {prov['config_hash']}")
 
 
+@app.command()
+@_guarded
+def export(
+    corpus: Annotated[Optional[Path], typer.Option(help="curated corpus Parquet to export")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="model folder trained by multicsr to export")] = None,
+    to: Annotated[Optional[Path], typer.Option("--to", help="new (or empty) output folder; default with "
+                                               "--push-to-hub: a temporary one")] = None,
+    fmt: Annotated[Literal["hf", "simcse-csv", "jsonl"], typer.Option("--format", help="corpus format: hf (Parquet + "
+                                                                      "card, the Hub's layout), simcse-csv "
+                                                                      "(sent0,sent1,hard_neg), jsonl")] = "hf",
+    all_rows: Annotated[bool, typer.Option("--all", help="every row, not only the kept ones")] = False,
+    push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="upload the folder to this Hub repo "
+                                                       "(OWNER/NAME; token from $HF_TOKEN)")] = None,
+    private: Annotated[bool, typer.Option(help="create the Hub repo private")] = False,
+    license: Annotated[Optional[str], typer.Option(help="license id for the card (default: the source data's)")] = None,
+) -> None:
+    """Export a corpus (datasets folder, SimCSE csv, JSONL) or a model, with its card; optionally push it to the Hub."""
+    import tempfile
+
+    from multicsr_core.export import ExportError, export_corpus, export_model, push_folder
+
+    if (corpus is None) == (model is None):
+        raise ExportError("give --corpus FILE or --model DIR (one of them)")
+    if to is None and not push_to_hub:
+        raise ExportError("give --to DIR (where the export goes), or --push-to-hub OWNER/NAME")
+    if push_to_hub and not os.environ.get("HF_TOKEN"):  # before any work
+        raise ExportError("HF_TOKEN is not set: export a Hugging Face token with write access and run again")
+    with tempfile.TemporaryDirectory(prefix="multicsr-export-") as scratch:
+        folder = to if to is not None else Path(scratch) / "export"
+        if corpus is not None:
+            done = export_corpus(corpus, folder, fmt, all_rows=all_rows, repo_id=push_to_hub, license=license)
+        else:
+            done = export_model(model, folder, repo_id=push_to_hub, license=license)
+        report = done.as_dict()
+        if push_to_hub:
+            report["pushed"] = push_folder(folder, push_to_hub, repo_type="dataset" if corpus is not None else "model",
+                                           private=private)
+            if to is None:
+                report["folder"] = None  # the temporary copy is gone; the Hub holds it
+        _print_json(report)
+
+
 @data_app.command("download")
+@_guarded
 def data_download(to: Annotated[Optional[Path], typer.Option("--to", help="data root (default ~/.cache/multicsr/data)")] = None,
                   what: Annotated[str, typer.Option(help="comma-separated: senteval, nli, wiki1m",
                                                     callback=_csv_choice(("senteval", "nli", "wiki1m")))] = "senteval,nli") -> None:
@@ -460,6 +623,9 @@ def data_download(to: Annotated[Optional[Path], typer.Option("--to", help="data 
     from multicsr_core.io.download import download_data
 
     root = (to or Path.home() / ".cache" / "multicsr" / "data").expanduser()
+    from multicsr_core.preflight import check_output_dir
+
+    check_output_dir(root, "--to")
     try:
         done = download_data(root, [w.strip() for w in what.split(",") if w.strip()], log=lambda m: console.print(m))
     except OSError as exc:
@@ -475,6 +641,21 @@ def data_where() -> None:
     out.print(str(default_data_root()))
 
 
+@cache_app.command("merge")
+@_guarded
+def cache_merge(quarantined: Annotated[Path, typer.Argument(help="a damaged response cache moved aside "
+                                                           "(llm/responses.sqlite.corrupt-...)")],
+                workdir: WorkdirOpt = Path("runs/default")) -> None:
+    """Copy the replies SQLite can still read from a quarantined response cache into the workdir's cache."""
+    from multicsr_core.llm.cache import ResponseCache, default_cache_path, merge_quarantined
+
+    if not quarantined.is_file():
+        _fail(f"{quarantined}: no such file (the warning that moved the cache aside names it)")
+    with ResponseCache(default_cache_path(workdir)) as cache:
+        counts = merge_quarantined(quarantined, cache)
+    _print_json({**counts, "into": str(default_cache_path(workdir))})
+
+
 @experiment_app.command("false-negatives")
 @_guarded
 def experiment_false_negatives(
@@ -487,9 +668,17 @@ def experiment_false_negatives(
 ) -> None:
     """Paper Fig. 4: duplicate one triplet K times; train with and without the mask; STS-B dev per K."""
     _apply_data_dir(data_dir)
+    from multicsr_core.config import default_data_root
+    from multicsr_core.preflight import check_model, check_output_file, check_senteval, check_triplets
     from multicsr_core.stages import run_false_negatives_cli
 
-    result = run_false_negatives_cli(output, model=model, guide=guide, ks=[int(k) for k in ks.split(",")], triplets=triplets)
+    check_output_file(output, "--output")
+    check_model(model, "--model")
+    check_model(guide, "--guide")
+    check_senteval(data_dir)
+    check_triplets(triplets or default_data_root() / "nli" / "snli_devtest_for_simcse.csv", 2000, "--triplets")
+    result = run_false_negatives_cli(output, model=model, guide=guide, ks=[int(k) for k in ks.split(",") if k.strip()],
+                                     triplets=triplets)
     _print_json(result)
 
 
@@ -497,12 +686,13 @@ def main() -> None:
     """The ``multicsr`` entry point: typer's usage errors (a bad option value) as one line too."""
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.ClickException as exc:
+    except typer.TyperException as exc:  # typer's (vendored click's) usage errors: bad option values
         ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        _print_error(f"{exc.format_message()}{where}".replace("\n", " "))
-        code = exc.exit_code
-    except click.exceptions.Abort:
+        message = (exc.format_message() if hasattr(exc, "format_message") else str(exc)).replace("Value error, ", "")
+        _print_error(" ".join(f"{message}{where}".split()))
+        code = getattr(exc, "exit_code", 2)
+    except typer.Abort:
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
 
