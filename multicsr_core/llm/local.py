@@ -69,6 +69,8 @@ class LocalLM:
         batch_size: prompts per forward pass.
         use_chat_template: wrap prompts in the tokenizer's chat template; None means "if it has one"
             (never for encoder-decoder models).
+        source: what identifies the weights beyond ``name`` (``models.model_provenance``: a GGUF
+            file's name and sha256); part of fingerprints and cache keys.
     """
 
     def __init__(
@@ -80,12 +82,14 @@ class LocalLM:
         cache: ResponseCache | None = None,
         batch_size: int = 16,
         use_chat_template: bool | None = None,
+        source: dict | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
+        self.source = dict(source or {})
         self.cache = cache
         self.batch_size = batch_size
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -114,15 +118,19 @@ class LocalLM:
         cache: ResponseCache | None = None,
         **kwargs,
     ) -> "LocalLM":
-        """Load a hub id or local folder (seq2seq if its config says encoder-decoder)."""
+        """Load a hub id, local folder, GGUF file or ``bundled:`` model (seq2seq if its config says
+        encoder-decoder)."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(model_id, revision=revision)
+        from multicsr_core.models import model_provenance, resolve_model_ref
+
+        folder = resolve_model_ref(model_id)
+        config = AutoConfig.from_pretrained(folder, revision=revision)
         model_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-        model = model_class.from_pretrained(model_id, revision=revision, dtype=getattr(torch, dtype)).to(device)
-        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        model = model_class.from_pretrained(folder, revision=revision, dtype=getattr(torch, dtype)).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(folder, revision=revision)
         name = f"{model_id}@{revision}" if revision else model_id
-        return cls(model, tokenizer, name=name, cache=cache, **kwargs)
+        return cls(model, tokenizer, name=name, cache=cache, source=model_provenance(model_id), **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -133,7 +141,7 @@ class LocalLM:
         return str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
     def fingerprint(self) -> dict:
-        return {"model": self.name, "dtype": self.dtype, "chat_template": self.use_chat_template}
+        return {"model": self.name, **self.source, "dtype": self.dtype, "chat_template": self.use_chat_template}
 
     # -- tokens ------------------------------------------------------------------------
     def candidate_token_ids(self, candidates: Sequence[str]) -> dict[str, list[int]] | None:
@@ -194,7 +202,8 @@ class LocalLM:
         return logits[:, -1, :].float()
 
     def _key(self, prompt: str, params: Mapping) -> str:
-        return cache_key(self.name, prompt, {**params, "dtype": self.dtype, "chat_template": self.use_chat_template})
+        return cache_key(self.name, prompt, {**params, "dtype": self.dtype, "chat_template": self.use_chat_template,
+                                             **self.source})
 
     def _cached(self, keys: Sequence[str]) -> dict:
         if self.cache is None:
