@@ -230,6 +230,7 @@ def ensure_gguf_converted(path: str | Path) -> tuple[Path, bool]:
                       "converted_from": str(path), "conversion_seconds": round(seconds, 1),
                       "format": _CONVERSION_FORMAT, "dtype": "float32", "versions": _versions()}
             (tmp / GGUF_SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary model folder
             os.replace(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -368,7 +368,8 @@ def estimate(preset: PresetOpt = None, set_: SetOpt = None, workdir: WorkdirOpt 
 @app.command()
 @_guarded
 def generate(
-    llm: Annotated[str, typer.Option(help="generator: HF hub id or local path")],
+    llm: Annotated[str, typer.Option(help="generator: HF hub id, local folder, .gguf file or "
+                                           "bundled:smollm2-135m-instruct")],
     premises: Annotated[Path, typer.Option(help="premise file (.txt lines, SimCSE NLI csv, csv/tsv/jsonl/parquet)")],
     out_path: Annotated[Path, typer.Option("--out", help="output Parquet")],
     omega: Annotated[Optional[float], typer.Option("--omega", help="contrast weight w (paper default 0.3)")] = None,
@@ -407,7 +408,7 @@ def score(
     corpus: Annotated[Path, typer.Option(help="corpus Parquet (or sent0,sent1,hard_neg csv)")],
     out_path: Annotated[Path, typer.Option("--out", help="output Parquet")],
     scorer: Annotated[Optional[Literal["guide", "local", "openai"]], typer.Option(help="guide | local | openai")] = None,
-    llm: Annotated[Optional[str], typer.Option(help="scoring model (hub id, path, API model name, or guide model)")] = None,
+    llm: Annotated[Optional[str], typer.Option(help="scoring model (hub id, path, .gguf file, bundled:..., API model name, or guide model)")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint")] = None,
     mode: Annotated[Optional[str], typer.Option(help="argmax | expected (one forward) | generate (generate + official parser)")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="official | official-verbatim | few-shot")] = None,
