@@ -5,6 +5,13 @@ pooling); ``train`` turns triplets into a ``datasets.Dataset``, picks a loss fro
 :mod:`multicsr_core.losses`, evaluates STS-B dev every ``eval_steps`` and reloads the best
 checkpoint, then saves a folder that ``SentenceTransformer(path)`` loads on its own.
 
+Sequence lengths: ``max_seq_length`` (SimCSE: 32) is a training setting only. The STS-B dev
+evaluation between steps reads every sentence in full up to the backbone's limit, as SentEval
+does (:mod:`multicsr_core.evaluation.dev`), and the saved folder keeps the backbone's own
+maximum length (or ``save_max_seq_length``), so neither ``multicsr evaluate`` nor a user's
+``SentenceTransformer(path).encode`` silently truncates at 32. ``TrainResult`` (and so
+``multicsr_training.json``) records the three lengths.
+
 How the guide similarities reach the masked losses: every unique sentence of the training data
 is embedded once by the frozen guide (:class:`multicsr_core.guide.GuideEmbeddings`, cached on
 disk); the loss holds that matrix, and the dataset's ``label`` column carries each row's
@@ -96,7 +103,9 @@ def build_model(
       CLS vector before it; with ``False`` the MLP is part of the model (SimCSE's "cls" pooler).
     - ``pooling="mean"``: a sentence-transformers model (all-MiniLM-L6-v2 and the like) keeps its
       own modules (mean pooling + Normalize); a plain checkpoint gets Transformer -> mean pooling.
-    ``max_seq_length`` truncates training and encoding inputs (paper: 32).
+    ``max_seq_length`` truncates the inputs while training (paper: 32); the backbone's own
+    maximum length is kept in ``model.multicsr_backbone_max_seq_length`` so that :func:`train`
+    saves the model with it.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
@@ -119,8 +128,24 @@ def build_model(
                 mlp_class(dim, dim, activation_function=torch.nn.Tanh(), init_weight=weight, init_bias=torch.zeros(dim))
             )
         model = SentenceTransformer(modules=modules, device=device)
+    model.multicsr_backbone_max_seq_length = model.max_seq_length  # before the training length replaces it
     model.max_seq_length = max_seq_length
     return model
+
+
+def saved_max_seq_length(model, save_max_seq_length: int | None = None) -> int | None:
+    """The length the trained folder is saved with: ``save_max_seq_length`` if given, else the
+    backbone's own (recorded by :func:`build_model`), else the backbone's position limit, else
+    the model's current length (a model with neither)."""
+    from multicsr_core.evaluation.lengths import model_length_limit
+
+    if save_max_seq_length is not None:
+        return int(save_max_seq_length)
+    backbone = getattr(model, "multicsr_backbone_max_seq_length", None)
+    if backbone is not None:
+        return int(backbone)
+    limit = model_length_limit(model)
+    return limit if limit is not None else model.max_seq_length
 
 
 def _inference_model(model):
@@ -306,6 +331,9 @@ class TrainResult:
     train_seconds: float = 0.0
     seconds_per_step: float | None = None
     masked_fraction: float | None = None  # share of in-batch negatives the guide masked (paper loss)
+    max_seq_length_train: int | None = None  # tokens per input while training (SimCSE: 32)
+    max_seq_length_saved: int | None = None  # the saved folder's max_seq_length (inference length)
+    max_seq_length_eval: int | None = None  # the STS-B dev evaluation's length (untruncated: the model's limit)
     config: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -334,6 +362,21 @@ def _progress_callback(progress: Callable[[int, int, dict | None], None]):
             progress(state.global_step, state.max_steps, metrics)
 
     return _Progress()
+
+
+def _stderr_log_callback():
+    """The Trainer's log lines (``{'loss': ...}``) on stderr: its default ``PrinterCallback`` prints
+    them to stdout, where the commands write their JSON reports."""
+    import sys
+
+    from transformers import TrainerCallback
+
+    class _LogToStderr(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_local_process_zero and logs:
+                print({k: v for k, v in logs.items() if k != "total_flos"}, file=sys.stderr, flush=True)
+
+    return _LogToStderr()
 
 
 def _evaluate_last_step_callback():
@@ -388,6 +431,7 @@ def train(
     warmup_ratio: float = 0.0,
     guide_cache_dir: str | os.PathLike | None = None,
     no_duplicate_batches: bool = False,
+    save_max_seq_length: int | None = None,
     evaluate_before: bool = True,
     keep_checkpoints: bool = False,
     progress: Callable[[int, int, dict | None], None] | None = None,
@@ -404,6 +448,10 @@ def train(
     at the end. ``precision``: "auto" = bf16 (or fp16) on a CUDA GPU, fp32 on CPU. ``progress``
     is called as ``progress(step, total_steps, metrics_or_None)``.
 
+    Lengths: training reads ``model.max_seq_length`` tokens per input; the STS-B dev evaluation
+    reads them untruncated up to the backbone's limit (as SentEval); the saved folder gets
+    ``save_max_seq_length``, default the backbone's own length (:func:`saved_max_seq_length`).
+
     Defaults follow method.md (tau 0.05, sigma 0.9, batch 256, lr 5e-5, 3 epochs, linear decay,
     no warmup, seed 42). Multi-GPU: launched with torchrun/accelerate, the losses gather
     candidates across processes (global-batch negatives and mask); ``batch_size`` is per device.
@@ -413,8 +461,10 @@ def train(
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
     from transformers import set_seed
+
+    from multicsr_core.evaluation.dev import UntruncatedSimilarityEvaluator
+    from multicsr_core.evaluation.lengths import untruncated_length
 
     output_dir = Path(output_dir)
     set_seed(seed)
@@ -437,10 +487,11 @@ def train(
         s1, s2, scores = (
             (stsb_dev.sentences1, stsb_dev.sentences2, stsb_dev.scores) if hasattr(stsb_dev, "sentences1") else stsb_dev
         )
-        evaluator = EmbeddingSimilarityEvaluator(
-            list(s1), list(s2), [float(s) for s in scores], name=DEV_EVALUATOR_NAME, batch_size=128,
-            show_progress_bar=False,
+        evaluator = UntruncatedSimilarityEvaluator(
+            s1, s2, scores, name=DEV_EVALUATOR_NAME, batch_size=128, show_progress_bar=False,
         )
+    train_length = model.max_seq_length
+    save_length = saved_max_seq_length(model, save_max_seq_length)
 
     checkpoint_dir = output_dir / "checkpoints"
     steps_per_epoch = math.ceil(rows / batch_size)
@@ -490,6 +541,11 @@ def train(
             *([_progress_callback(progress)] if progress else []),
         ],
     )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for stdout_printer in (PrinterCallback, ProgressCallback):  # stdout is for the JSON report
+        trainer.remove_callback(stdout_printer)
+    trainer.add_callback(_stderr_log_callback())
     started = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - started
@@ -505,6 +561,7 @@ def train(
             best_score, best_step = best["stsb_dev"], best["step"]
 
     final = _inference_model(model)
+    final.max_seq_length = save_length  # 32 was for training only; the folder keeps the backbone's length
     final.save(str(output_dir))
     if not keep_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -521,11 +578,14 @@ def train(
         train_seconds=seconds,
         seconds_per_step=seconds / steps if steps else None,
         masked_fraction=_masked_fraction(loss_module, dataset, batch_size),
+        max_seq_length_train=train_length,
+        max_seq_length_saved=save_length,
+        max_seq_length_eval=(evaluator.last_max_seq_length or untruncated_length(model)) if evaluator else None,
         config={
             "loss": loss, "sigma": sigma, "phi": phi, "tau": tau, "batch_size": batch_size, "lr": lr,
             "epochs": epochs, "max_steps": max_steps, "eval_steps": eval_steps, "seed": seed,
             "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32", "warmup_ratio": warmup_ratio,
             "no_duplicate_batches": no_duplicate_batches, "rows": rows, "planned_steps": total_steps,
-            "world_size": args.world_size,
+            "world_size": args.world_size, "max_seq_length": train_length, "save_max_seq_length": save_length,
         },
     )

@@ -75,7 +75,10 @@ def test_paper_loss_fine_tunes_minilm_saves_best_checkpoint_and_reloads(minilm_p
     assert not (tmp_path / "model" / "checkpoints").exists()
 
     reloaded = SentenceTransformer(str(tmp_path / "model"), device="cpu")
-    assert reloaded.max_seq_length == 32
+    # 32 tokens was the training length only: the folder keeps MiniLM's own 256 (sentence_bert_config.json),
+    # and the dev evaluation read the sentences untruncated, up to BERT's 512 positions.
+    assert model.max_seq_length == reloaded.max_seq_length == 256
+    assert (result.max_seq_length_train, result.max_seq_length_saved, result.max_seq_length_eval) == (32, 256, 512)
     after = reloaded.encode(probe, convert_to_numpy=True)
     assert np.abs(after - before).max() > 1e-3  # training moved the embeddings
     np.testing.assert_allclose(np.linalg.norm(after, axis=1), 1.0, atol=1e-5)
@@ -94,10 +97,11 @@ def test_cls_with_training_only_mlp_saves_the_cls_vector_before_the_mlp(minilm_p
     folder = tmp_path / "model"
     reloaded = SentenceTransformer(str(folder), device="cpu")
     assert [type(m).__name__ for m in reloaded] == ["Transformer", "Pooling"]
+    assert reloaded.max_seq_length == 512  # a plain backbone keeps its tokenizer's limit, not the training 32
     sentences = snli[0][:3]
     tokenizer, backbone = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
     with torch.no_grad():
-        batch = tokenizer(sentences, padding=True, truncation=True, max_length=32, return_tensors="pt")
+        batch = tokenizer(sentences, padding=True, return_tensors="pt")  # untruncated: sentence 2 is over 32 tokens
         cls = backbone(**batch).last_hidden_state[:, 0].numpy()
     np.testing.assert_allclose(reloaded.encode(sentences, convert_to_numpy=True), cls, atol=1e-5)
     # In memory, eval mode skips the MLP too; train mode applies tanh(W cls + b), which differs.
@@ -118,8 +122,10 @@ def test_every_other_loss_trains_one_step(loss, minilm_path, snli, tmp_path):
     anchors, positives, negatives = snli
     data = {"sent0": anchors[:4], "sent1": positives[:4], "hard_neg": negatives[:4], "score": [0.9, 0.1, 0.5, 0.7]}
     model = build_model(minilm_path, pooling="mean", max_seq_length=16)
-    result = train(model, data, tmp_path / "m", loss=loss, guide=minilm_path, batch_size=4, max_steps=1)
+    result = train(model, data, tmp_path / "m", loss=loss, guide=minilm_path, batch_size=4, max_steps=1,
+                   save_max_seq_length=128)
     assert result.steps == 1 and np.isfinite(result.train_loss)
+    assert (result.max_seq_length_train, result.max_seq_length_saved) == (16, 128)  # the user's saved length
 
 
 def test_training_columns_per_loss_and_corpus_tables():

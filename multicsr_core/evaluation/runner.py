@@ -38,8 +38,13 @@ def load_sentence_model(ref: str, device: str | None = None):
 
 def evaluate_model(model_ref_or_model, data_dir: str | Path, tasks: Sequence[str] = ("sts",), batch_size: int = 128,
                    progress: Callable[[int, int], None] | None = None, device: str | None = None,
-                   sts_tasks: Sequence[str] | None = None) -> dict:
-    """Results dict in the contract shape (without ``_provenance``); ``sts_tasks`` restricts the STS suite."""
+                   sts_tasks: Sequence[str] | None = None, max_seq_length: int | None = None) -> dict:
+    """Results dict in the contract shape (without ``_provenance``); ``sts_tasks`` restricts the STS suite.
+
+    Sentences are encoded untruncated, up to the backbone's own limit, as SentEval does, whatever
+    ``max_seq_length`` the model folder holds (a model trained at 32 tokens is still read in full);
+    an explicit ``max_seq_length`` truncates there instead.
+    """
     from multicsr_core.evaluation.sts import encoder_from_sentence_transformer, evaluate_sts
 
     unknown = set(tasks) - {"sts", "transfer"}
@@ -47,7 +52,7 @@ def evaluate_model(model_ref_or_model, data_dir: str | Path, tasks: Sequence[str
         raise ValueError(f"unknown evaluation task group(s) {sorted(unknown)}; use sts and/or transfer")
     data_dir = resolve_senteval_dir(data_dir)
     model = load_sentence_model(model_ref_or_model, device) if isinstance(model_ref_or_model, str) else model_ref_or_model
-    encode = encoder_from_sentence_transformer(model, batch_size=batch_size)
+    encode = encoder_from_sentence_transformer(model, batch_size=batch_size, max_seq_length=max_seq_length)
     results: dict = {}
     if "sts" in tasks:
         results.update(evaluate_sts(encode, data_dir, tasks=sts_tasks, batch_size=batch_size, progress=progress).as_dict())

@@ -310,30 +310,46 @@ def evaluate_sts(
 class SentenceTransformerEncoder:
     """The :data:`Encoder` of a ``SentenceTransformer``: float32 numpy embeddings, no progress bar.
 
-    The model's own modules (pooling, normalisation, ``max_seq_length``) apply unchanged. A call with at most
-    ``batch_size`` sentences is one forward pass, padded to its longest sentence, as SentEval's batcher does.
+    The model's own modules (pooling, normalisation) apply unchanged. Inputs are read up to
+    ``max_seq_length`` tokens; the default ``None`` means untruncated, up to the backbone's own limit
+    (:func:`multicsr_core.evaluation.lengths.untruncated_length`), as SentEval's batcher
+    (``tokenizer(batch, padding=True)``, no truncation) does, whatever length the model folder was
+    saved or trained with. The model's ``max_seq_length`` is set for each call and restored after.
+    A call with at most ``batch_size`` sentences is one forward pass, padded to its longest sentence.
     ``token_lengths`` lets :func:`encode_unique` sort by the model's token counts.
     """
 
-    def __init__(self, model: Any, batch_size: int = 128) -> None:
+    def __init__(self, model: Any, batch_size: int = 128, max_seq_length: int | None = None) -> None:
+        from multicsr_core.evaluation.lengths import untruncated_length
+
         self.model = model
         self.batch_size = batch_size
+        self.max_seq_length = max_seq_length if max_seq_length is not None else untruncated_length(model)
 
     def __call__(self, sentences: list[str]) -> np.ndarray:
-        emb = self.model.encode(
-            list(sentences), batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
-        )
+        from multicsr_core.evaluation.lengths import encoding_length
+
+        with encoding_length(self.model, self.max_seq_length):
+            emb = self.model.encode(
+                list(sentences), batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
+            )
         return np.asarray(emb, dtype=np.float32)
 
     def token_lengths(self, sentences: list[str]) -> list[int]:
-        """Tokens per sentence (special tokens included), capped at the model's ``max_seq_length``."""
+        """Tokens per sentence (special tokens included), capped at the encoding length."""
         tokenizer = getattr(self.model, "tokenizer", None)
         if tokenizer is None:  # a model without a text tokenizer: fall back to characters
             return [len(s) for s in sentences]
-        cap = getattr(self.model, "max_seq_length", None) or 10**9
-        return [min(len(ids), cap) for ids in tokenizer(list(sentences))["input_ids"]]
+        from multicsr_core.evaluation.lengths import encoding_length
+
+        cap = self.max_seq_length or 10**9
+        with encoding_length(self.model, self.max_seq_length):  # no "longer than model_max_length" warnings
+            ids = tokenizer(list(sentences), truncation=False)["input_ids"]
+        return [min(len(row), cap) for row in ids]
 
 
-def encoder_from_sentence_transformer(model: Any, batch_size: int = 128) -> SentenceTransformerEncoder:
-    """The :data:`Encoder` for a ``SentenceTransformer`` (see :class:`SentenceTransformerEncoder`)."""
-    return SentenceTransformerEncoder(model, batch_size)
+def encoder_from_sentence_transformer(model: Any, batch_size: int = 128,
+                                      max_seq_length: int | None = None) -> SentenceTransformerEncoder:
+    """The :data:`Encoder` for a ``SentenceTransformer`` (see :class:`SentenceTransformerEncoder`);
+    ``max_seq_length=None`` encodes untruncated, as SentEval does."""
+    return SentenceTransformerEncoder(model, batch_size, max_seq_length)
