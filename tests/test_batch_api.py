@@ -237,3 +237,40 @@ def test_api_generation_goes_through_one_batch_per_shard(tmp_path, monkeypatch):
     prompts = generation_prompts(cfg, premises)
     assert table.column("entailment").to_pylist() == [expected_generation(p.entailment_prompt) for p in prompts]
     assert table.column("contradiction").to_pylist() == [expected_generation(p.contradiction_prompt) for p in prompts]
+
+
+@pytest.mark.slow
+def test_pipeline_generates_and_scores_through_the_batch_api(prefect_server, tmp_path, monkeypatch):
+    """The ChatGPT path as one Prefect run with both switches on: every generation shard and every
+    scoring shard is one batch; no direct request; a second run recomputes nothing."""
+    from collections import Counter
+
+    from multicsr.flows.pipeline import multicsr_pipeline
+    from multicsr_core.config import load_config, parse_override
+    from multicsr_core.io.corpus import read_corpus
+    from tests.conftest import task_states
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    premises = list(dict.fromkeys(_pairs(14)[0]))[:10]
+    premises_file = tmp_path / "premises.txt"
+    premises_file.write_text("\n".join(premises) + "\n", encoding="utf-8")
+    with BatchAPIServer() as server:
+        overrides = [f"input.premises={premises_file}", "input.triplets=null", "generation.llm=test-model",
+                     "generation.backend=openai", f"generation.base_url={server.base_url}", "generation.batch_api=true",
+                     "generation.shard_size=4", "scoring.scorer=openai", f"scoring.base_url={server.base_url}",
+                     "scoring.batch_api=true", "scoring.shard_size=6", "scoring.batch_poll_interval_s=0.02",
+                     "training.enabled=false"]
+        config = load_config("demo-offline", [parse_override(o) for o in overrides]).to_dict()
+        state = multicsr_pipeline(config=config, workdir=str(tmp_path / "run"), return_state=True)
+        assert state.is_completed(), state.message
+        tasks = task_states(state.state_details.flow_run_id)
+        assert tasks["generate_shard"] == Counter(Completed=3) and tasks["score_shard"] == Counter(Completed=2)
+        assert server.batch_creates == 3 + 2 and server.total_requests() == 0
+        corpus = read_corpus(tmp_path / "run" / "corpus.parquet").to_pylist()
+        assert len(corpus) == 10
+        for row in corpus:
+            assert row["entailment_score"] == expected_score(format_scoring_prompt(row["premise"], row["entailment"]))
+            assert row["contradiction_score"] == expected_score(
+                format_scoring_prompt(row["premise"], row["contradiction"]))
+        again = multicsr_pipeline(config=config, workdir=str(tmp_path / "run"), return_state=True)
+        assert again.is_completed() and server.batch_creates == 5
