@@ -1,0 +1,624 @@
+"""Model and dataset cards: ``README.md`` files with the Hugging Face Hub's YAML header.
+
+Both cards are rendered from our own Jinja templates (``card_templates/``) through the Hub's own
+card machinery, so the YAML header is what the Hub validates:
+
+- the **model card** through sentence-transformers' :class:`SentenceTransformerModelCardData`
+  (subclassed: our template, our fields, a ``model-index`` built from the SentEval results), and
+  :func:`huggingface_hub.ModelCard.from_template`. It is written from the saved folder and its
+  ``multicsr_training.json`` alone (not from the trainer's in-memory card data, which shows the
+  training dataset's internal ``label`` id column and knows nothing of the corpus or the final
+  evaluation), so it can be rewritten after training, after the final evaluation
+  (``multicsr_evaluation.json`` in the folder keeps those figures) and before a hub push (with the
+  repo id in the usage snippet).
+- the **dataset card** through :class:`huggingface_hub.DatasetCardData` with ``configs`` /
+  ``data_files`` and ``dataset_info.features`` built by ``datasets`` from the exported Arrow schema.
+
+Neither card holds a secret: configs pass through :func:`multicsr_core.redaction.redact_secrets`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
+
+__all__ = [
+    "EVALUATION_FILE",
+    "MultiCSRModelCardData",
+    "dataset_card_text",
+    "fix_file_modes",
+    "model_card_text",
+    "run_facts",
+    "source_data",
+    "write_dataset_card",
+    "write_model_card",
+]
+
+TEMPLATES = Path(__file__).with_name("card_templates")
+EVALUATION_FILE = "multicsr_evaluation.json"
+TRAINING_FILE = "multicsr_training.json"
+
+MULTICSR_CITATION = """
+@inproceedings{wang2024multicsr,
+    title = "Large Language Models can Contrastively Refine their Generation for Better Sentence Representation Learning",
+    author = "Wang, Huiming and Li, Zhaodonghui and Cheng, Liying and Soh, De Wen and Bing, Lidong",
+    booktitle = "Proceedings of NAACL 2024",
+    year = "2024",
+    url = "https://arxiv.org/abs/2310.10962",
+}
+"""
+SIMCSE_CITATION = """
+@inproceedings{gao2021simcse,
+    title = "{S}im{CSE}: Simple Contrastive Learning of Sentence Embeddings",
+    author = "Gao, Tianyu and Yao, Xingcheng and Chen, Danqi",
+    booktitle = "Proceedings of EMNLP 2021",
+    year = "2021",
+    url = "https://arxiv.org/abs/2104.08821",
+}
+"""
+CLAIF_CITATION = """
+@inproceedings{cheng2023claif,
+    title = "Improving Contrastive Learning of Sentence Embeddings from {AI} Feedback",
+    author = "Cheng, Qinyuan and Yang, Xiaogui and Sun, Tianxiang and Li, Linyang and Qiu, Xipeng",
+    booktitle = "Findings of ACL 2023",
+    year = "2023",
+    url = "https://arxiv.org/abs/2305.01918",
+}
+"""
+
+_SIM = r"\mathrm{sim}"
+# name -> (class, summary, formula (LaTeX), where-clause (Markdown), citations)
+LOSS_DOCS: dict[str, tuple[str, str, str, str, tuple[str, ...]]] = {
+    "paper": (
+        "multicsr_core.losses.MaskedInfoNCELoss",
+        "MultiCSR's in-batch InfoNCE with the guide's false-negative mask (paper Eq. 7)",
+        r"\ell_i = -\log \frac{e^{" + _SIM + r"(h_i, h_i^+)/\tau}}{\sum_{k=1}^{N} \sum_{s \in \{+,-\}} M_{i,k,s}\, e^{"
+        + _SIM + r"(h_i, h_k^s)/\tau}}, \quad M_{i,k,s} = 0 \text{ iff } k \ne i \text{ and } " + _SIM
+        + r"_\eta(x_i, x_k^s) \ge \sigma, \text{ else } 1",
+        "sim is cosine; sim_eta is the cosine of the frozen guide model P_eta; the positive and the anchor's own hard "
+        "negative are never masked; the loss is the mean of l_i over the batch's anchors.",
+        ("MultiCSR", "SimCSE"),
+    ),
+    "official": (
+        "multicsr_core.losses.OfficialMaskedBCELoss",
+        "the official MultiCSR code's masked loss (binary cross-entropy over softmaxed, masked logits)",
+        r"p = \mathrm{softmax}\big([\cos(z_1,z_2)/\tau \,|\, \cos(z_1,z_3)/\tau] \odot w\big), \quad "
+        r"w = [\cos_\eta > \varphi], \quad \ell = -\overline{y \log p + (1-y)\log(1-p)}, \; y = [I \,|\, 0]",
+        "masked logits become 0 (they stay in the denominator); the comparison with phi is strict.",
+        ("MultiCSR",),
+    ),
+    "simcse": (
+        "multicsr_core.losses.SupervisedSimCSELoss",
+        "supervised SimCSE's InfoNCE with hard negatives (no mask)",
+        r"\ell_i = -\log \frac{e^{" + _SIM + r"(h_i, h_i^+)/\tau}}{\sum_{k=1}^{N} \big(e^{" + _SIM
+        + r"(h_i, h_k^+)/\tau} + e^{" + _SIM + r"(h_i, h_k^-)/\tau}\big)}",
+        "sim is cosine; the loss is the mean of l_i over the batch's anchors.",
+        ("SimCSE",),
+    ),
+    "unsup-simcse": (
+        "multicsr_core.losses.UnsupSimCSELoss",
+        "unsupervised SimCSE (dropout noise makes the positive)",
+        r"\ell_i = -\log \frac{e^{" + _SIM + r"(h_i, h_i')/\tau}}{\sum_{k=1}^{N} e^{" + _SIM + r"(h_i, h_k')/\tau}}",
+        "h_i' is a second forward pass of the same sentence with another dropout mask.",
+        ("SimCSE",),
+    ),
+    "claif": (
+        "multicsr_core.losses.CLAIFLoss",
+        "CLAIF's regression on AI feedback scores",
+        r"\ell = \frac{1}{N} \sum_i \big(\cos(h_i, h_i') - y_i\big)^2",
+        "y_i is the LLM's similarity score of the pair, on [0, 1].",
+        ("CLAIF",),
+    ),
+    "clhaif": (
+        "multicsr_core.losses.SoftInfoNCELoss",
+        "CLHAIF's soft InfoNCE (the positive term weighted by the AI score)",
+        r"\ell = -\frac{1}{N} \sum_i y_i \log \frac{e^{" + _SIM + r"(h_i, h_i^+)/\tau}}{\sum_{k} \big(e^{" + _SIM
+        + r"(h_i, h_k^+)/\tau} + e^{" + _SIM + r"(h_i, h_k^-)/\tau}\big)}",
+        "y_i is the LLM's similarity score of (x_i, x_i+), on [0, 1].",
+        ("CLAIF", "SimCSE"),
+    ),
+}
+_CITATIONS = {"MultiCSR": MULTICSR_CITATION, "SimCSE": SIMCSE_CITATION, "CLAIF": CLAIF_CITATION}
+
+# Known hub ids behind references that are not hub ids themselves.
+_HUB_IDS = {"bundled:all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+            "bundled:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+# What a known input file is, and its license (the corpus derives from it).
+_SOURCES = {
+    "snli_": ("SNLI 1.0 (Bowman et al., 2015; https://nlp.stanford.edu/projects/snli/), as SimCSE's triplet format",
+              "cc-by-sa-4.0", "stanfordnlp/snli"),
+    "nli_for_simcse": ("SNLI 1.0 + MultiNLI 1.0 as SimCSE's triplet file (https://github.com/princeton-nlp/SimCSE)",
+                       "other", "stanfordnlp/snli"),
+    "wiki1m_for_simcse": ("one million English Wikipedia sentences (SimCSE)", "cc-by-sa-3.0", None),
+}
+
+_COLUMN_MEANINGS = {
+    "premise": "the anchor sentence x (input premise)",
+    "entailment": "x+: a sentence the anchor entails (written by the generator, or the source's)",
+    "contradiction": "x-: a sentence contradicting the anchor (hard negative)",
+    "entailment_score": "a = sim(x, x+) on 0-5 from the stage-2 scorer (null: unscored)",
+    "contradiction_score": "b = sim(x, x-) on 0-5 from the stage-2 scorer (null: unscored)",
+    "entailment_score_error": "why a is missing (scoring or parsing failure), else null",
+    "contradiction_score_error": "why b is missing, else null",
+    "entailment_reply": "the scorer's raw reply for a (LLM scorers), else null",
+    "contradiction_reply": "the scorer's raw reply for b, else null",
+    "kept": "true iff the curation rule kept the triplet",
+    "reject_reason": "why curation dropped it (null when kept)",
+    "swapped": "true iff the official rule swapped x+ and x-",
+    "entailment_prompt_id": "id of the instruction that produced x+ (`<set>/<kind>/<n>`), null for source triplets",
+    "contradiction_prompt_id": "id of the instruction that produced x-",
+    "entailment_prompt": "the full prompt text that produced x+",
+    "contradiction_prompt": "the full prompt text that produced x-",
+    "source_row": "row of the input file the premise came from",
+    "entailment_score_mass": "probability mass the LLM scorer put on the digits 0-5 for a (null: not an LLM scorer)",
+    "contradiction_score_mass": "the same for b",
+    "sent0": "anchor x (SimCSE's name)",
+    "sent1": "positive x+ (SimCSE's name)",
+    "hard_neg": "hard negative x- (SimCSE's name)",
+}
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _umask() -> int:
+    from multicsr_core.io.corpus import current_umask
+
+    return current_umask()
+
+
+def fix_file_modes(folder: str | os.PathLike) -> None:
+    """Give every file in ``folder`` the mode an ordinary new file gets (0666 & ~umask, so 0644
+    under the usual 022) and every folder 0777 & ~umask.
+
+    Why: transformers writes ``model.safetensors`` through a temporary file that is created 0600,
+    so a shared or published folder would otherwise hold one unreadable file. Executable bits
+    are kept on files that had them.
+    """
+    mask = _umask()
+    root = Path(folder)
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if path.is_dir():
+            wanted = 0o777 & ~mask
+        else:
+            wanted = (0o777 if mode & 0o111 else 0o666) & ~mask
+        if mode != wanted:
+            os.chmod(path, wanted)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    from multicsr_core.evaluation.report import write_text_atomic
+
+    return write_text_atomic(path, text)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
+# ----------------------------------------------------------------------------- facts of a run
+
+
+def _hub_id(ref: str | None) -> str | None:
+    """``ref`` as a hub id if it is one (``org/name``, not a local path), else a known bundled model's id."""
+    if not ref:
+        return None
+    if ref.lower() in _HUB_IDS:
+        return _HUB_IDS[ref.lower()]
+    if ref.count("/") == 1 and not ref.startswith((".", "/", "~")) and not Path(ref).exists() and ":" not in ref:
+        return ref
+    return None
+
+
+def source_data(config: Mapping[str, Any]) -> dict:
+    """What the corpus derives from: ``{"file", "description", "license", "hub_id"}``."""
+    i = config.get("input", {})
+    path = i.get("triplets") or i.get("premises") or ""
+    name = Path(str(path)).name
+    for prefix, (description, license_id, hub_id) in _SOURCES.items():
+        if name.startswith(prefix):
+            return {"file": name, "description": description, "license": license_id, "hub_id": hub_id}
+    return {"file": name or None, "description": f"`{name}` (license unknown: pass --license)" if name else
+            "unknown", "license": None, "hub_id": None}
+
+
+def _generation_prompts(g: Mapping[str, Any]) -> tuple[dict[str, list[str]], str | None]:
+    from multicsr_core.prompts import get_prompt_set, load_prompt_file
+
+    name = g.get("prompt_set") or "syncse-pool"
+    try:
+        if Path(name).suffix in (".yaml", ".yml", ".json"):
+            prompts = load_prompt_file(name, g.get("template"))
+        else:
+            prompts = get_prompt_set(name, g.get("template"))
+    except Exception:  # a prompt file that moved: name it, do not fail the card
+        return {}, None
+    return {"entailment": list(prompts.entailment), "contradiction": list(prompts.contradiction)}, prompts.template
+
+
+def run_facts(config: Mapping[str, Any]) -> dict:
+    """The facts both cards state, from a run's config: generator, scorer, prompts, thresholds."""
+    from multicsr_core.prompts import SCORING_PROMPT_VARIANTS
+
+    g, s, c = config.get("generation", {}), config.get("scoring", {}), config.get("curation", {})
+    t = config.get("training", {})
+    entered_with_triplets = bool(config.get("input", {}).get("triplets")) or not g.get("llm")
+    generator = None if entered_with_triplets else g.get("llm")
+    scorer = s.get("scorer", "local")
+    if scorer == "guide":
+        scorer_model = s.get("llm") or t.get("guide_model")
+        scorer_description = (f"the frozen embedding model `{scorer_model}` (no LLM): cosine similarity mapped to "
+                              "0-5 as 5 * clip(cos, 0, 1)")
+        scoring_prompt = None
+    else:
+        scorer_model = s.get("llm") or g.get("llm")
+        how = "the probability-weighted digit" if s.get("mode") == "expected" else "the most likely digit 0-5"
+        where = f"through an OpenAI-compatible API{' at ' + s['base_url'] if s.get('base_url') else ''}" \
+            if scorer == "openai" else "run locally"
+        scorer_description = f"the LLM `{scorer_model}` ({where}; score = {how})"
+        variant = "official-17-spaces" if s.get("prompt") == "official-verbatim" else "single-space"
+        scoring_prompt = SCORING_PROMPT_VARIANTS[variant]
+    prompts, template = _generation_prompts(g) if generator else ({}, None)
+    return {
+        "generator": generator,
+        "generation_backend": ("contrastive decoding, l - w * l_hat" if g.get("backend", "local") == "local"
+                               else "plain generation through an API (no logits, no contrast)"),
+        "omega": g.get("omega"),
+        "input_triplets": config.get("input", {}).get("triplets"),
+        "scorer_model": scorer_model,
+        "scorer_description": scorer_description,
+        "scoring_prompt": scoring_prompt,
+        "generation_prompts": prompts,
+        "prompt_set": g.get("prompt_set"),
+        "prompt_template": (template or "").replace("\n", "\\n"),
+        "rule": c.get("rule", "paper") if c.get("enabled", True) else "no (curation disabled; every scored)",
+        "alpha": c.get("alpha"), "beta": c.get("beta"), "gamma": c.get("gamma"),
+    }
+
+
+def _config_yaml(config: Mapping[str, Any]) -> str:
+    import yaml
+
+    from multicsr_core.redaction import redact_secrets
+
+    return yaml.safe_dump(redact_secrets(dict(config)), sort_keys=False).rstrip()
+
+
+def _cell(text: Any, limit: int = 160) -> str:
+    return "" if text is None else str(text).replace("|", "\\|").replace("\n", " ")[:limit]
+
+
+def _kept_samples(table, n: int = 3, seed: int = 0) -> list[dict]:
+    kept = [i for i, k in enumerate(table.column("kept").to_pylist()) if k is not False]
+    idx = sorted(random.Random(seed).sample(kept, min(n, len(kept))))
+    cols = {c: table.column(c).to_pylist() for c in ("premise", "entailment", "contradiction", "entailment_score",
+                                                    "contradiction_score")}
+    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    return [{"premise": _cell(cols["premise"][i]), "entailment": _cell(cols["entailment"][i]),
+             "contradiction": _cell(cols["contradiction"][i]), "a": fmt(cols["entailment_score"][i]),
+             "b": fmt(cols["contradiction_score"][i]), "raw": [cols[c][i] for c in ("premise", "entailment",
+                                                                                      "contradiction")]}
+            for i in idx]
+
+
+def _version(name: str = "multicsr") -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------- the model card
+
+
+def _eval_results(model_name: str, results: Mapping[str, Any] | None) -> list[dict]:
+    """``model-index`` of the final SentEval evaluation: one entry per STS task (Spearman x 100),
+    the STS average, and one per transfer task (accuracy)."""
+    from huggingface_hub import EvalResult
+    from huggingface_hub.repocard_data import eval_results_to_model_index
+
+    from multicsr_core.evaluation.report import STS_COLUMNS, TRANSFER_COLUMNS
+
+    if not results:
+        return []
+    source = {"source_name": "multicsr SentEval (SimCSE fork protocol)", "source_url": "https://arxiv.org/abs/2104.08821"}
+    entries = []
+    for key, title in STS_COLUMNS.items():
+        if isinstance(results.get(key), (int, float)):
+            entries.append(EvalResult(
+                task_type="sentence-similarity", task_name="Semantic Textual Similarity",
+                dataset_type=f"senteval/{key.lower()}", dataset_name=f"{title} (SentEval)",
+                dataset_split="all" if key.startswith("STS1") else "test",
+                metric_type="spearman_cosine", metric_name="Spearman (cosine) x 100",
+                metric_value=round(float(results[key]), 2), **source))
+    if isinstance(results.get("avg"), (int, float)):
+        entries.append(EvalResult(
+            task_type="sentence-similarity", task_name="Semantic Textual Similarity",
+            dataset_type="senteval/sts-avg", dataset_name="SentEval STS average", dataset_split="test",
+            metric_type="spearman_cosine", metric_name="Spearman (cosine) x 100, mean of the STS tasks",
+            metric_value=round(float(results["avg"]), 2), **source))
+    transfer = results.get("transfer") if isinstance(results.get("transfer"), Mapping) else {}
+    for key, title in TRANSFER_COLUMNS.items():
+        if isinstance(transfer.get(key), (int, float)):
+            entries.append(EvalResult(
+                task_type="text-classification", task_name="Text Classification (SentEval transfer)",
+                dataset_type=f"senteval/{key.lower()}", dataset_name=f"{title} (SentEval)", dataset_split="test",
+                metric_type="accuracy", metric_name="Accuracy (%)", metric_value=round(float(transfer[key]), 2),
+                **source))
+    return eval_results_to_model_index(model_name, entries) if entries else []
+
+
+@dataclass
+class MultiCSRModelCardData(SentenceTransformerModelCardData):
+    """sentence-transformers' card data with our template and the MultiCSR facts (``multicsr``).
+
+    ``local_files_only`` defaults to True: the card never asks the Hub (offline machines; the
+    base model's hub id is known from the config). ``model_ref`` is what the usage snippet loads.
+    """
+
+    local_files_only: bool = True
+    multicsr: dict = field(default_factory=dict)
+    model_ref: str | None = None
+    results: dict | None = None
+    template_path: Path = field(default=TEMPLATES / "model_card.md", init=False, repr=False)
+
+    @property
+    def _snippet_default_model_id(self) -> str:  # read by sentence-transformers' usage snippet
+        return self.model_ref or "sentence_transformers_model_id"
+
+    def generate_usage_snippet(self) -> str:
+        snippet = super().generate_usage_snippet()
+        if not self.model_id:  # a local folder: not downloaded from the Hub
+            snippet = snippet.replace("# Download from the 🤗 Hub", "# Load the trained folder")
+        return snippet
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["m"] = data.pop("multicsr")
+        index = _eval_results(self.model_name, self.results)
+        if index:
+            data["model-index"] = index
+            data["metrics"] = sorted({m["type"] for r in index for res in r["results"] for m in res["metrics"]})
+        return data
+
+
+def _sts_tables(results: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None, name: str,
+                base_name: str) -> tuple[str | None, str | None]:
+    from multicsr_core.evaluation.report import markdown_comparison, markdown_transfer_table
+
+    if not results:
+        return None, None
+    rows = ({f"{base_name} (before)": baseline} if baseline else {}) | {name: results}
+    sts = markdown_comparison(rows, include_reference=False) if any(
+        isinstance(results.get(k), (int, float)) for k in ("STS12", "STSBenchmark", "SICKRelatedness", "avg")) else None
+    transfer = None
+    if isinstance(results.get("transfer"), Mapping):
+        transfer = markdown_transfer_table({k: v for k, v in rows.items() if v and isinstance(v.get("transfer"), Mapping)})
+    return sts, transfer
+
+
+def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | None = None,
+                    baseline: Mapping[str, Any] | None = None, model_ref: str | None = None,
+                    repo_id: str | None = None, model=None, license: str | None = None,
+                    corpus: str | os.PathLike | None = None) -> str:
+    """The model card of a folder trained by multicsr (it needs ``multicsr_training.json``).
+
+    ``results`` / ``baseline``: the final SentEval results of this model and of its base model (the
+    ``multicsr evaluate`` JSON shape); when omitted, the folder's ``multicsr_evaluation.json``.
+    ``model_ref``: the path or id the usage snippet loads (default the folder); ``repo_id`` the hub
+    repo the card is for (then it is also the snippet's id). ``model``: the loaded
+    SentenceTransformer, if the caller has it (else it is loaded from the folder). ``corpus``: the
+    curated corpus Parquet it was trained on (default: the path in ``multicsr_training.json``).
+    """
+    from huggingface_hub import ModelCard
+    from sentence_transformers import SentenceTransformer
+
+    from multicsr_core.io.corpus import read_corpus
+
+    model_dir = Path(model_dir)
+    training = _read_json(model_dir / TRAINING_FILE)
+    if not training:
+        raise FileNotFoundError(f"{model_dir / TRAINING_FILE}: not a folder trained by multicsr (no training record)")
+    stored = _read_json(model_dir / EVALUATION_FILE)
+    results = results if results is not None else stored.get("results")
+    baseline = baseline if baseline is not None else stored.get("baseline")
+    config = training.get("config", {})
+    t = config.get("training", {})
+    facts = run_facts(config)
+    loss = training.get("loss") or t.get("loss", "paper")
+    loss_class, summary, formula, where, cites = LOSS_DOCS.get(loss, LOSS_DOCS["paper"])
+
+    table = None
+    corpus_path = str(corpus) if corpus is not None else training.get("corpus")
+    if corpus_path and Path(corpus_path).suffix.lower() in (".parquet", ".pq") and Path(corpus_path).is_file():
+        try:
+            table = read_corpus(corpus_path)
+        except (ValueError, OSError):
+            table = None
+    from multicsr_core.curation import curation_funnel
+
+    funnel = curation_funnel(table) if table is not None else training.get("funnel") or {}
+    samples = _kept_samples(table) if table is not None else []
+
+    if model is None:
+        model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    name = config.get("name") or "multicsr"
+    base_ref = t.get("base_model")
+    model_name = f"{name}: MultiCSR sentence encoder from {_hub_id(base_ref) or base_ref}"
+    hyper = {k: t.get(k) for k in ("loss", "sigma", "phi", "tau", "batch_size", "learning_rate", "epochs",
+                                   "max_steps", "eval_steps", "pooling", "mlp_only_train", "mask", "precision",
+                                   "seed", "supervised_nli") if k in t}
+    hyper["loss"] = loss
+    hyper.update({k: training[k] for k in ("steps", "best_step", "best_score", "masked_fraction", "train_rows")
+                  if training.get(k) is not None})
+    if isinstance(hyper.get("best_score"), float):
+        hyper["best_score"] = round(hyper["best_score"], 2)
+    if isinstance(hyper.get("masked_fraction"), float):
+        hyper["masked_fraction"] = round(hyper["masked_fraction"], 4)
+    sts_table, transfer_table = _sts_tables(results, baseline, name, base_ref or "base model")
+    facts.update({
+        "base_model_ref": base_ref,
+        "guide_model": t.get("guide_model") if loss in ("paper", "official") else None,
+        "pooling": t.get("pooling"),
+        "train_rows": training.get("train_rows"),
+        "train_length": training.get("max_seq_length_train") or t.get("max_seq_length"),
+        "inference_length": training.get("max_seq_length_saved") or model.max_seq_length,
+        "eval_length": training.get("max_seq_length_eval"),
+        "config_hash": training.get("config_hash"),
+        "config_yaml": _config_yaml(config),
+        "funnel": funnel,
+        "samples": samples,
+        "loss_name": loss, "loss_class": loss_class, "loss_summary": summary, "loss_formula": formula,
+        "loss_where": where,
+        "citations": {c: _CITATIONS[c] for c in cites},
+        "hyperparameters": hyper,
+        "history": training.get("history") or [],
+        "best_step": training.get("best_step"),
+        "sts_rows": bool(sts_table), "sts_table": sts_table, "transfer_table": transfer_table,
+        "model_ref": model_ref or repo_id or str(model_dir),
+        "multicsr_version": _version(),
+    })
+    source = source_data(config)
+    card_data = MultiCSRModelCardData(
+        model_name=model_name, model_id=repo_id, license=license, language="en",
+        train_datasets=[], multicsr=facts, model_ref=model_ref or repo_id or str(model_dir),
+        results=dict(results) if results else None,
+    )
+    card_data.add_tags(["multicsr", "contrastive-learning", "sentence-embeddings"])
+    if base_hub := _hub_id(base_ref):
+        card_data.base_model = base_hub
+    if source["hub_id"]:
+        card_data.datasets = [source["hub_id"]]
+    if samples:  # the snippet encodes a real training triplet: x, x+, x-
+        card_data.usage_examples = samples[0]["raw"]
+    card_data.register_model(model)
+    return ModelCard.from_template(card_data, template_path=str(card_data.template_path)).content
+
+
+def write_model_card(model_dir: str | os.PathLike, results: Mapping[str, Any] | None = None,
+                     baseline: Mapping[str, Any] | None = None, model_ref: str | None = None,
+                     repo_id: str | None = None, model=None, license: str | None = None,
+                     corpus: str | os.PathLike | None = None) -> Path:
+    """Write ``README.md`` into a multicsr-trained folder (see :func:`model_card_text`) and give its
+    files ordinary modes (:func:`fix_file_modes`). Given ``results``, they are also kept in the
+    folder's ``multicsr_evaluation.json``, so a later rewrite (e.g. for a hub push) keeps them."""
+    model_dir = Path(model_dir)
+    if results is not None:
+        stored = _read_json(model_dir / EVALUATION_FILE)
+        payload = {"results": {k: v for k, v in results.items() if not str(k).startswith("_")},
+                   "baseline": ({k: v for k, v in baseline.items() if not str(k).startswith("_")} if baseline
+                                else stored.get("baseline"))}
+        _write_text(model_dir / EVALUATION_FILE, json.dumps(payload, indent=2) + "\n")
+    text = model_card_text(model_dir, results=results, baseline=baseline, model_ref=model_ref, repo_id=repo_id,
+                           model=model, license=license, corpus=corpus)
+    path = _write_text(model_dir / "README.md", text)
+    fix_file_modes(model_dir)
+    return path
+
+
+# ----------------------------------------------------------------------------- the dataset card
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                        (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")):
+        if n < limit:
+            return name
+    return "n>1T" if n > 10**12 else "100M<n<1B"
+
+
+def _features_yaml(schema) -> list[dict]:
+    from datasets import Features
+
+    return Features.from_arrow_schema(schema)._to_yaml_list()
+
+
+def dataset_card_text(schema, provenance: Mapping[str, Any], rows: int, data_file: str, fmt: str,
+                      selection: str, funnel: Mapping[str, int], num_bytes: int | None = None,
+                      download_size: int | None = None,
+                      repo_id: str | None = None, license: str | None = None) -> str:
+    """The dataset card of one exported corpus file.
+
+    ``schema``: the exported file's Arrow schema (its features go to ``dataset_info``); ``provenance``:
+    the corpus Parquet's provenance (config, hash); ``data_file``: the file's path inside the
+    folder; ``fmt``: ``hf`` (Parquet), ``simcse-csv`` or ``jsonl``; ``selection``: which rows.
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    config = provenance.get("config") or {}
+    facts = run_facts(config)
+    source = source_data(config)
+    license = license or source["license"] or "other"
+    features = _features_yaml(schema)
+    builder = {"hf": "parquet", "simcse-csv": "csv", "jsonl": "json"}[fmt]
+    where = repr(repo_id) if repo_id else "'DIR'"
+    load_snippet = "\n".join([
+        "from datasets import load_dataset",
+        "",
+        f"corpus = load_dataset({where}, split='train')  # DIR: this folder",
+        "# or any tool reading the file itself, e.g. pandas:",
+        "import pandas as pd",
+        {"parquet": f"frame = pd.read_parquet('DIR/{data_file}')", "csv": f"frame = pd.read_csv('DIR/{data_file}')",
+         "json": f"frame = pd.read_json('DIR/{data_file}', lines=True)"}[builder],
+    ])
+    columns = [{"name": f["name"], "type": f.get("dtype", "?"), "meaning": _COLUMN_MEANINGS.get(f["name"], "")}
+               for f in features]
+    split = {"name": "train", "num_examples": rows}
+    if num_bytes is not None:
+        split["num_bytes"] = num_bytes
+    pretty = f"{config.get('name') or 'multicsr'} MultiCSR triplet corpus"
+    info = {"features": features, "splits": [split]}
+    if download_size is not None:
+        info.update(download_size=download_size, dataset_size=num_bytes)
+    card_data = DatasetCardData(
+        language="en", license=license, pretty_name=pretty,
+        task_categories=["sentence-similarity"], task_ids=["semantic-similarity-scoring"],
+        size_categories=[_size_category(rows)],
+        annotations_creators=["machine-generated"],
+        language_creators=["machine-generated" if facts["generator"] else "crowdsourced"],
+        multilinguality=["monolingual"],
+        source_datasets=[source["hub_id"]] if source["hub_id"] else ["original"],
+        tags=["multicsr", "contrastive-learning", "sentence-embeddings", "synthetic" if facts["generator"] else "nli"],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
+        dataset_info=info,
+    )
+    source_text = [f"The premises{'' if facts['generator'] else ' and their x+ / x-'} come from {source['description']}."]
+    if source["license"]:
+        source_text.append(f"License of the source: {source['license']}; this derived corpus carries the same "
+                           f"license (`{license}`).")
+    else:
+        source_text.append(f"License: `{license}` (the source's license is not known to multicsr: check it).")
+    if facts["generator"]:
+        source_text.append(f"Generated text is subject to the terms of use of the generator `{facts['generator']}`.")
+    card = DatasetCard.from_template(
+        card_data, template_path=str(TEMPLATES / "dataset_card.md"), pretty_name=pretty,
+        d={**facts, "rows": rows, "selection": selection, "data_file": data_file,
+           "format_description": {"hf": "Parquet, the Hub's dataset layout",
+                                  "simcse-csv": "SimCSE's training CSV: sent0, sent1, hard_neg",
+                                  "jsonl": "JSON Lines, one row per line"}[fmt],
+           "load_snippet": load_snippet, "funnel": dict(funnel), "columns": columns,
+           "source_description": " ".join(source_text), "config_hash": provenance.get("config_hash"),
+           "config_yaml": _config_yaml(config), "citation": MULTICSR_CITATION},
+    )
+    return card.content
+
+
+def write_dataset_card(out_dir: str | os.PathLike, **kwargs) -> Path:
+    """Write ``README.md`` (see :func:`dataset_card_text`) into ``out_dir``."""
+    return _write_text(Path(out_dir) / "README.md", dataset_card_text(**kwargs))

@@ -1,0 +1,171 @@
+"""``multicsr export``: a curated corpus in the formats other tools read, a model folder ready for
+the Hub, and the upload itself (through ``huggingface_hub``).
+
+Corpus formats (each folder gets a dataset card, :func:`multicsr_core.cards.dataset_card_text`):
+
+- ``hf`` (default): the layout ``Dataset.push_to_hub`` writes and the Hub's viewer reads:
+  ``data/train-00000-of-00001.parquet`` plus ``README.md`` whose YAML ``configs`` names it. We
+  choose Parquet over ``Dataset.save_to_disk``'s Arrow folder because the same folder is then
+  what is uploaded: ``load_dataset(DIR)``, ``load_dataset("parquet", data_files=...)``, pandas,
+  DuckDB and the Hub all read it, while a ``save_to_disk`` folder is read only by
+  ``load_from_disk`` and is not the Hub's dataset layout.
+- ``simcse-csv``: ``train.csv`` with SimCSE's header ``sent0,sent1,hard_neg`` (what SimCSE's
+  ``train.py`` and our own ``multicsr train`` read).
+- ``jsonl``: ``train.jsonl``, one row per line, every column.
+
+Rows: those curation kept (default), or every row with ``all_rows=True``.
+
+Uploads: :func:`push_folder` creates the repo (``exist_ok``) and uploads the folder with
+``HfApi.upload_folder``. The token comes from ``HF_TOKEN`` only; it is handed to ``huggingface_hub``
+and written nowhere, and any error text is scrubbed of it before it is raised. ``HF_ENDPOINT``
+(read at call time) points the client at another Hub.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from multicsr_core.errors import RetryableError, UserError
+
+__all__ = ["FORMATS", "ExportError", "export_corpus", "export_model", "push_folder"]
+
+FORMATS = ("hf", "simcse-csv", "jsonl")
+DATA_FILES = {"hf": "data/train-00000-of-00001.parquet", "simcse-csv": "train.csv", "jsonl": "train.jsonl"}
+# what a model folder carries to the Hub: not the trainer's checkpoints, not hidden temporaries
+_MODEL_SKIP = ("checkpoints",)
+
+
+class ExportError(UserError):
+    """A user error of ``multicsr export`` (the CLI prints it as one line and exits 2)."""
+
+
+@dataclass
+class Exported:
+    folder: Path
+    data_file: Path | None
+    rows: int
+    card: Path
+
+    def as_dict(self) -> dict:
+        return {"folder": str(self.folder), "data_file": str(self.data_file) if self.data_file else None,
+                "rows": self.rows, "card": str(self.card)}
+
+
+def _selected(table: pa.Table, all_rows: bool) -> pa.Table:
+    if all_rows:
+        return table
+    return table.filter(pc.fill_null(table["kept"], False))
+
+
+def _ready_folder(out_dir: Path) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ExportError(f"{out_dir}: folder exists and is not empty; choose a new --to folder or empty it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def export_corpus(corpus: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "hf", all_rows: bool = False,
+                  repo_id: str | None = None, license: str | None = None) -> Exported:
+    """Write ``corpus`` (a multicsr corpus Parquet) to ``out_dir`` in ``fmt`` with its dataset card."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from multicsr_core.cards import fix_file_modes, write_dataset_card
+    from multicsr_core.curation import curation_funnel
+    from multicsr_core.io.corpus import read_corpus, read_provenance
+
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    corpus = Path(corpus)
+    if corpus.suffix.lower() not in (".parquet", ".pq"):
+        raise ExportError(f"{corpus}: export reads a multicsr corpus Parquet (from `multicsr curate` or `run`)")
+    try:
+        table = read_corpus(corpus)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    provenance = read_provenance(corpus)
+    out_dir = Path(out_dir)
+    _ready_folder(out_dir)
+    rows = _selected(table, all_rows)
+    selection = "every row, with its scores, `kept` and `reject_reason`" if all_rows else "the rows curation kept"
+    data_path = out_dir / DATA_FILES[fmt]
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "simcse-csv":
+        rows = pa.table({"sent0": rows["premise"], "sent1": rows["entailment"], "hard_neg": rows["contradiction"]})
+        pacsv.write_csv(rows, data_path, pacsv.WriteOptions(quoting_style="needed"))
+    elif fmt == "jsonl":
+        import json
+
+        with open(data_path, "w", encoding="utf-8") as handle:
+            for row in rows.to_pylist():
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        rows = rows.replace_schema_metadata(None)  # the card carries the provenance; datasets reads its own key
+        pq.write_table(rows, data_path, compression="zstd")
+    card = write_dataset_card(out_dir, schema=rows.schema, provenance=provenance, rows=rows.num_rows,
+                              data_file=DATA_FILES[fmt], fmt=fmt, selection=selection,
+                              funnel=curation_funnel(table), num_bytes=rows.nbytes,
+                              download_size=data_path.stat().st_size, repo_id=repo_id,
+                              license=license)
+    fix_file_modes(out_dir)
+    return Exported(out_dir, data_path, rows.num_rows, card)
+
+
+def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_id: str | None = None,
+                 license: str | None = None) -> Exported:
+    """Copy a multicsr-trained model folder to ``out_dir`` (without trainer checkpoints) and rewrite
+    its card for where it will be loaded from: ``repo_id`` (the Hub) or ``out_dir``."""
+    from multicsr_core.cards import TRAINING_FILE, write_model_card
+
+    model_dir = Path(model_dir).resolve()
+    if not (model_dir / "modules.json").is_file():
+        raise ExportError(f"{model_dir}: not a SentenceTransformer folder (no modules.json)")
+    if not (model_dir / TRAINING_FILE).is_file():
+        raise ExportError(f"{model_dir}: not trained by multicsr (no {TRAINING_FILE}); its card cannot be written")
+    out_dir = Path(out_dir)
+    _ready_folder(out_dir)
+    shutil.copytree(model_dir, out_dir, dirs_exist_ok=True,
+                    ignore=lambda folder, names: [n for n in names if n in _MODEL_SKIP or n.startswith(".")])
+    card = write_model_card(out_dir, model_ref=repo_id or str(out_dir.resolve()), repo_id=repo_id, license=license)
+    return Exported(out_dir, None, 0, card)
+
+
+def _scrub(text: str, token: str) -> str:
+    from multicsr_core.redaction import redact_text
+
+    return redact_text(text.replace(token, "<redacted>")) if token else redact_text(text)
+
+
+def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "dataset", private: bool = False,
+                commit_message: str | None = None) -> str:
+    """Create ``repo_id`` on the Hub if needed and upload ``folder`` to it; returns the commit URL.
+
+    The token is ``$HF_TOKEN`` (required); ``$HF_ENDPOINT`` selects the Hub (default huggingface.co).
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if repo_type not in ("dataset", "model"):
+        raise ExportError(f"repo type {repo_type!r}: dataset or model")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ExportError(f"--push-to-hub {repo_id!r}: give the repo as OWNER/NAME")
+    token = os.environ.get("HF_TOKEN", "")
+    if not token:
+        raise ExportError("HF_TOKEN is not set: export a Hugging Face token with write access "
+                          "(https://huggingface.co/settings/tokens) and run again")
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                                 commit_message=commit_message or f"multicsr export ({repo_type})")
+    except HfHubHTTPError as exc:  # the Hub answered: bad token, no write access, bad name...
+        raise ExportError(f"upload to {repo_id} failed: {_scrub(str(exc), token)}") from None
+    except OSError as exc:  # no answer (offline, DNS, refused): nothing is half-written on the Hub's side
+        raise RetryableError(f"upload to {repo_id} failed: {_scrub(str(exc), token)}; "
+                             "run the same command again") from None
+    return str(getattr(info, "commit_url", info))
