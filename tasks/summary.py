@@ -39,11 +39,18 @@ class RunSummary:
             return {}
         with ResponseCache(path) as cache:
             prompt_tokens, completion_tokens = cache.token_totals()
+            batch_prompt, batch_completion = cache.token_totals(batch_api=True)
             counts = cache.counts()
         s = cfg.scoring
-        cost = Pricing(s.price_input_per_1m, s.price_output_per_1m).cost(prompt_tokens, completion_tokens)
-        return {"replies_ok": counts.get("ok", 0), "replies_failed": counts.get("failed", 0),
-                "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": round(cost, 6)}
+        pricing = Pricing(s.price_input_per_1m, s.price_output_per_1m)
+        # replies through the OpenAI Batch API cost batch_price_factor of the price
+        cost = (pricing.cost(prompt_tokens - batch_prompt, completion_tokens - batch_completion)
+                + s.batch_price_factor * pricing.cost(batch_prompt, batch_completion))
+        usage = {"replies_ok": counts.get("ok", 0), "replies_failed": counts.get("failed", 0),
+                 "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": round(cost, 6)}
+        if batch_prompt or batch_completion:
+            usage.update(batch_api_prompt_tokens=batch_prompt, batch_api_completion_tokens=batch_completion)
+        return usage
 
     def publish(self, corpus: dict, cfg: PipelineConfig, publish_dir: str | Path | None = None) -> str:
         """Write ``run_summary.json`` into ``publish_dir`` (the run's staging folder; default the

@@ -67,6 +67,9 @@ def test_scores_come_from_one_batch_at_half_price_and_are_cached(tmp_path):
         prompt_tokens = sum(len(format_scoring_prompt(p, h).split()) for p, h in zip(premises, hypotheses))
         assert report.usage.prompt_tokens == prompt_tokens and report.usage.completion_tokens == 12
         assert report.usage.cost_usd == pytest.approx(0.5 * Pricing(1.0, 2.0).cost(prompt_tokens, 12))
+        # the cache rows are marked, so cost reports across runs price them as batch replies
+        assert scorer.backend.cache.token_totals(batch_api=True) == (prompt_tokens, 12)
+        assert scorer.backend.cache.token_totals(batch_api=False) == (0, 0)
 
         again = _scorer(server, tmp_path)
         assert [s.score for s in again.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
@@ -259,7 +262,7 @@ def test_pipeline_generates_and_scores_through_the_batch_api(prefect_server, tmp
                      "generation.backend=openai", f"generation.base_url={server.base_url}", "generation.batch_api=true",
                      "generation.shard_size=4", "scoring.scorer=openai", f"scoring.base_url={server.base_url}",
                      "scoring.batch_api=true", "scoring.shard_size=6", "scoring.batch_poll_interval_s=0.02",
-                     "training.enabled=false"]
+                     "scoring.price_input_per_1m=1.0", "scoring.price_output_per_1m=2.0", "training.enabled=false"]
         config = load_config("demo-offline", [parse_override(o) for o in overrides]).to_dict()
         state = multicsr_pipeline(config=config, workdir=str(tmp_path / "run"), return_state=True)
         assert state.is_completed(), state.message
@@ -274,3 +277,10 @@ def test_pipeline_generates_and_scores_through_the_batch_api(prefect_server, tmp
                 format_scoring_prompt(row["premise"], row["contradiction"]))
         again = multicsr_pipeline(config=config, workdir=str(tmp_path / "run"), return_state=True)
         assert again.is_completed() and server.batch_creates == 5
+    # the run summary prices every reply (all came through batches) at half the configured price
+    with ResponseCache(default_cache_path(tmp_path / "run")) as cache:
+        tokens = cache.token_totals()
+        assert cache.token_totals(batch_api=True) == tokens and tokens[0] > 0
+    usage = json.loads((tmp_path / "run" / "run_summary.json").read_text())["llm_usage"]
+    assert usage["cost_usd"] == pytest.approx(0.5 * Pricing(1.0, 2.0).cost(*tokens), abs=1e-6)
+    assert (usage["batch_api_prompt_tokens"], usage["batch_api_completion_tokens"]) == tokens

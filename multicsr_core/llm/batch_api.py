@@ -390,7 +390,7 @@ class _BatchRun:
                 continue
             self._book(key, None, reply.prompt_tokens, reply.completion_tokens)
             answered.add(key)
-            result = self.backend.store_reply(key, stored[key], reply, self.validate)
+            result = self.backend.store_reply(key, stored[key], reply, self.validate, batch_api=True)
             if key in pending:
                 self.outcomes[key] = result
         for key in (pending & held) - answered:

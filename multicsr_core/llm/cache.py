@@ -218,14 +218,22 @@ class ResponseCache:
         rows = self._connection().execute("SELECT status, COUNT(*) FROM responses GROUP BY status").fetchall()
         return {OK: 0, FAILED: 0, **{status: n for status, n in rows}}
 
-    def token_totals(self, model: str | None = None) -> tuple[int, int]:
-        """(prompt_tokens, completion_tokens) summed over stored rows, for cost reports across runs."""
+    def token_totals(self, model: str | None = None, batch_api: bool | None = None) -> tuple[int, int]:
+        """(prompt_tokens, completion_tokens) summed over stored rows, for cost reports across runs.
+
+        ``batch_api`` True / False: only the rows that came (not) through the OpenAI Batch API,
+        whose tokens cost less (``batch_api.py`` marks them in ``response``)."""
         sql = "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM responses"
-        args: tuple = ()
+        where, args = [], []
         if model is not None:
-            sql += " WHERE model = ?"
-            args = (model,)
-        prompt_tokens, completion_tokens = self._connection().execute(sql, args).fetchone()
+            where.append("model = ?")
+            args.append(model)
+        if batch_api is not None:
+            where.append("COALESCE(json_extract(response, '$.batch_api'), 0) = ?")
+            args.append(int(batch_api))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        prompt_tokens, completion_tokens = self._connection().execute(sql, tuple(args)).fetchone()
         return int(prompt_tokens), int(completion_tokens)
 
     # -- writes ------------------------------------------------------------------------

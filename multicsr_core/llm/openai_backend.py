@@ -389,14 +389,17 @@ class OpenAIChatBackend:
         return self.store_reply(key, stored_request, reply, validate)
 
     def store_reply(self, key: str, stored_request: Mapping[str, Any], reply: _Reply,
-                    validate: ReplyValidator | None) -> ChatResult:
+                    validate: ReplyValidator | None, batch_api: bool = False) -> ChatResult:
         """Validate a reply, store it in the cache (ok, or failed with the reply kept) and return its
         result. Direct requests and Batch API output lines (``batch_api.py``) both come through here,
-        so a reply means the same whichever way it arrived."""
+        so a reply means the same whichever way it arrived; ``batch_api`` marks the row, for cost
+        reports (its tokens cost the Batch API price)."""
         text, logprobs = reply.text, reply.logprobs
         problem = validate(text, logprobs) if validate is not None else None
         status = OK if problem is None else FAILED
         response = {"text": text, "logprobs": logprobs, "finish_reason": reply.finish_reason}
+        if batch_api:
+            response["batch_api"] = True
         self.cache.put(
             CacheEntry(key, self.model, stored_request, status, response=response, raw=text, error=problem,
                        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
