@@ -284,3 +284,15 @@ def test_pipeline_generates_and_scores_through_the_batch_api(prefect_server, tmp
     usage = json.loads((tmp_path / "run" / "run_summary.json").read_text())["llm_usage"]
     assert usage["cost_usd"] == pytest.approx(0.5 * Pricing(1.0, 2.0).cost(*tokens), abs=1e-6)
     assert (usage["batch_api_prompt_tokens"], usage["batch_api_completion_tokens"]) == tokens
+
+
+def test_a_batch_the_server_no_longer_knows_is_answered_by_ordinary_requests(tmp_path):
+    premises, hypotheses = _pairs(5)
+    with BatchAPIServer() as server:
+        server.hold = True
+        first = _scorer(server, tmp_path, max_wait_s=0.1)
+        assert all(s.score is None for s in first.score_pairs(premises, hypotheses))  # still running
+        server.batches.clear()  # deleted on the server side (or another account's key)
+        again = _scorer(server, tmp_path)
+        assert [s.score for s in again.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
+        assert server.batch_creates == 1 and server.total_requests() == 5

@@ -49,6 +49,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import openai
@@ -109,7 +110,13 @@ class BatchAPISettings:
 
 
 class BatchAPIError(RuntimeError):
-    """The endpoint refused a Batch API call (upload, create, retrieve); the message holds no key."""
+    """The endpoint refused a Batch API call (upload, create, retrieve); the message holds no key.
+
+    Raised ``from None``: the client's exception holds the request, headers (the key) included."""
+
+    def __init__(self, message: str, not_found: bool = False):
+        super().__init__(message)
+        self.not_found = not_found
 
 
 _SCHEMA = (
@@ -283,7 +290,7 @@ class _BatchRun:
             return await coroutine
         except openai.APIError as err:
             raise BatchAPIError(f"Batch API {what} failed at {self.base_url or 'api.openai.com'}: "
-                                f"{self._redacted(err)}") from None
+                                f"{self._redacted(err)}", isinstance(err, openai.NotFoundError)) from None
 
     # -- submitting --------------------------------------------------------------------
     async def submit(self, client: openai.AsyncOpenAI, requests: Mapping[str, "ChatRequest"]) -> str:
@@ -339,7 +346,21 @@ class _BatchRun:
             still = []
             for local_id in running:
                 record = self.store.get(local_id)
-                batch = await self._call("retrieve", client.batches.retrieve(record.batch_id))
+                try:
+                    batch = await self._call("retrieve", client.batches.retrieve(record.batch_id))
+                except BatchAPIError as err:
+                    if not err.not_found:
+                        raise
+                    # gone from the server (deleted, another account): its requests go out directly
+                    log.warning("Batch API: batch %s is unknown to the server; its requests go out as ordinary "
+                                "requests", record.batch_id)
+                    batch = SimpleNamespace(id=record.batch_id, status="missing", output_file_id=None,
+                                            error_file_id=None, request_counts=None)
+                if batch.status == "missing":
+                    self.store.update(local_id, status="missing")
+                    await self.ingest(client, local_id, batch, pending)
+                    progress()
+                    continue
                 if batch.status != record.status:
                     self.store.update(local_id, status=batch.status)
                     log.info("Batch API: batch %s is %s %s", batch.id, batch.status,
@@ -359,7 +380,14 @@ class _BatchRun:
     async def _download(self, client: openai.AsyncOpenAI, file_id: str | None) -> list[dict]:
         if not file_id:
             return []
-        content = await self._call("download", client.files.content(file_id))
+        try:
+            content = await client.files.content(file_id)
+        except openai.NotFoundError:  # output files expire (30 days at OpenAI): retry its lines directly
+            log.warning("Batch API: file %s is gone; its lines go out as ordinary requests", file_id)
+            return []
+        except openai.APIError as err:
+            raise BatchAPIError(f"Batch API download failed at {self.base_url or 'api.openai.com'}: "
+                                f"{self._redacted(err)}") from None
         return _jsonl(content.content)
 
     async def ingest(self, client: openai.AsyncOpenAI, local_id: str, batch, pending: set[str]) -> None:
