@@ -206,6 +206,21 @@ class PipelineConfig(_Section):
         return stable_hash({s: full[s] for s in sections})
 
 
+def config_diff(a: "PipelineConfig", b: "PipelineConfig") -> list[tuple[str, Any, Any]]:
+    """``(dotted.key, value in a, value in b)`` for every leaf that differs, in field order."""
+    def leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                out.update(leaves(item, f"{prefix}{key}."))
+            return out
+        return {prefix[:-1]: value}
+
+    left, right = leaves(a.to_dict()), leaves(b.to_dict())
+    keys = list(left) + [k for k in right if k not in left]
+    return [(k, left.get(k), right.get(k)) for k in keys if left.get(k) != right.get(k)]
+
+
 def stable_hash(obj: Any) -> str:
     """sha256 of canonical JSON: the same content gives the same key on every machine."""
     payload = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

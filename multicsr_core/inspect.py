@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from multicsr_core.curation import curation_funnel
-from multicsr_core.io.corpus import read_corpus, read_provenance
+from multicsr_core.io.corpus import read_provenance
 
 
 def _score_summary(values: list) -> dict:
@@ -21,7 +21,9 @@ def _score_summary(values: list) -> dict:
 
 
 def corpus_summary(path: str | Path, sample_rows: int = 5, seed: int = 0) -> dict:
-    table = read_corpus(path)
+    from multicsr_core.stages import read_any_corpus
+
+    table = read_any_corpus(path)  # a corpus Parquet, or a user's triplets in any format (validated)
     cols = {c: table.column(c).to_pylist() for c in ("premise", "entailment", "contradiction", "entailment_score",
                                                     "contradiction_score", "kept", "reject_reason")}
     idx = sorted(random.Random(seed).sample(range(table.num_rows), min(sample_rows, table.num_rows)))
@@ -33,5 +35,5 @@ def corpus_summary(path: str | Path, sample_rows: int = 5, seed: int = 0) -> dic
         "sample": sample,
         "funnel": curation_funnel(table),
         "scores": {s: _score_summary(cols[s]) for s in ("entailment_score", "contradiction_score")},
-        "provenance": read_provenance(path),
+        "provenance": read_provenance(path) if Path(path).suffix.lower() in (".parquet", ".pq") else {},
     }

@@ -7,7 +7,7 @@ the checks of one CLI command; :func:`preflight_run` those of the whole pipeline
 calls it before the flow starts).
 
 - inputs exist, are files, are readable, and yield at least one usable row after cleaning (the
-  readers of ``io.inputs`` stop at the first one);
+  readers of ``io.inputs``, stopped at the first usable row: the load stage reads the rest);
 - outputs can be written: not a directory where a file is wanted (or the reverse), and the
   nearest existing folder takes a new file (probed with a temporary file, since ``os.access``
   says yes to root even on a read-only mount);
@@ -124,12 +124,15 @@ def check_model(ref: str | None, flag: str, fallback: str | None = FALLBACK_MODE
 
     ref = str(ref)
     hint = f"give {flag} a local folder or a bundled model" + (f" (e.g. {flag} {fallback})" if fallback else "")
-    if ref.startswith(models.BUNDLED_PREFIX):
-        if models.bundled_gguf_file(ref) is None:  # unknown names and missing GGUF packages raise here
-            models.resolve_model_ref(ref)  # a package-provided folder: importing the package is cheap
-        return
-    if models.gguf_file_for(ref) is not None:  # a .gguf path: raises when it is missing
-        return
+    try:
+        if ref.startswith(models.BUNDLED_PREFIX):
+            if models.bundled_gguf_file(ref) is None:  # unknown names and missing GGUF packages raise here
+                models.resolve_model_ref(ref)  # a package-provided folder: importing the package is cheap
+            return
+        if models.gguf_file_for(ref) is not None:  # a .gguf path: raises when it is missing
+            return
+    except ModelRefError as exc:
+        raise ModelRefError(f"{flag}: {exc}") from None
     path = Path(ref).expanduser()
     if path.exists():
         if path.is_file():
@@ -230,14 +233,14 @@ def check_premises(cfg, flag: str = "--premises") -> None:
 
     i = cfg.input
     path = check_input_file(expand_path(i.premises), flag)
-    check_has_rows(path, "premises", fmt=i.premises_format, column=i.column, max_chars=i.max_chars)
+    check_has_rows(path, "premises", fmt=i.premises_format, column=i.column)
 
 
-def check_triplets(path: str | Path, max_chars: int, flag: str = "--corpus") -> Path:
+def check_triplets(path: str | Path, flag: str = "--corpus") -> Path:
     from multicsr_core.io.inputs import check_has_rows
 
     path = check_input_file(path, flag)
-    check_has_rows(path, "triplets", max_chars=max_chars)
+    check_has_rows(path, "triplets")
     return path
 
 
@@ -277,7 +280,7 @@ def _training_models(cfg, model_flag: str = "--model", guide_flag: str = "--guid
     if t.supervised_nli:
         from multicsr_core.config import expand_path
 
-        check_triplets(expand_path(t.supervised_nli), cfg.input.max_chars, "training.supervised_nli")
+        check_triplets(expand_path(t.supervised_nli), "training.supervised_nli")
 
 
 def preflight_generate(cfg, out_path: str | Path, workdir: str | Path) -> None:
@@ -288,7 +291,7 @@ def preflight_generate(cfg, out_path: str | Path, workdir: str | Path) -> None:
 
 
 def preflight_score(cfg, corpus: str | Path, out_path: str | Path, workdir: str | Path) -> None:
-    check_triplets(corpus, cfg.input.max_chars)
+    check_triplets(corpus)
     check_output_file(out_path, "--out")
     check_output_dir(workdir, "--workdir")
     _scoring_models(cfg)
@@ -296,21 +299,10 @@ def preflight_score(cfg, corpus: str | Path, out_path: str | Path, workdir: str 
 
 def preflight_curate(cfg, corpus: str | Path, out_path: str | Path, report_dir: str | Path) -> None:
     """The corpus must carry scores (curation reads them); outputs writable."""
-    from multicsr_core.io.corpus import parquet_schema
-    from multicsr_core.io.inputs import SCORE_COLUMNS, _csv_reader, triplet_format
+    from multicsr_core.io.inputs import has_score_columns
 
-    path = check_triplets(corpus, cfg.input.max_chars)
-    fmt = triplet_format(path)
-    if fmt == "parquet":
-        names = parquet_schema(path).names
-    elif fmt == "jsonl":
-        import json
-
-        first = next((line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "{}")
-        names = list(json.loads(first))
-    else:
-        names = next(_csv_reader(path, fmt), [])
-    if not all(any(c in names for c in options) for options in SCORE_COLUMNS.values()):
+    path = check_triplets(corpus)
+    if not has_score_columns(path):
         raise InputError("has no score columns (entailment_score, contradiction_score); curation keeps triplets by "
                          "their scores", path=path, hint="score it first: `multicsr score --corpus ...`")
     check_output_file(out_path, "--out")
@@ -318,7 +310,7 @@ def preflight_curate(cfg, corpus: str | Path, out_path: str | Path, report_dir: 
 
 
 def preflight_train(cfg, corpus: str | Path, out_dir: str | Path) -> None:
-    check_triplets(corpus, cfg.input.max_chars)
+    check_triplets(corpus)
     check_output_dir(out_dir, "--out")
     _training_models(cfg)
 
@@ -336,8 +328,15 @@ def preflight_run(cfg, workdir: str | Path, prefect_api_url: str | None = None) 
 
     check_output_dir(workdir, "--workdir")
     i = cfg.input
+    configured = i.triplets or i.premises
+    if configured and "{data_root}" in configured and not expand_path(configured).exists():
+        from multicsr_core.config import default_data_root
+
+        raise DataDirError(f"not found under the data root {default_data_root()}", path=expand_path(configured),
+                           hint="point --data-dir (or MULTICSR_DATA_ROOT) at the data root holding senteval/ and nli/, "
+                                "or fetch it with `multicsr data download`")
     if i.triplets:
-        check_triplets(expand_path(i.triplets), i.max_chars, "input.triplets")
+        check_triplets(expand_path(i.triplets), "input.triplets")
     elif i.premises:
         check_premises(cfg, "input.premises")
         _generation_models(cfg, "generation.llm")

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from multicsr_core.builders import build_scorer, cached_generator
 from multicsr_core.config import PipelineConfig
+from multicsr_core.errors import RetryableError
 from multicsr_core.io.corpus import (corpus_table, make_provenance, read_corpus, read_provenance, with_provenance,
                                      write_parquet_atomic)
 from multicsr_core.io.inputs import read_premises, read_triplets
@@ -42,7 +43,7 @@ def generation_fingerprint(cfg: PipelineConfig) -> dict:
         **({} if g.backend == "openai" else model_provenance(g.llm))}
 
 
-class GenerationFailures(RuntimeError):
+class GenerationFailures(RetryableError):  # a RuntimeError: rerunning retries the failed items
     """API generation left items without a reply after retries; answered ones are cached."""
 
 

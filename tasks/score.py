@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 
 from multicsr_core.builders import build_scorer
 from multicsr_core.config import PipelineConfig
+from multicsr_core.errors import RetryableError
 from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenance, with_provenance, write_parquet_atomic
 from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
 from multicsr_core.stages import scoring_chunk_rows
@@ -16,7 +17,7 @@ from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, 
 from multicsr.tasks.progress import gather_with_progress, stage_progress
 
 
-class ScoringFailures(RuntimeError):
+class ScoringFailures(RetryableError):  # a RuntimeError: rerunning retries the failed requests
     """Some requests failed (transport: HTTP errors, timeouts, the budget); the next run retries them.
     Replies that are not a score are no failure: they are final ``unparsable_score`` verdicts."""
 

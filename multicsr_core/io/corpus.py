@@ -19,6 +19,8 @@ from typing import Any, Iterable, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from multicsr_core.errors import InputError
+
 METADATA_KEY = b"multicsr"
 
 CORPUS_SCHEMA = pa.schema(
@@ -32,6 +34,9 @@ CORPUS_SCHEMA = pa.schema(
         pa.field("contradiction_score_error", pa.string()),
         pa.field("entailment_reply", pa.string()),
         pa.field("contradiction_reply", pa.string()),
+        # One-forward LLM scoring: probability on the score tokens (scoring/llm.py); null otherwise.
+        pa.field("entailment_score_mass", pa.float64()),
+        pa.field("contradiction_score_mass", pa.float64()),
         pa.field("kept", pa.bool_()),
         pa.field("reject_reason", pa.string()),
         pa.field("swapped", pa.bool_()),
@@ -43,6 +48,8 @@ CORPUS_SCHEMA = pa.schema(
     ]
 )
 COLUMNS = [f.name for f in CORPUS_SCHEMA]
+# Columns added after files were first written: a file without them reads as null there.
+OPTIONAL_COLUMNS = ("entailment_score_mass", "contradiction_score_mass")
 
 # The columns a premise file becomes before generation.
 PREMISE_SCHEMA = pa.schema([pa.field("premise", pa.string(), nullable=False), pa.field("source_row", pa.int64())])
@@ -68,7 +75,9 @@ def make_provenance(stage: str, config: dict | None = None, config_hash: str | N
     if config_hash is not None:
         prov["config_hash"] = config_hash
     prov.update(extra)
-    return prov
+    from multicsr_core.redaction import redact_secrets
+
+    return redact_secrets(prov)  # a config's base URL may carry user:key
 
 
 def empty_columns(n: int) -> dict[str, list]:
@@ -91,13 +100,16 @@ def corpus_table(rows: dict[str, Sequence] | Iterable[dict], provenance: dict | 
 
 
 def with_provenance(table: pa.Table, provenance: dict) -> pa.Table:
+    from multicsr_core.redaction import redact_secrets
+
     meta = dict(table.schema.metadata or {})
-    meta[METADATA_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode("utf-8")
+    # every provenance reaches the file through here: URL credentials and secret keys never do
+    meta[METADATA_KEY] = json.dumps(redact_secrets(provenance), sort_keys=True, default=str).encode("utf-8")
     return table.replace_schema_metadata(meta)
 
 
 def read_provenance(path: str | Path) -> dict:
-    meta = pq.read_schema(path).metadata or {}
+    meta = parquet_schema(path).metadata or {}
     raw = meta.get(METADATA_KEY)
     return json.loads(raw) if raw else {}
 
@@ -127,16 +139,102 @@ def current_umask() -> int:
     return mask
 
 
-def read_corpus(path: str | Path) -> pa.Table:
-    """Read a corpus file, checking it has our schema's columns (extra columns are an error)."""
+def _parquet_error(path: Path, exc: Exception) -> InputError:
+    size = path.stat().st_size
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    what = "is empty (0 bytes)" if size == 0 else f"is not a readable Parquet file ({size} bytes: {detail})"
+    return InputError(f"{what}; it may be truncated or of another format: give a Parquet file "
+                      "(or a .csv/.tsv/.jsonl with the matching extension)", path=path)
+
+
+def _check_parquet_path(path: Path) -> None:
+    if not path.exists():
+        raise InputError("file not found", path=path)
+    if path.is_dir():
+        raise InputError("is a directory; give a Parquet file", path=path)
+
+
+def parquet_schema(path: str | Path) -> pa.Schema:
+    """The schema of a Parquet file (its footer only), or an :class:`InputError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: corpus file not found")
-    table = pq.read_table(path)
+    _check_parquet_path(path)
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _parquet_error(path, exc) from None
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """A whole Parquet table (or some columns), or an :class:`InputError` naming the file."""
+    path = Path(path)
+    _check_parquet_path(path)
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise _parquet_error(path, exc) from None
+
+
+def _kind_ok(target: pa.DataType, source: pa.DataType) -> bool:
+    """Whether ``source`` holds the same kind of value as ``target`` (text, number, flag): a cast
+    between kinds (an integer column read as text) would silently change the data."""
+    if pa.types.is_null(source):
+        return True
+    if pa.types.is_dictionary(source):
+        source = source.value_type
+    if pa.types.is_string(target):
+        return pa.types.is_string(source) or pa.types.is_large_string(source)
+    if pa.types.is_floating(target):
+        return pa.types.is_floating(source) or pa.types.is_integer(source)
+    if pa.types.is_integer(target):
+        return pa.types.is_integer(source)
+    if pa.types.is_boolean(target):
+        return pa.types.is_boolean(source)
+    return source == target
+
+
+def check_corpus_columns(table: pa.Table, path: str | Path, columns: list[str] | None = None) -> None:
+    """Each of ``columns`` (default: all present) holds the kind of value the corpus schema says,
+    and ``premise`` has no nulls; else an :class:`InputError` naming the file, row and column."""
+    for name in columns or [c for c in COLUMNS if c in table.column_names]:
+        target = CORPUS_SCHEMA.field(name).type
+        column = table.column(name)
+        if not _kind_ok(target, column.type):
+            values = column.to_pylist()
+            row = next((i for i, v in enumerate(values, start=1) if v is not None), 1)
+            kind = {"string": "text", "double": "a number", "int64": "an integer", "bool": "true/false"}.get(
+                str(target), str(target))
+            raise InputError(f"column {name!r} holds {column.type} values ({values[row - 1]!r}), not {kind}",
+                             path=path, row=row, hint="fix the column's type (it is not converted)")
+    if "premise" in table.column_names and table.column("premise").null_count:
+        row = table.column("premise").to_pylist().index(None) + 1
+        raise InputError("premise is null; every row needs a premise", path=path, row=row)
+
+
+def is_full_corpus(names: Sequence[str]) -> bool:
+    """Whether a table has every column of the corpus schema (a file multicsr wrote)."""
+    return all(c in names for c in COLUMNS if c not in OPTIONAL_COLUMNS)
+
+
+def with_optional_columns(table: pa.Table) -> pa.Table:
+    """``table`` with every :data:`OPTIONAL_COLUMNS` column it lacks added as nulls."""
+    for name in OPTIONAL_COLUMNS:
+        if name not in table.column_names:
+            field = CORPUS_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table
+
+
+def read_corpus(path: str | Path) -> pa.Table:
+    """Read a corpus file multicsr wrote: every schema column present (extra ones are dropped),
+    each of the right kind, no null premise; else an :class:`InputError` naming the file."""
+    path = Path(path)
+    table = with_optional_columns(read_parquet(path))
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
-        raise ValueError(f"{path}: not a multicsr corpus (missing columns {missing}); "
-                         "triplet csv/tsv files enter through read_triplets")
+        raise InputError(f"not a multicsr corpus (missing column(s) {', '.join(missing)})", path=path,
+                         hint="a triplet file needs sent0,sent1,hard_neg or premise,entailment,contradiction "
+                              "(read it with multicsr_core.io.inputs.read_triplets)")
+    check_corpus_columns(table, path)
     return table.select(COLUMNS).cast(CORPUS_SCHEMA.with_metadata(table.schema.metadata))
 
 

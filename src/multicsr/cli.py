@@ -223,10 +223,25 @@ def presets() -> None:
 
 @app.command("config")
 @_guarded
-def show_config(preset: PresetOpt = None, set_: SetOpt = None) -> None:
-    """Print the resolved config (YAML) and its hash."""
+def show_config(preset: PresetOpt = None, set_: SetOpt = None,
+                diff: Annotated[Optional[tuple[str, str]], typer.Option(
+                    "--diff", metavar="PRESET_A PRESET_B",
+                    help="print only the keys whose resolved values differ between two presets (--set applies to both)")] = None,
+                ) -> None:
+    """Print the resolved config (YAML) and its hash, or with --diff A B the keys where two presets differ."""
     import yaml
 
+    if diff:
+        from multicsr_core.config import config_diff
+
+        a, b = (_config(name, set_) for name in diff)
+        rows = [(key, json.dumps(x), json.dumps(y)) for key, x, y in config_diff(a, b)]
+        header = ("key", diff[0], diff[1])
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+        for row in [header, *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), flush=True)
+        print(f"# {len(rows)} differing keys", flush=True)
+        return
     cfg = _config(preset, set_)
     out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
     out.print(f"# config_hash: {cfg.config_hash()}")
@@ -611,7 +626,7 @@ def export(
             report["pushed"] = push_folder(folder, push_to_hub, repo_type="dataset" if corpus is not None else "model",
                                            private=private)
             if to is None:
-                report["folder"] = None  # the temporary copy is gone; the Hub holds it
+                report.update(folder=None, data_file=None, card=None)  # the temporary copy is gone; the Hub holds it
         _print_json(report)
 
 
@@ -677,7 +692,7 @@ def experiment_false_negatives(
     check_model(model, "--model")
     check_model(guide, "--guide")
     check_senteval(data_dir)
-    check_triplets(triplets or default_data_root() / "nli" / "snli_devtest_for_simcse.csv", 2000, "--triplets")
+    check_triplets(triplets or default_data_root() / "nli" / "snli_devtest_for_simcse.csv", "--triplets")
     result = run_false_negatives_cli(output, model=model, guide=guide, ks=[int(k) for k in ks.split(",") if k.strip()],
                                      triplets=triplets)
     _print_json(result)
