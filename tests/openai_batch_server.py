@@ -20,7 +20,8 @@ Answers are the same deterministic replies as the direct endpoint (``default_rep
 ``batch_requests`` counts the lines processed inside batches by prompt; ``requests`` (the
 parent's counter) counts direct requests only, so a test can tell which way an item went.
 ``create_delay_s`` sleeps after a batch was registered and before answering the create call, so
-a client can be killed in exactly that window.
+a client can be killed in exactly that window. With ``max_active_batches`` set, a create while
+that many batches run is refused with a 400, as OpenAI's enqueued-token limit refuses it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from tests.openai_server import ChatCompletionsServer, _last_user_message
 
 class BatchAPIServer(ChatCompletionsServer):
     def __init__(self, *, polls_to_finish: int = 2, final_status: str = "completed", fail_match: tuple[str, ...] = (),
-                 expire_after_lines: int = 0, create_delay_s: float = 0.0, **kwargs):
+                 expire_after_lines: int = 0, create_delay_s: float = 0.0, max_active_batches: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         if final_status not in ("completed", "expired", "failed"):
             raise ValueError(f"final_status must be completed, expired or failed, not {final_status!r}")
@@ -49,6 +51,8 @@ class BatchAPIServer(ChatCompletionsServer):
         self.fail_match = tuple(fail_match)
         self.expire_after_lines = expire_after_lines
         self.create_delay_s = min(create_delay_s, 30.0)
+        self.max_active_batches = max_active_batches  # more running batches: create answers 400 (token limit)
+        self.batch_refusals = 0
         self.hold = False  # while True, batches stay in_progress
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
@@ -113,6 +117,13 @@ class BatchAPIServer(ChatCompletionsServer):
         if body.get("input_file_id") not in self.files:
             self._send(handler, 404, {"error": {"message": f"no file {body.get('input_file_id')}"}})
             return
+        with self._batch_lock:
+            running = sum(b["status"] not in ("completed", "expired", "failed") for b in self.batches.values())
+            if self.max_active_batches is not None and running >= self.max_active_batches:
+                self.batch_refusals += 1
+                self._send(handler, 400, {"error": {"code": "token_limit_exceeded", "type": "invalid_request_error",
+                                                    "message": "Enqueued token limit reached for test-model"}})
+                return
         batch = {"id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": body["endpoint"],
                  "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
                  "created_at": int(time.time()), "status": "validating", "metadata": body.get("metadata"),

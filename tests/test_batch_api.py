@@ -296,3 +296,17 @@ def test_a_batch_the_server_no_longer_knows_is_answered_by_ordinary_requests(tmp
         again = _scorer(server, tmp_path)
         assert [s.score for s in again.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
         assert server.batch_creates == 1 and server.total_requests() == 5
+
+
+def test_a_refused_batch_waits_for_the_running_ones(tmp_path):
+    """OpenAI refuses a new batch (400) while a model's enqueued-token limit is reached: the
+    refused requests wait for the running batches, then go out as a batch of their own."""
+    premises, hypotheses = _pairs(10)
+    with BatchAPIServer(max_active_batches=1) as server:
+        scorer = _scorer(server, tmp_path, max_requests_per_batch=4)
+        assert [s.score for s in scorer.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
+        assert server.batch_creates == 3 and server.batch_refusals >= 2 and server.total_requests() == 0
+    store = BatchStore(default_state_dir(tmp_path))
+    statuses = sorted(r.status for r in store.records())
+    store.close()
+    assert statuses.count("completed") == 3 and set(statuses) <= {"completed", "abandoned"}

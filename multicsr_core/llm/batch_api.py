@@ -114,9 +114,19 @@ class BatchAPIError(RuntimeError):
 
     Raised ``from None``: the client's exception holds the request, headers (the key) included."""
 
-    def __init__(self, message: str, not_found: bool = False):
+    def __init__(self, message: str, status_code: int | None = None):
         super().__init__(message)
-        self.not_found = not_found
+        self.status_code = status_code  # the HTTP status when the server answered; None: no answer
+
+    @property
+    def not_found(self) -> bool:
+        return self.status_code == 404
+
+    @property
+    def refused(self) -> bool:
+        """The server answered no (a 4xx other than 404, e.g. the enqueued-token limit): the call
+        made nothing on the server."""
+        return self.status_code is not None and 400 <= self.status_code < 500 and self.status_code != 404
 
 
 _SCHEMA = (
@@ -290,7 +300,7 @@ class _BatchRun:
             return await coroutine
         except openai.APIError as err:
             raise BatchAPIError(f"Batch API {what} failed at {self.base_url or 'api.openai.com'}: "
-                                f"{self._redacted(err)}", isinstance(err, openai.NotFoundError)) from None
+                                f"{self._redacted(err)}", getattr(err, "status_code", None)) from None
 
     # -- submitting --------------------------------------------------------------------
     async def submit(self, client: openai.AsyncOpenAI, requests: Mapping[str, "ChatRequest"]) -> str:
@@ -306,7 +316,12 @@ class _BatchRun:
         uploaded = await self._call("upload", client.files.create(
             file=(f"multicsr-{local_id}.jsonl", data, "application/jsonl"), purpose="batch"))
         self.store.update(local_id, input_file_id=uploaded.id, status=UPLOADED)
-        await self._create(client, local_id, uploaded.id)
+        try:
+            await self._create(client, local_id, uploaded.id)
+        except BatchAPIError as err:
+            if err.refused:  # no batch exists: these requests are not in flight
+                self.store.update(local_id, status=ABANDONED)
+            raise  # else (no answer) it may exist: a rerun finds it by its metadata
         return local_id
 
     async def _create(self, client: openai.AsyncOpenAI, local_id: str, input_file_id: str) -> None:
@@ -337,10 +352,9 @@ class _BatchRun:
 
     # -- polling and ingesting -----------------------------------------------------------
     async def poll(self, client: openai.AsyncOpenAI, local_ids: Sequence[str], pending: set[str],
-                   progress) -> list[str]:
-        """Poll until every batch ends (or ``max_wait_s``); ingest each as it ends. Returns the
-        local ids still running when the wait ran out."""
-        deadline = None if self.settings.max_wait_s is None else time.monotonic() + self.settings.max_wait_s
+                   progress, deadline: float | None) -> list[str]:
+        """Poll until every batch ends (or the monotonic ``deadline``); ingest each as it ends.
+        Returns the local ids still running when the wait ran out."""
         running = list(local_ids)
         while running:
             still = []
@@ -497,9 +511,30 @@ async def acomplete_with_batch_api(
                 run.reserved[key] = estimate
                 fresh[key] = request
             items = list(fresh.items())
-            for start in range(0, len(items), settings.max_requests_per_batch):
-                active.append(await run.submit(client, dict(items[start:start + settings.max_requests_per_batch])))
-            unfinished = await run.poll(client, active, pending, report_progress)
+            deadline = None if settings.max_wait_s is None else time.monotonic() + settings.max_wait_s
+            queue = [dict(items[start:start + settings.max_requests_per_batch])
+                     for start in range(0, len(items), settings.max_requests_per_batch)]
+            unfinished: list[str] = []
+            while queue or active:
+                while queue:
+                    try:
+                        active.append(await run.submit(client, queue[0]))
+                    except BatchAPIError as err:
+                        if not (err.refused and active):
+                            raise
+                        # e.g. OpenAI's limit on tokens enqueued per model: wait for the running batches
+                        log.warning("Batch API: a new batch was refused (%s); %d batches wait until the running "
+                                    "ones end", err, len(queue))
+                        break
+                    queue.pop(0)
+                unfinished = await run.poll(client, active, pending, report_progress, deadline)
+                active = []
+                if unfinished:  # max_wait_s ran out
+                    for chunk in queue:  # never submitted: nothing reserved stays booked for them
+                        for key in chunk:
+                            not_requested[key] = ChatResult(NOT_REQUESTED, error="not submitted: the Batch API "
+                                                            "refused more batches before max_wait_s ran out")
+                    break
             for local_id in unfinished:
                 record = run.store.get(local_id)
                 for key in run.store.open_batches_for(pending, backend.model, run.base_url).get(local_id, ()):
