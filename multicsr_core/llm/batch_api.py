@@ -21,7 +21,11 @@ How one :meth:`OpenAIChatBackend.acomplete` call goes when the backend has ``bat
    validator and response cache (``OpenAIChatBackend.store_reply``) as a direct reply.
 5. Lines that failed (a non-200 status, an error line, an unusable body) and lines an expired,
    failed or cancelled batch never ran are retried at once as ordinary requests
-   (``acomplete(direct=True)``: the client's retries, rate limits and budget apply).
+   (``acomplete(direct=True)``: the client's retries, rate limits and budget apply). So are the
+   lines of a batch the server no longer knows (404) or whose output file is gone.
+
+A create the server refuses (a 4xx: OpenAI's limit on tokens enqueued per model) while other
+batches run is not an error: the remaining batches wait for the running ones to end, then go.
 
 The batch store is ``STATE_DIR/batches.sqlite`` (the workdir's ``.multicsr/batches/``): one row
 per batch (local id, model, redacted base URL, uploaded file id, batch id, last status, whether
@@ -224,6 +228,9 @@ class BatchStore:
                 found.setdefault(local_id, set()).add(custom_id)
         return found
 
+    def created_at(self, local_id: str) -> float:
+        return self._conn.execute("SELECT created_at FROM batches WHERE local_id = ?", (local_id,)).fetchone()[0]
+
     def items(self, local_id: str) -> set[str]:
         rows = self._conn.execute("SELECT custom_id FROM batch_items WHERE local_id = ?", (local_id,))
         return {custom_id for (custom_id,) in rows}
@@ -341,8 +348,12 @@ class _BatchRun:
         if record.status == PREPARING or record.input_file_id is None:
             self.store.update(local_id, status=ABANDONED)  # nothing was uploaded, so no batch exists
             return False
-        # Uploaded, and maybe created just before the earlier run died: find it by its metadata.
+        # Uploaded, and maybe created just before the earlier run died: find it by its metadata among
+        # the batches created since (the list is newest first; a margin for clock skew).
+        since = self.store.created_at(local_id) - 3600
         async for batch in client.batches.list(limit=100):
+            if batch.created_at < since:
+                break
             if (batch.metadata or {}).get(METADATA_KEY) == local_id:
                 self.store.update(local_id, batch_id=batch.id, status=batch.status)
                 log.info("Batch API: adopted batch %s created by an earlier run", batch.id)
