@@ -310,3 +310,13 @@ def test_a_refused_batch_waits_for_the_running_ones(tmp_path):
     statuses = sorted(r.status for r in store.records())
     store.close()
     assert statuses.count("completed") == 3 and set(statuses) <= {"completed", "abandoned"}
+
+
+def test_an_endpoint_without_the_batch_api_is_one_line_and_no_key(tmp_path, corpus_csv):
+    from tests.openai_server import ChatCompletionsServer
+
+    with ChatCompletionsServer() as server:  # chat completions only: no /v1/files
+        done = subprocess.run(_score_cmd(corpus_csv, tmp_path / "w", tmp_path / "out.parquet", server.base_url),
+                              env={**os.environ, "OPENAI_API_KEY": SECRET}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "cannot take --batch-api" in done.stderr and "/v1/files" in done.stderr and SECRET not in done.stderr

@@ -347,6 +347,7 @@ class _BatchRun:
             return True
         if record.status == PREPARING or record.input_file_id is None:
             self.store.update(local_id, status=ABANDONED)  # nothing was uploaded, so no batch exists
+            self.store.requests_path(local_id).unlink(missing_ok=True)
             return False
         # Uploaded, and maybe created just before the earlier run died: find it by its metadata among
         # the batches created since (the list is newest first; a margin for clock skew).

@@ -22,6 +22,7 @@ Errors (one path for every command; new commands reuse it):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -355,6 +356,19 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
     _print_json({k: v for k, v in outputs.items() if k != "comparison"})
 
 
+@contextlib.contextmanager
+def _batch_api_errors():
+    """A Batch API call the endpoint refused: one line (the message holds no key), exit 1; what was
+    submitted is in the workdir, so the same command picks it up."""
+    from multicsr_core.llm.batch_api import BatchAPIError
+
+    try:
+        yield
+    except BatchAPIError as exc:
+        _fail(f"{exc}. An endpoint without /v1/files and /v1/batches cannot take --batch-api; batches already "
+              "submitted are kept in the workdir and picked up by the same command", code=1)
+
+
 def _print_estimate(cfg, workdir: Path, as_json: bool) -> None:
     from multicsr_core.estimate import estimate as estimate_run
 
@@ -412,7 +426,7 @@ def generate(
     preflight_generate(cfg, out_path, workdir)
     from multicsr.progress import ProgressReporter
 
-    with ProgressReporter("generate", "premises") as progress:
+    with ProgressReporter("generate", "premises") as progress, _batch_api_errors():
         report = generate_corpus(cfg, out_path, progress=progress, workdir=workdir)
     _print_json(report)
 
@@ -444,7 +458,7 @@ def score(
     preflight_score(cfg, corpus, out_path, workdir)
     from multicsr.progress import ProgressReporter
 
-    with ProgressReporter("score", "triplets") as progress:
+    with ProgressReporter("score", "triplets") as progress, _batch_api_errors():
         report = score_corpus_file(cfg, corpus, out_path, workdir, progress=progress)
     _print_json(report)
     if report["failed"] > cfg.scoring.allowed_failure_fraction * 2 * report["rows"]:  # transport failures only
