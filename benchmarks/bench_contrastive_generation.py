@@ -22,6 +22,15 @@ ids fit the 32128 vocabulary), else hashed words.
     python benchmarks/bench_contrastive_generation.py --flan-t5-xl-shape --xl-layers 1 --xl-d-model 64 \\
         --batches 2 --new-tokens 4          # smoke test of the XL path on CPU
 
+``--model PATH|bundled:REF`` runs the comparison on a real model with its own tokenizer and chat
+template (e.g. ``bundled:smollm2-135m-instruct``, or a ``*.gguf`` file): ``plain`` (``model.generate``),
+``ours_w0`` and ``ours`` only, and reports, besides the table, the machine's load
+(``/proc/loadavg``) before and after and on how many prompts w = 0 equals ``generate`` token for
+token. Figures count only from a quiet machine:
+
+    python benchmarks/bench_contrastive_generation.py --model bundled:smollm2-135m-instruct \
+        --batch 16 --new-tokens 32 --threads 2 --repeats 3
+
 ``--flan-t5-xl-shape`` builds a Flan-T5-XL-shaped model (d_model 2048, 24 + 24 layers, 32 heads,
 d_kv 64, d_ff 5120 gated-gelu, vocab 32128) in bf16, runs batches of 64 and 256 premises and
 projects the time for the 275,601 NLI premises (both hypotheses) at the fixed output length.
@@ -94,10 +103,10 @@ def flan_t5_xl_shape(layers: int = 24, d_model: int = 2048, vocab: int = 32128):
     return T5ForConditionalGeneration(config)
 
 
-def _padded(model, rows):
+def _padded(model, rows, pad=PAD):
     left = not model.config.is_encoder_decoder
     width = max(map(len, rows))
-    ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, r in enumerate(rows):
         span = slice(width - len(r), width) if left else slice(0, len(r))
@@ -106,18 +115,25 @@ def _padded(model, rows):
     return ids.to(model.device), mask.to(model.device)
 
 
+def _specials(model) -> tuple[list[int], int, int]:
+    """(eos ids, pad id, decoder start id): a real model's own (set by ``real_model``), else ours."""
+    return getattr(model, "_bench_specials", ([EOS], PAD, START))
+
+
 @torch.inference_mode()
 def run_plain(model, intended, opposite, new_tokens):
-    ids, mask = _padded(model, intended)
+    eos_ids, pad, _ = _specials(model)
+    ids, mask = _padded(model, intended, pad)
     out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens)
+                         min_new_tokens=new_tokens, pad_token_id=pad, eos_token_id=eos_ids)
     return out[:, -new_tokens:].tolist()
 
 
 def run_ours(model, intended, opposite, new_tokens, omega=OMEGA):
+    eos_ids, pad, start = _specials(model)
     return contrastive_decode(model, intended, opposite if omega else None, omega=omega, max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, eos_token_ids=[EOS], pad_token_id=PAD,
-                              decoder_start_token_id=START)
+                              min_new_tokens=new_tokens, eos_token_ids=eos_ids, pad_token_id=pad,
+                              decoder_start_token_id=start)
 
 
 @torch.inference_mode()
@@ -145,12 +161,45 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def bench(model, premises, batch, new_tokens, repeats, device, methods=tuple(METHODS)) -> dict:
-    """Time each method on the same batch of ``batch`` premises (2 * batch sequences)."""
+def real_model(ref: str, device: str):
+    """A real LLM and its tokenizer (hub id, folder, ``*.gguf`` or ``bundled:`` ref), in eval mode."""
+    from multicsr_core.generation.decoding import special_token_ids
+    from multicsr_core.generation.engine import load_generator
+    from multicsr_core.models import resolve_model_ref
+
+    model, tokenizer = load_generator(resolve_model_ref(ref), device=device)
+    model._bench_specials = special_token_ids(model, tokenizer)
+    return model, tokenizer
+
+
+def chat_prompt_ids(tokenizer, texts: list[str]) -> tuple[list[list[int]], str]:
+    """The exact ids stage 1 feeds the model: each prompt through the tokenizer's chat template."""
+    from multicsr_core.generation.engine import encode_prompt
+
+    template = "chat template" if getattr(tokenizer, "chat_template", None) else "no chat template"
+    return [encode_prompt(tokenizer, t, use_chat_template=True)[0] for t in texts], f"the model's own ({template})"
+
+
+def loadavg() -> str | None:
+    try:
+        return Path("/proc/loadavg").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def bench(model, premises, batch, new_tokens, repeats, device, methods=tuple(METHODS), tokenizer=None) -> dict:
+    """Time each method on the same batch of ``batch`` premises (2 * batch sequences).
+
+    With ``tokenizer`` (a real model) prompts go through its chat template; otherwise they are
+    tokenized for a random model (``prompt_ids``).
+    """
     prompts = build_generation_prompts(premises[:batch], seed=42)
     intended = [t for p in prompts for t in (p.entailment_prompt, p.contradiction_prompt)]
     opposite = [t for p in prompts for t in (p.contradiction_prompt, p.entailment_prompt)]
-    ids, tokenizer_name = prompt_ids(intended + opposite, model.config.vocab_size)
+    if tokenizer is not None:
+        ids, tokenizer_name = chat_prompt_ids(tokenizer, intended + opposite)
+    else:
+        ids, tokenizer_name = prompt_ids(intended + opposite, model.config.vocab_size)
     a, b = ids[: len(intended)], ids[len(intended):]
     for name in methods:  # warm-up (allocator, kernels) on a slice
         METHODS[name](model, a[:2], b[:2], 2)
@@ -185,7 +234,20 @@ def bench(model, premises, batch, new_tokens, repeats, device, methods=tuple(MET
         result["ours_equals_two_pass"] = outputs["ours"] == outputs["two_pass"]
     if "plain" in outputs and "ours_w0" in outputs:
         result["ours_w0_equals_plain"] = outputs["ours_w0"] == outputs["plain"]
+        result["ours_w0_equal_prompts"] = sum(x == y for x, y in zip(outputs["ours_w0"], outputs["plain"]))
     return result
+
+
+def real_model_table(run: dict) -> str:
+    """The issue-11 table: time, output tok/s and time relative to ``generate`` per method."""
+    names = {"plain": "`model.generate`, no contrast", "ours_w0": "our loop, w = 0", "ours": f"our loop, w = {OMEGA}"}
+    base = run["seconds"]["plain"]
+    lines = ["| method | time | output tok/s | vs generate |", "| --- | --- | --- | --- |"]
+    for key, label in names.items():
+        if key in run["seconds"]:
+            seconds = run["seconds"][key]
+            lines.append(f"| {label} | {seconds:.2f} s | {run['tokens_per_s'][key]} | {seconds / base:.2f} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -197,6 +259,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", help="a real LLM: hub id, folder, *.gguf or bundled:REF (see module docstring)")
     parser.add_argument("--flan-t5-xl-shape", action="store_true")
     parser.add_argument("--batches", default="64,256", help="premises per batch for --flan-t5-xl-shape")
     parser.add_argument("--xl-layers", type=int, default=24, help="fewer layers: smoke test only")
@@ -214,6 +277,27 @@ def main(argv=None) -> int:
         environment["gpu"] = torch.cuda.get_device_name()
     results: dict = {"environment": environment, "runs": []}
 
+    if args.model:
+        results["loadavg_before"] = loadavg()
+        model, tokenizer = real_model(args.model, args.device)
+        if args.dtype:
+            model = model.to(getattr(torch, args.dtype))
+        run = bench(model, premises, args.batch, args.new_tokens, args.repeats, args.device,
+                    methods=("plain", "ours_w0", "ours"), tokenizer=tokenizer)
+        run["name"] = args.model
+        results["loadavg_after"] = loadavg()
+        results["runs"].append(run)
+        print(json.dumps(run, indent=1), flush=True)
+        print(f"\n{args.model}: {len(premises[:args.batch])} premises -> {run['sequences']} prompts (SynCSE pools, "
+              f"chat template), one batch, {args.new_tokens} new tokens forced, greedy, "
+              f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved runs\n")
+        print(real_model_table(run))
+        print(f"\nours_w0/plain = {run['ours_w0/plain']}, ours/plain = {run['ours/plain']}")
+        print(f"w = 0 equals generate token for token on {run['ours_w0_equal_prompts']} of {run['sequences']} prompts")
+        print(f"/proc/loadavg before: {results['loadavg_before']}; after: {results['loadavg_after']}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+        return 0
     if args.flan_t5_xl_shape:
         dtype = getattr(torch, args.dtype or "bfloat16")
         with torch.device(args.device):

@@ -99,7 +99,9 @@ def generate_rows(cfg: PipelineConfig, premises: Sequence[str], source_rows: Seq
     """Generate (x+, x-) for ``premises``; returns the corpus rows kept and the reject counts.
 
     A local model decodes contrastively (paper 3.1); ``backend=openai`` generates plainly through
-    the API. Outputs that are empty or copy the premise are dropped here, counted by reason.
+    the API. Outputs are cleaned (``generation/cleaning.py``: meta-text removed, the raw text kept
+    in ``*_raw``); rows cleaning rejects (empty, a copy of the premise, meta-text only, ...) are
+    dropped here, counted by reason.
     """
     from multicsr_core.generation.engine import generate_contrastive, reject_counts
 
@@ -121,7 +123,8 @@ def generate_rows(cfg: PipelineConfig, premises: Sequence[str], source_rows: Seq
     table = corpus_table([{"premise": r.premise, "entailment": r.entailment, "contradiction": r.contradiction,
                            "entailment_prompt": r.entailment_prompt, "contradiction_prompt": r.contradiction_prompt,
                            "entailment_prompt_id": r.entailment_prompt_id,
-                           "contradiction_prompt_id": r.contradiction_prompt_id, "source_row": src}
+                           "contradiction_prompt_id": r.contradiction_prompt_id, "source_row": src,
+                           "entailment_raw": r.entailment_raw, "contradiction_raw": r.contradiction_raw}
                           for r, src in kept])
     return table, reject_counts(rows)
 

@@ -43,11 +43,12 @@ __all__ = [
     "generate_texts",
     "generate_contrastive",
     "reject_counts",
+    "generation_funnel",
     "generation_fingerprint",
 ]
 
 #: Bump when a change of this package changes generated text for the same inputs (cache keys).
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: cleaning extracts the sentence from chat-model meta-text (cleaning.py)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -363,6 +364,22 @@ def reject_counts(rows: Sequence[GeneratedTriplet]) -> dict[str, int]:
             counts["rejected"] += 1
             counts.update(row.reject_reason.split(";"))
     return dict(counts)
+
+
+def generation_funnel(rejects: dict[str, int]) -> dict[str, int]:
+    """The stage-1 head of the curation funnel, from ``reject_counts`` (summed over shards).
+
+    ``{"premises": n, "generation_rejected": m, "generation_rejected:entailment:meta_only": k, ...}``:
+    the premises that went in, the rows cleaning rejected, and each side's reason (a row rejected
+    on both sides counts under each). The generated rows that stay are the curation funnel's
+    ``total``.
+    """
+    if not rejects:
+        return {}
+    funnel = {"premises": rejects.get("kept", 0) + rejects.get("rejected", 0),
+              "generation_rejected": rejects.get("rejected", 0)}
+    funnel.update({f"generation_rejected:{k}": v for k, v in sorted(rejects.items()) if k not in ("kept", "rejected")})
+    return funnel
 
 
 def _prompt_set_digest(prompt_set: PromptSet) -> str:

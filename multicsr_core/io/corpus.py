@@ -45,11 +45,14 @@ CORPUS_SCHEMA = pa.schema(
         pa.field("entailment_prompt", pa.string()),
         pa.field("contradiction_prompt", pa.string()),
         pa.field("source_row", pa.int64()),
+        # Stage 1: the decoded outputs before cleaning (generation/cleaning.py); null otherwise.
+        pa.field("entailment_raw", pa.string()),
+        pa.field("contradiction_raw", pa.string()),
     ]
 )
 COLUMNS = [f.name for f in CORPUS_SCHEMA]
 # Columns added after files were first written: a file without them reads as null there.
-OPTIONAL_COLUMNS = ("entailment_score_mass", "contradiction_score_mass")
+OPTIONAL_COLUMNS = ("entailment_score_mass", "contradiction_score_mass", "entailment_raw", "contradiction_raw")
 
 # The columns a premise file becomes before generation.
 PREMISE_SCHEMA = pa.schema([pa.field("premise", pa.string(), nullable=False), pa.field("source_row", pa.int64())])
