@@ -11,7 +11,11 @@ Two rules, both pure functions of the two scores a = sim(x, x+) and b = sim(x, x
     keep as is; elif ``e <= 4 and e <= c`` swap x+ and x-; else drop.
   - ``corpus`` (an existing corpus such as SynCSE or NLI): swap iff ``a <= beta and b >= alpha``.
 
-A triplet with either score missing (unparsable reply, failed call) is never kept.
+A triplet with either score missing is never kept. Its reason says why: ``unparsable_score``
+when the model answered something that is not a score (a final verdict, scoring/base.py; the
+reply stays in ``entailment_reply`` / ``contradiction_reply``), ``unscored`` when a request
+failed and the next run will retry it. An unparsable side decides, even if the other side's
+request failed: no retry can make that triplet kept.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from typing import Literal
 
 import pyarrow as pa
 
+from multicsr_core.scoring.base import UNPARSABLE, is_unparsable_error
+
 REASON_UNSCORED = "unscored"
+REASON_UNPARSABLE = UNPARSABLE  # "unparsable_score"
 REASON_LOW_ENTAILMENT = "entailment_below_alpha"
 REASON_HIGH_CONTRADICTION = "contradiction_above_beta"
 REASON_SMALL_MARGIN = "margin_below_gamma"
@@ -93,7 +100,9 @@ def curate_table(table: pa.Table, rule: Literal["paper", "official"] = "paper", 
     n = table.num_rows
     pairs = [("entailment", "contradiction"), ("entailment_score", "contradiction_score"),
              ("entailment_score_error", "contradiction_score_error"), ("entailment_reply", "contradiction_reply"),
-             ("entailment_prompt_id", "contradiction_prompt_id"), ("entailment_prompt", "contradiction_prompt")]
+             ("entailment_prompt_id", "contradiction_prompt_id"), ("entailment_prompt", "contradiction_prompt"),
+             ("entailment_score_mass", "contradiction_score_mass"), ("entailment_raw", "contradiction_raw")]
+    pairs = [(left, right) for left, right in pairs if left in cols and right in cols]
 
     def swap_row(i: int) -> None:
         for left, right in pairs:
@@ -104,7 +113,10 @@ def curate_table(table: pa.Table, rule: Literal["paper", "official"] = "paper", 
         if cols["swapped"][i]:
             swap_row(i)  # back to the order the scores were computed in
         a, b = cols["entailment_score"][i], cols["contradiction_score"][i]
-        if not enabled:
+        if (a is None or b is None) and any(is_unparsable_error(cols[f"{side}_score_error"][i])
+                                            for side in ("entailment", "contradiction")):
+            decision = Decision(False, REASON_UNPARSABLE)
+        elif not enabled:
             decision = Decision(a is not None and b is not None, None if (a is not None and b is not None) else REASON_UNSCORED)
         elif rule == "paper":
             decision = paper_rule(a, b, alpha, beta, gamma)

@@ -62,7 +62,11 @@ __all__ = [
     "build_generation_prompts",
     "SCORING_PROMPT",
     "SCORING_PROMPT_OFFICIAL_17_SPACES",
+    "SCORING_PROMPT_FEW_SHOT",
     "SCORING_PROMPT_VARIANTS",
+    "SCORING_PROMPT_CHOICES",
+    "SCORING_FEW_SHOT_EXAMPLES",
+    "scoring_messages",
     "format_scoring_prompt",
     "CLAIF_MASK_TOKEN",
     "CLAIF_SCORING_PROMPT",
@@ -374,9 +378,46 @@ SCORING_PROMPT_OFFICIAL_17_SPACES = (
     + " " * 17
     + "(a) {premise} (b) {hypothesis}"
 )
+#: Ours (``scoring.prompt = few-shot``): four worked examples before the pair, each asked with the
+#: official prompt and answered with a bare score.
+#:
+#: Why: a small chat model given the zero-shot prompt answers with prose: SmolLM2-135M-Instruct
+#: puts about 2% of its first-token probability on the digits, and greedy decoding never starts
+#: with one. Shown how the exchange goes, it answers with a digit (about 93% of the first-token
+#: probability). For a chat model the examples are chat turns (user: the official prompt,
+#: assistant: the score; :func:`scoring_messages`); the same examples written out as one text
+#: (:data:`SCORING_PROMPT_FEW_SHOT`) failed on SmolLM2: it continued the list ("(b) A ...") with
+#: 8% on the digits. Models without a chat template (Flan-T5) get that text.
+#:
+#: The examples anchor the scale where the paper's thresholds act (alpha = beta = 3): a paraphrase
+#: 5, an entailment that drops a detail 4, a related sentence that changes the event 2, a
+#: contradiction 0. They are written for this prompt in the style of NLI captions, not taken
+#: from SNLI or STS (``benchmarks/bench_judges.py`` measures the judges on SNLI pairs), and they
+#: alternate high and low so that the last example's score is not the one to copy.
+SCORING_FEW_SHOT_EXAMPLES: tuple[tuple[str, str, str], ...] = (
+    ("A woman is slicing an onion in a small kitchen.", "A woman cuts an onion.", "4"),
+    ("Two boys are playing football in the park.", "The boys are asleep in their beds.", "0"),
+    ("An old man sits on a bench reading a newspaper.", "An elderly man reads a newspaper on a bench.", "5"),
+    ("A dog runs along the beach.", "A dog is swimming in a lake.", "2"),
+)
+#: The few-shot prompt as one text (models without a chat template): example prompts, each
+#: followed by its score on the next line, blank lines between, then the pair's prompt.
+#: (The example sentences hold no braces, so the result is a template with the pair's two fields.)
+SCORING_PROMPT_FEW_SHOT = "".join(
+    SCORING_PROMPT.format(premise=a, hypothesis=b) + f"\n{score}\n\n" for a, b, score in SCORING_FEW_SHOT_EXAMPLES
+) + SCORING_PROMPT
 SCORING_PROMPT_VARIANTS: dict[str, str] = {
     "single-space": SCORING_PROMPT,
     "official-17-spaces": SCORING_PROMPT_OFFICIAL_17_SPACES,
+    "few-shot": SCORING_PROMPT_FEW_SHOT,
+}
+#: Variants whose chat form is several turns (:func:`scoring_messages`).
+MULTI_TURN_SCORING_VARIANTS = frozenset({"few-shot"})
+#: ``scoring.prompt`` in the config -> the variant above.
+SCORING_PROMPT_CHOICES: dict[str, str] = {
+    "official": "single-space",
+    "official-verbatim": "official-17-spaces",
+    "few-shot": "few-shot",
 }
 
 
@@ -387,6 +428,18 @@ def format_scoring_prompt(premise: str, hypothesis: str, variant: str = "single-
     except KeyError:
         raise PromptError(f"unknown scoring prompt variant {variant!r}; known: {sorted(SCORING_PROMPT_VARIANTS)}") from None
     return template.format(premise=premise, hypothesis=hypothesis)
+
+
+def scoring_messages(premise: str, hypothesis: str, variant: str = "single-space") -> list[dict[str, str]]:
+    """The stage-2 prompt as chat messages: one user turn, or for ``few-shot`` the examples as
+    user/assistant turns (each user turn the official prompt) and then the pair's user turn."""
+    if variant not in MULTI_TURN_SCORING_VARIANTS:
+        return [{"role": "user", "content": format_scoring_prompt(premise, hypothesis, variant)}]
+    messages: list[dict[str, str]] = []
+    for a, b, score in SCORING_FEW_SHOT_EXAMPLES:
+        messages += [{"role": "user", "content": SCORING_PROMPT.format(premise=a, hypothesis=b)},
+                     {"role": "assistant", "content": score}]
+    return messages + [{"role": "user", "content": SCORING_PROMPT.format(premise=premise, hypothesis=hypothesis)}]
 
 
 # --------------------------------------------------------------------------------------------

@@ -107,9 +107,10 @@ def test_sigkill_mid_scoring_then_resume(tmp_path, corpus_csv):
 @pytest.mark.slow
 def test_failed_items_exit_nonzero_and_are_retried(tmp_path, corpus_csv):
     with ChatCompletionsServer(latency_s=0.0) as server:
-        # the first premise's two pairs get a reply that is no score, once each
+        # the first premise's two pairs fail with HTTP 500 on every attempt of the first run
+        # (1 try + scoring.max_retries=2 retries each): a transport failure, retried next run
         first_premise = corpus_csv.read_text().splitlines()[1].split(",")[0].strip('"')
-        server.inject(first_premise, ["non_numeric", "non_numeric"])  # both pairs of that premise, once each
+        server.inject(first_premise, ["500"] * 6)
         workdir, out = tmp_path / "run", tmp_path / "scored.parquet"
         first = subprocess.run(_score_cmd(corpus_csv, workdir, out, server.base_url), env=_env(),
                                capture_output=True, text=True, timeout=300)
@@ -129,6 +130,60 @@ def test_failed_items_exit_nonzero_and_are_retried(tmp_path, corpus_csv):
         assert server.total_requests() - requests_before == report["failed"]
         scores = pq.read_table(out).column("entailment_score").to_pylist()
         assert None not in scores
+
+
+@pytest.mark.slow
+def test_prose_replies_are_cached_rejected_verdicts_and_exit_zero(tmp_path, corpus_csv):
+    """A reply that is not a score is the model's answer: cached, rejected by curation as
+    unparsable_score with the reply kept, never requested again; the run succeeds."""
+    with ChatCompletionsServer(latency_s=0.0) as server:
+        first_premise = corpus_csv.read_text().splitlines()[1].split(",")[0].strip('"')
+        server.inject(first_premise, ["non_numeric", "non_numeric"])  # both pairs of that premise
+        workdir, out = tmp_path / "run", tmp_path / "scored.parquet"
+        first = subprocess.run(_score_cmd(corpus_csv, workdir, out, server.base_url), env=_env(),
+                               capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "still unscored" not in first.stderr and "again" not in first.stderr
+        report = json.loads(first.stdout[first.stdout.index("{"): first.stdout.rindex("}") + 1])
+        assert report["failed"] == 0 and report["unparsable"] == 2
+        assert server.total_requests() == 2 * N_TRIPLETS
+        row = pq.read_table(out).to_pylist()[0]
+        for side in ("entailment", "contradiction"):
+            assert row[f"{side}_score"] is None and row[f"{side}_reply"] == "I would rather not say."
+            assert row[f"{side}_score_error"].startswith("unparsable_score")
+
+        curated = tmp_path / "curated.parquet"
+        done = subprocess.run([sys.executable, "-m", "multicsr.cli", "curate", "--corpus", str(out), "--out",
+                               str(curated)], env=_env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        funnel = json.loads(done.stdout[done.stdout.index("{"): done.stdout.rindex("}") + 1])
+        assert funnel["rejected:unparsable_score"] == 1
+        rows = pq.read_table(curated).to_pylist()
+        assert rows[0]["kept"] is False and rows[0]["reject_reason"] == "unparsable_score"
+        assert rows[0]["entailment_reply"] == "I would rather not say."
+
+        second = subprocess.run(_score_cmd(corpus_csv, workdir, out, server.base_url), env=_env(),
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert server.total_requests() == 2 * N_TRIPLETS  # the prose replies were not asked again
+        assert server.count(first_premise) == 2
+
+
+@pytest.mark.slow
+def test_a_server_failing_every_request_exits_nonzero(tmp_path):
+    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()
+    corpus = tmp_path / "triplets.csv"
+    corpus.write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")
+    with ChatCompletionsServer(latency_s=0.0) as server:
+        server.inject("", ["500"] * 1000)  # every request
+        cmd = _score_cmd(corpus, tmp_path / "run", tmp_path / "scored.parquet", server.base_url)
+        done = subprocess.run(cmd + ["--set", "scoring.max_retries=0"], env=_env(), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "still unscored" in done.stderr and "again" in done.stderr
+        report = json.loads(done.stdout[done.stdout.index("{"): done.stdout.rindex("}") + 1])
+        assert report["failed"] == 6 and report["unparsable"] == 0
+        assert server.total_requests() == 6
 
 
 def test_generate_through_api_backend(tmp_path):

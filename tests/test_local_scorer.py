@@ -11,19 +11,27 @@ import torch
 
 from multicsr_core.config import default_data_root
 from multicsr_core.llm.cache import FAILED, ResponseCache
-from multicsr_core.llm.local import LocalLM
+from multicsr_core.curation import curate_table, curation_funnel
+from multicsr_core.io.corpus import corpus_table
+from multicsr_core.llm.local import LocalLM, candidate_token_ids
 from multicsr_core.prompts import format_scoring_prompt
-from multicsr_core.scoring.base import PairScorer
-from multicsr_core.scoring.llm import ClaifScorer, LocalLLMScorer
+from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
+from multicsr_core.scoring.base import UNPARSABLE, PairScorer
+from multicsr_core.scoring.llm import ClaifScorer, LocalLLMScorer, distribution_to_score
 from multicsr_core.scoring.parsing import parse_official_score
 from tests.openai_server import expected_score
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
 from tests.tiny_llm import (
     LLAMA_CHAT_TEMPLATE,
     char_tokenizer,
+    t5_style_tokenizer,
     teach_t5_to_answer,
     tiny_llama,
     tiny_t5,
     word_tokenizer,
+    word_vocab,
 )
 
 SNLI = default_data_root() / "nli" / "snli_devtest_for_simcse.csv"
@@ -153,26 +161,81 @@ def test_cache_answers_reruns_without_a_forward(texts, pairs, tmp_path):
     assert len(calls) == 1
 
 
-def test_min_score_mass_failures_are_stored_and_retried(texts, pairs, tmp_path):
+def test_low_mass_is_an_unparsable_verdict_cached_and_not_recomputed(texts, pairs, tmp_path):
     tokenizer = word_tokenizer(texts)
     model = tiny_t5(len(tokenizer), seed=4)  # random: the score tokens hold ~6/vocab of the mass
     cache = ResponseCache(tmp_path / "c.sqlite")
     scorer = LocalLLMScorer(LocalLM(model, tokenizer, name="tiny-t5", cache=cache), min_score_mass=0.5)
     scores = scorer.score_pairs(*pairs)
-    assert all(s.score is None and "probability" in s.error and s.distribution for s in scores)
-    assert cache.counts() == {"ok": 0, FAILED: len(pairs[0])}
+    assert all(s.unparsable and not s.failed and s.error.startswith(UNPARSABLE) for s in scores)
+    assert all(s.distribution and 0 < s.mass < 0.5 for s in scores)
+    assert cache.counts() == {"ok": len(pairs[0]), FAILED: 0}  # an answer, stored as one
     calls = count_forwards(model)
-    scorer.score_pairs(*pairs)
-    assert calls  # failed items are computed again
-    assert all(row.attempts == 2 for row in cache.get_many(
-        [scorer.lm._key(format_scoring_prompt(p, h), {"mode": "next-token-distribution", "candidates": SCORES})
-         for p, h in zip(*pairs)]).values())
+    again = scorer.score_pairs(*pairs)
+    assert calls == [] and [s.mass for s in again] == [s.mass for s in scores]  # never computed again
+    # the threshold is applied to the cached mass: a lower one scores the same answers, no forward
+    lower = LocalLLMScorer(LocalLM(model, tokenizer, name="tiny-t5", cache=cache), min_score_mass=0.0)
+    rescored = lower.score_pairs(*pairs)
+    assert calls == [] and all(s.ok and s.mass == t.mass for s, t in zip(rescored, scores))
+    assert [s.score for s in rescored] == [distribution_to_score(t.distribution) for t in scores]
 
 
-def test_multi_token_scores_fall_back_to_generate_and_parse(texts, pairs, tmp_path, caplog):
-    tokenizer = char_tokenizer(texts)  # '3' is '▁' + '3': no single-token spelling
+def test_score_corpus_writes_mass_and_curation_rejects_unparsable(texts, pairs, tmp_path):
+    tokenizer = word_tokenizer(texts)
+    model = tiny_t5(len(tokenizer), seed=4)
+    premises, hypotheses = pairs
+    table = corpus_table({"premise": premises[:4], "entailment": hypotheses[:4], "contradiction": hypotheses[4:8]})
+    lm = LocalLM(model, tokenizer, name="tiny-t5", cache=ResponseCache(tmp_path / "c.sqlite"))
+    masses = [r.mass for r in lm.next_token_distribution(
+        [format_scoring_prompt(p, h) for p, h in zip(premises[:4] * 2, hypotheses[:8])], SCORES)]
+    threshold = sorted(masses)[3] + 1e-9  # 4 of the 8 pairs fall below it
+    scored = score_corpus(table, LocalLLMScorer(lm, min_score_mass=threshold))
+    got = scored.column("entailment_score_mass").to_pylist() + scored.column("contradiction_score_mass").to_pylist()
+    assert got == pytest.approx(masses)
+    for side in ("entailment", "contradiction"):
+        for mass, score, error in zip(*(scored.column(f"{side}_{c}").to_pylist() for c in ("score_mass", "score", "score_error"))):
+            assert (score is None) == (mass < threshold) == (error is not None and error.startswith(UNPARSABLE))
+    assert scoring_outcomes(scored)["failed"] == 0 and scoring_outcomes(scored)["unparsable"] == 4
+    curated = curate_table(scored)
+    for row in curated.to_pylist():
+        if row["entailment_score"] is None or row["contradiction_score"] is None:
+            assert row["reject_reason"] == UNPARSABLE and row["kept"] is False
+    assert curation_funnel(curated).get(f"rejected:{UNPARSABLE}", 0) == sum(
+        r["entailment_score"] is None or r["contradiction_score"] is None for r in curated.to_pylist()) > 0
+
+
+def test_score_token_spellings_of_a_t5_style_tokenizer(texts, prompts, tmp_path):
+    """SentencePiece has '▁3' (what T5 decodes first) and the bare piece '3': both spell 3, and
+    the mass is the probability of all twelve tokens."""
+    tokenizer = t5_style_tokenizer(texts)
+    spellings = candidate_token_ids(tokenizer, SCORES)
+    for digit, ids in spellings.items():
+        assert sorted(tokenizer.convert_ids_to_tokens(ids)) == sorted([digit, "\u2581" + digit])
+    model = tiny_t5(len(tokenizer), seed=8)
+    lm = LocalLM(model, tokenizer, name="t5-style", cache=ResponseCache(tmp_path / "c.sqlite"))
+    result = lm.next_token_distribution(prompts[:2], SCORES)[0]
+    batch = tokenizer([prompts[0]], return_tensors="pt")
+    out = model.generate(**batch, max_new_tokens=1, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    probs = torch.softmax(out.logits[0][0].float(), -1)
+    per_digit = {d: float(probs[ids].sum()) for d, ids in spellings.items()}
+    assert result.mass == pytest.approx(sum(per_digit.values()), abs=1e-6)
+    assert result.distribution == pytest.approx({d: p / result.mass for d, p in per_digit.items()}, abs=1e-5)
+
+
+def test_score_token_spellings_of_a_character_tokenizer(texts):
+    tokenizer = char_tokenizer(texts)  # '3' encodes as '▁' + '3'; the bare piece '3' decodes to '3'
+    assert tokenizer.tokenize("3") == ["\u2581", "3"]
+    spellings = candidate_token_ids(tokenizer, SCORES)
+    assert {d: tokenizer.convert_ids_to_tokens(ids) for d, ids in spellings.items()} == {d: [d] for d in SCORES}
+
+
+def test_scores_without_a_single_token_fall_back_to_generate_and_parse(texts, pairs, tmp_path, caplog):
+    vocab = {token: i for i, token in enumerate(t for t in word_vocab(texts) if t != "4")}  # no token spells 4
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     model = tiny_t5(len(tokenizer), seed=5)
-    lm = LocalLM(model, tokenizer, name="char-t5", cache=ResponseCache(tmp_path / "c.sqlite"))
+    lm = LocalLM(model, tokenizer, name="no-4-t5", cache=ResponseCache(tmp_path / "c.sqlite"))
     assert lm.candidate_token_ids(SCORES) is None
     with pytest.raises(ValueError, match="single token"):
         lm.next_token_distribution(["x"], SCORES)
@@ -184,7 +247,20 @@ def test_multi_token_scores_fall_back_to_generate_and_parse(texts, pairs, tmp_pa
     for score, reply in zip(scores, replies):
         assert score.raw == reply
         assert score.score == parse_official_score(reply)
-        assert (score.error is None) == (score.score is not None)
+        assert score.unparsable == (score.score is None) and not score.failed
+
+
+def test_generate_mode_unparsable_replies_are_cached_verdicts(texts, pairs, tmp_path):
+    tokenizer = word_tokenizer(texts)
+    model = tiny_t5(len(tokenizer), seed=9)  # untaught: it replies with words, not a digit
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    scorer = LocalLLMScorer(LocalLM(model, tokenizer, name="tiny-t5", cache=cache), mode="generate")
+    scores = scorer.score_pairs(*pairs)
+    prose = [s for s in scores if s.score is None]
+    assert prose and all(s.unparsable and s.raw is not None and repr(s.raw.strip()[:20])[1:-1] in s.error for s in prose)
+    assert cache.counts()[FAILED] == 0
+    calls = count_forwards(model)
+    assert [s.raw for s in scorer.score_pairs(*pairs)] == [s.raw for s in scores] and calls == []
 
 
 def test_claif_scorer_with_a_local_model(texts, tmp_path):
@@ -194,6 +270,7 @@ def test_claif_scorer_with_a_local_model(texts, tmp_path):
     scores = scorer.score_pairs(["a man sleeps"], ["a woman runs"])
     assert scores[0].raw is not None
     assert (scores[0].score is None) == (scores[0].error is not None)
+    assert scores[0].ok or scores[0].unparsable  # a reply without a number in [0, 1] is a verdict
 
 
 def test_from_pretrained_loads_a_saved_folder(texts, prompts, tmp_path):

@@ -52,6 +52,23 @@ def char_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
                                    unk_token="<unk>", bos_token="<s>")
 
 
+def t5_style_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A SentencePiece-Unigram tokenizer laid out like T5's: word pieces ``▁word``, the digits both
+    as ``▁3`` (a digit starting a word, what T5 decodes first) and as the bare piece ``3`` (a digit
+    inside a word), single characters as a fallback."""
+    words = {w for text in [SCORING_PROMPT, *texts] for w in re.findall(r"\S+", text)}
+    chars = sorted({c for w in words for c in w} | set("0123456789."))
+    pieces = [(tok, 0.0) for tok in SPECIALS] + [("\u2581", -2.0)]
+    pieces += [("\u2581" + d, -1.0) for d in "0123456789"] + [(c, -5.0) for c in chars]
+    pieces += [("\u2581" + w, -1.5) for w in sorted(words) if not w.isdigit()]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=SPECIALS.index("<unk>")))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", bos_token="<s>")
+
+
 def tiny_t5(vocab_size: int, seed: int = 0, d_model: int = 32, layers: int = 2) -> T5ForConditionalGeneration:
     torch.manual_seed(seed)
     config = T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=layers,

@@ -12,11 +12,17 @@ score tokens in ONE forward pass:
   position are the distribution of the first answer token. Where the tokenizer has a chat
   template, the prompt is wrapped as one user turn with the generation prompt appended.
 
-Each score string may be produced by more than one token (GPT-style BPE has both ``3`` and
-`` 3``); its probability is the sum over the single-token spellings ``s`` and ``" " + s``.
-Where a score string has no single-token spelling (e.g. SentencePiece vocabularies that split
-``3`` into ``▁`` + ``3``), one forward pass cannot answer, and callers fall back to
+Each score string may be produced by more than one token: GPT-style BPE may have both ``3``
+and ``Ġ3`` (`` 3``), SentencePiece (T5, Llama-2) both ``▁3`` and the bare piece ``3``. Its
+probability is the sum over every single-token spelling: the vocabulary entries ``s``,
+``▁s`` and ``Ġs`` and whatever ``s`` and ``" " + s`` encode to when that is one token, each
+kept only if it decodes back to ``s`` (after stripping the space), so it is a first token
+whose reply the official parser reads as ``s``. Where a score string has no single-token
+spelling at all, one forward pass cannot answer, and callers fall back to
 :meth:`LocalLM.generate` plus the official parser.
+
+The *mass*, the probability of all these tokens together, says whether the model was going to
+answer with a number at all; the scorer calls a pair unparsable below ``min_score_mass``.
 
 Both methods go through the :class:`~multicsr_core.llm.cache.ResponseCache`; the cache key holds
 the model name (and revision), the exact prompt and the mode with its parameters, so a
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence, Union
 
 import torch
 
@@ -38,9 +44,49 @@ log = logging.getLogger(__name__)
 DISTRIBUTION_MODE = "next-token-distribution"
 GENERATE_MODE = "greedy-generate"
 
+# A prompt: a text (sent as one user turn where there is a chat template) or chat messages.
+Prompt = Union[str, Sequence[Mapping[str, str]]]
+
 # Validates a result: returns None if usable, else the error that makes it a failure.
 TextValidator = Callable[[str], "str | None"]
 DistributionValidator = Callable[[Mapping[str, float], float], "str | None"]
+
+
+#: Word-start markers of the common subword vocabularies: SentencePiece and byte-level BPE.
+WORD_START_MARKERS = ("\u2581", "\u0120")  # "▁", "Ġ"
+
+
+def candidate_token_ids(tokenizer, candidates: Sequence[str], name: str = "tokenizer") -> dict[str, list[int]] | None:
+    """Token ids that spell each candidate on their own, or None if some candidate has none.
+
+    A token spells ``s`` if decoding it alone gives ``s`` up to surrounding whitespace. The
+    tokens looked at are the vocabulary entries ``s``, ``▁s`` and ``Ġs`` and the encodings of
+    ``s`` and ``" " + s`` when those are a single token (which covers other vocabularies).
+    """
+    vocab = tokenizer.get_vocab()
+    unk = tokenizer.unk_token_id
+    found: dict[str, list[int]] = {}
+    owners: dict[int, str] = {}
+    for candidate in candidates:
+        ids: list[int] = []
+        looked_at = [vocab.get(marker + candidate) for marker in ("", *WORD_START_MARKERS)]
+        for spelling in (candidate, " " + candidate):
+            encoded = tokenizer.encode(spelling, add_special_tokens=False)
+            if len(encoded) == 1:
+                looked_at.append(encoded[0])
+        for token_id in looked_at:
+            if token_id is None or token_id == unk or token_id in ids:
+                continue
+            if tokenizer.decode([token_id]).strip() != candidate:
+                continue
+            if token_id in owners:
+                raise ValueError(f"{name}: candidates {owners[token_id]!r} and {candidate!r} share token {token_id}")
+            owners[token_id] = candidate
+            ids.append(token_id)
+        if not ids:
+            return None
+        found[candidate] = sorted(ids)
+    return found
 
 
 @dataclass(frozen=True)
@@ -145,31 +191,18 @@ class LocalLM:
 
     # -- tokens ------------------------------------------------------------------------
     def candidate_token_ids(self, candidates: Sequence[str]) -> dict[str, list[int]] | None:
-        """Single-token spellings of each candidate (``s`` and ``" " + s``); None if one has none."""
-        unk = self.tokenizer.unk_token_id
-        found: dict[str, list[int]] = {}
-        for candidate in candidates:
-            ids: list[int] = []
-            for spelling in (candidate, " " + candidate):
-                encoded = self.tokenizer.encode(spelling, add_special_tokens=False)
-                if len(encoded) == 1 and encoded[0] != unk and encoded[0] not in ids:
-                    ids.append(encoded[0])
-            if not ids:
-                return None
-            found[candidate] = ids
-        owners: dict[int, str] = {}
-        for candidate, ids in found.items():
-            for token_id in ids:
-                if token_id in owners:
-                    raise ValueError(f"{self.name}: candidates {owners[token_id]!r} and {candidate!r} share token {token_id}")
-                owners[token_id] = candidate
-        return found
+        """Every single-token spelling of each candidate (module docstring); None if one has none."""
+        return candidate_token_ids(self.tokenizer, candidates, self.name)
 
-    def _model_input(self, prompts: Sequence[str]) -> list[str]:
+    def _model_input(self, prompts: Sequence[Prompt]) -> list[str]:
+        """A prompt is a text (one user turn) or a list of chat messages (a few-shot exchange)."""
         if not self.use_chat_template:
+            if any(not isinstance(p, str) for p in prompts):
+                raise ValueError(f"{self.name}: chat-message prompts need a chat template; pass text")
             return list(prompts)
         return [
-            self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            self.tokenizer.apply_chat_template([{"role": "user", "content": p}] if isinstance(p, str) else list(p),
+                                               tokenize=False, add_generation_prompt=True)
             for p in prompts
         ]
 
@@ -181,7 +214,8 @@ class LocalLM:
 
     def _batches(self, prompts: Sequence[str]) -> list[list[int]]:
         """Indices grouped into batches of similar length (less padding), longest first."""
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        length = [len(p) if isinstance(p, str) else sum(len(m["content"]) for m in p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -length[i])
         return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
 
     # -- one forward -------------------------------------------------------------------
@@ -224,13 +258,18 @@ class LocalLM:
     ) -> list[LocalResult]:
         """The next-token probability of each candidate string, renormalised over the candidates.
 
-        Raises ValueError if a candidate has no single-token spelling (use :meth:`generate`).
+        Each result also holds ``mass``, the probability of all candidate tokens together before
+        renormalising. ``validate`` may turn a result into a failure (stored as failed, computed
+        again by the next run); scorers do not use it for low mass, which is a verdict (see
+        :mod:`multicsr_core.scoring.base`). Raises ValueError if a candidate has no single-token
+        spelling (use :meth:`generate`).
         """
         token_ids = self.candidate_token_ids(candidates)
         if token_ids is None:
             raise ValueError(f"{self.name}: not every candidate in {list(candidates)} is a single token; "
                              "score with generate + parse instead")
-        params = {"mode": DISTRIBUTION_MODE, "candidates": list(candidates)}
+        # The spellings enter the key: a distribution summed over other tokens is another answer.
+        params = {"mode": DISTRIBUTION_MODE, "candidates": list(candidates), "spellings": token_ids}
         return self._run(prompts, params, lambda idx: self._distribution_batch(prompts, idx, token_ids, validate),
                          progress)
 

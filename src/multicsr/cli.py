@@ -285,8 +285,14 @@ def _raise_flow_failure(state):
     """Raise what failed the flow: Prefect keeps the original exception (``state.result`` re-raises
     it), so a user error inside a task reads as the same one line as in the stage command. A
     crashed or cancelled run (killed, interrupted) can be resumed: that is a RetryableError."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
     from multicsr_core.errors import RetryableError
 
+    # send what is queued now, so Prefect's exit hook has nothing left to warn about after our line
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
     if state.is_crashed() or state.is_cancelled():
         raise RetryableError(f"pipeline {state.name}: {' '.join(str(state.message).split())}")
     state.result(raise_on_failure=True)
