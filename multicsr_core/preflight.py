@@ -78,9 +78,8 @@ def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     """A file can be written (atomically, beside itself) at ``path``."""
     path = Path(path).expanduser()
     if path.is_dir():
-        suggestion = path / "out.parquet" if path.suffix == "" else path.with_name(path.name + ".out")
         raise OutputError("is a directory; a file path is needed here", path=path,
-                          hint=f"give a file path as {flag}, e.g. {suggestion}")
+                          hint=f"give {flag} a file path (a new name, or one inside this folder)")
     if path.exists():
         _probe_writable(path.parent, path, flag)
     else:

@@ -287,8 +287,9 @@ def triplet_columns(path: Path, names: list[str], fmt: str, loc: int = 1) -> tup
             return naming
     best = max(TRIPLET_NAMINGS, key=lambda naming: sum(c in names for c in naming))
     missing = [c for c in best if c not in names]
+    where = {} if fmt == "parquet" else {"line": loc}  # a Parquet schema has no row
     raise InputError(f"missing column(s) {missing} (columns: {', '.join(map(str, names)) or 'none'})", path=path,
-                     **_where(fmt, loc), hint="a triplet corpus needs sent0,sent1,hard_neg or "
+                     **where, hint="a triplet corpus needs sent0,sent1,hard_neg or "
                                               "premise,entailment,contradiction")
 
 

@@ -501,10 +501,16 @@ def curate(
     curated = curate_table(table, c.rule, c.alpha, c.beta, c.gamma, c.enabled, swap_mode)
     funnel = curation_funnel(curated)
     input_prov = read_provenance(corpus) if corpus.suffix.lower() in (".parquet", ".pq") else {}
+    # generate -> score -> curate: stage 1's reject counts head the funnel
+    generation_rejects = (input_prov.get("input_provenance") or {}).get("generation_rejects")
+    if generation_rejects:
+        from multicsr_core.generation.engine import generation_funnel
+
+        funnel = {**generation_funnel(generation_rejects), **funnel}
     prov = make_provenance("curate", config=cfg.to_dict(), config_hash=cfg.config_hash(), input=str(corpus),
                            input_provenance=input_prov, funnel=funnel, swap_mode=swap_mode)
     write_parquet_atomic(with_provenance(curated, prov), out_path)
-    write_curation_report(curated, report_dir, c.rule, c.alpha, c.beta, c.gamma)
+    write_curation_report(curated, report_dir, c.rule, c.alpha, c.beta, c.gamma, generation_rejects=generation_rejects)
     _print_json(funnel)
 
 
