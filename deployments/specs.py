@@ -62,9 +62,15 @@ DEPLOYMENTS: tuple[PipelineDeployment, ...] = (
         description="Paper 4.1: ChatGPT-written triplets enter at stage 2, ChatGPT scores them through the API "
                     "(key from OPENAI_API_KEY or a Secret block), RoBERTa-base is trained."),
     PipelineDeployment(
-        name="demo-offline", preset="demo-offline", llm="none", backbone="all-MiniLM-L6-v2", gpu=False,
-        description="Offline demo on CPU: SNLI triplets scored by the guide model, all-MiniLM-L6-v2 fine-tuned "
-                    "with the Eq. 7 loss, STS before and after."),
+        name="demo-offline", preset="demo-offline", llm="smollm2-135m-instruct", backbone="all-MiniLM-L6-v2",
+        gpu=False,
+        description="Offline demo on CPU, the whole method: the bundled SmolLM2-135M-Instruct writes x+ and x- for "
+                    "SNLI premises (contrastive decoding), the guide model scores them, all-MiniLM-L6-v2 is "
+                    "fine-tuned with the Eq. 7 loss, STS before and after."),
+    PipelineDeployment(
+        name="demo-snli", preset="demo-snli", llm="none", backbone="all-MiniLM-L6-v2", gpu=False,
+        description="SNLI-triplet demo on CPU (no LLM): SNLI triplets scored by the guide model, all-MiniLM-L6-v2 "
+                    "fine-tuned with the Eq. 7 loss, STS before and after."),
 )
 
 

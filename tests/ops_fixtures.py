@@ -153,15 +153,15 @@ def demo_worker_run(live_server, tmp_path_factory) -> WorkerRun:
     root = tmp_path_factory.mktemp("deployment-runs")
     env = live_server.env()
     sets = [arg for s in DEMO_SMALL for arg in ("--set", s)]
-    run_cli(["multicsr.deployments", "register", "--only", "demo-offline", "--create-pools", "--cpu-pool",
+    run_cli(["multicsr.deployments", "register", "--only", "demo-snli", "--create-pools", "--cpu-pool",
              "ops-test-cpu", "--workdir-root", str(root), *sets], env)
     with live_server.settings():
         from prefect.deployments import run_deployment
 
-        flow_run = run_deployment("multicsr-pipeline/demo-offline", timeout=0)
+        flow_run = run_deployment("multicsr-pipeline/demo-snli", timeout=0)
     start = time.monotonic()
     worker = run_cli(["prefect", "worker", "start", "--pool", "ops-test-cpu", "--run-once"], env, timeout_s=480)
-    return WorkerRun(flow_run.id, root / "demo-offline", worker.stdout + worker.stderr, time.monotonic() - start)
+    return WorkerRun(flow_run.id, root / "demo-snli", worker.stdout + worker.stderr, time.monotonic() - start)
 
 
 @pytest.fixture(scope="session")

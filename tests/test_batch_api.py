@@ -263,7 +263,7 @@ def test_pipeline_generates_and_scores_through_the_batch_api(prefect_server, tmp
                      "generation.shard_size=4", "scoring.scorer=openai", f"scoring.base_url={server.base_url}",
                      "scoring.batch_api=true", "scoring.shard_size=6", "scoring.batch_poll_interval_s=0.02",
                      "scoring.price_input_per_1m=1.0", "scoring.price_output_per_1m=2.0", "training.enabled=false"]
-        config = load_config("demo-offline", [parse_override(o) for o in overrides]).to_dict()
+        config = load_config("demo-snli", [parse_override(o) for o in overrides]).to_dict()
         state = multicsr_pipeline(config=config, workdir=str(tmp_path / "run"), return_state=True)
         assert state.is_completed(), state.message
         tasks = task_states(state.state_details.flow_run_id)

@@ -13,7 +13,8 @@ def test_paper_defaults():
 
 
 def test_presets_exist_and_load():
-    assert {"paper-flan-t5-xl-bert", "paper-flan-t5-xl-roberta", "paper-chatgpt-roberta", "demo-offline"} <= set(list_presets())
+    assert {"paper-flan-t5-xl-bert", "paper-flan-t5-xl-roberta", "paper-chatgpt-roberta", "demo-offline",
+            "demo-offline-self-scoring", "demo-snli"} <= set(list_presets())
     for name in list_presets():
         cfg = load_config(name)
         assert len(cfg.config_hash()) == 64

@@ -207,13 +207,13 @@ CASES = [
     # the data directory
     ("evaluate-no-data-dir", ["evaluate", "--model", MINILM, "--output", "{d}/e.json", "--data-dir", "{d}/nodata"], {},
      ["nodata", "no SentEval data", "--data-dir", "multicsr data download"]),
-    ("run-no-data-dir", ["run", "--preset", "demo-offline", "--data-dir", "{d}/nodata", "--workdir", "{d}/run-w"], {},
+    ("run-no-data-dir", ["run", "--preset", "demo-snli", "--data-dir", "{d}/nodata", "--workdir", "{d}/run-w"], {},
      ["nodata", "data root", "--data-dir", "multicsr data download"]),
     ("run-non-utf8-preset", ["run", "--preset", "{d}/bad_preset.yaml", "--workdir", "{d}/run-w"], {},
      ["bad_preset.yaml:2", "not valid UTF-8"]),
-    ("run-truncated-parquet-input", ["run", "--preset", "demo-offline", "--set", "input.triplets={d}/truncated.parquet",
+    ("run-truncated-parquet-input", ["run", "--preset", "demo-snli", "--set", "input.triplets={d}/truncated.parquet",
                                      "--workdir", "{d}/run-w"], {}, ["truncated.parquet", "not a readable Parquet"]),
-    ("run-guide-bundled-foo", ["run", "--preset", "demo-offline", "--set", "training.guide_model=bundled:foo",
+    ("run-guide-bundled-foo", ["run", "--preset", "demo-snli", "--set", "training.guide_model=bundled:foo",
                                "--workdir", "{d}/run-w"], {}, ["training.guide_model", "bundled:foo"]),
     ("experiment-no-data-dir", ["experiment", "false-negatives", "--output", "{d}/fn.json", "--data-dir", "{d}/nodata"],
      {}, ["nodata", "no SentEval data", "multicsr data download"]),
@@ -289,11 +289,11 @@ def test_run_preflight_errors_before_the_flow(files, tmp_path):
     """`multicsr run` (a subprocess) checks before any stage and any Prefect server starts: a dead
     PREFECT_API_URL, an input empty after cleaning. (More run preflight cases run in-process in
     CASES.)"""
-    demo = ["--preset", "demo-offline", "--set", f"input.triplets={files}/triplets.csv"]
+    demo = ["--preset", "demo-snli", "--set", f"input.triplets={files}/triplets.csv"]
     cases = [
         (demo + ["--workdir", str(tmp_path / "w1")], {"PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api"},
          ["PREFECT_API_URL=http://127.0.0.1:", "no Prefect server answers", "prefect server start"]),
-        (["--preset", "demo-offline", "--set", f"input.triplets={files}/header.csv", "--workdir", str(tmp_path / "w2")],
+        (["--preset", "demo-snli", "--set", f"input.triplets={files}/header.csv", "--workdir", str(tmp_path / "w2")],
          {}, ["header.csv", "no usable triplets"]),
     ]
     before = tree_hashes(files)
@@ -316,7 +316,7 @@ def test_run_errors_inside_prefect_tasks(files, tmp_path, live_server):
     source = tmp_path / "long.csv"
     source.write_text("\n".join([lines[0], lines[1], lines[long_row - 1]]) + "\n", encoding="utf-8")
     env = live_server.env()
-    done = run_cli(["--preset", "demo-offline", "--set", f"input.triplets={source}", "--set", "input.max_chars=100",
+    done = run_cli(["--preset", "demo-snli", "--set", f"input.triplets={source}", "--set", "input.max_chars=100",
                     "--workdir", str(tmp_path / "w-user")], env)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr + done.stdout
@@ -326,7 +326,7 @@ def test_run_errors_inside_prefect_tasks(files, tmp_path, live_server):
     assert "run the same command again" not in done.stderr
 
     before = tree_hashes(files)
-    done = run_cli(["--preset", "demo-offline", "--set", f"input.triplets={files}/triplets.csv",
+    done = run_cli(["--preset", "demo-snli", "--set", f"input.triplets={files}/triplets.csv",
                     "--set", "scoring.scorer=openai", "--set", "scoring.llm=gpt-4o-mini",
                     "--set", f"scoring.base_url=http://127.0.0.1:{_free_port()}/v1", "--set", "scoring.max_retries=0",
                     "--workdir", str(tmp_path / "w-transport")], {**env, "OPENAI_API_KEY": "sk-test"})

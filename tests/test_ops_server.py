@@ -120,7 +120,7 @@ def test_deployment_runs_through_a_process_worker(demo_worker_run, live_server):
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
         deployment = client.read_deployment(run.deployment_id)
     assert run.state.is_completed(), (run.state, demo_worker_run.worker_output[-3000:])
-    assert deployment.name == "demo-offline" and run.work_pool_name == "ops-test-cpu"
+    assert deployment.name == "demo-snli" and run.work_pool_name == "ops-test-cpu"
     kinds = {a.key: a.type for a in artifacts}
     for key in ("curation-funnel", "run-summary", "sts-baseline", "sts-trained", "train-dev-history"):
         assert kinds.get(key) == "table", (key, kinds)

@@ -28,7 +28,7 @@ SMALL = [
 
 
 def _config(*extra: str) -> dict:
-    return load_config("demo-offline", [parse_override(s) for s in (*SMALL, *extra)]).to_dict()
+    return load_config("demo-snli", [parse_override(s) for s in (*SMALL, *extra)]).to_dict()
 
 
 
@@ -68,7 +68,7 @@ def test_dag_crash_resume_rerun_and_partial_rerun(prefect_server, tmp_path, monk
     assert set(results) == {"STS16", "avg", "_provenance"}
     assert 60 < baseline["STS16"] < 90 and 60 < results["STS16"] < 90
     assert round(baseline["STS16"], 2) == 78.99  # the MiniLM anchor, through the whole DAG
-    assert results["_provenance"]["config_hash"] == load_config("demo-offline", [parse_override(s) for s in SMALL]).config_hash()
+    assert results["_provenance"]["config_hash"] == load_config("demo-snli", [parse_override(s) for s in SMALL]).config_hash()
     corpus = read_corpus(workdir / "corpus.parquet")
     assert corpus.num_rows == 96
     assert read_provenance(workdir / "corpus.parquet")["config"]["training"]["max_steps"] == 2

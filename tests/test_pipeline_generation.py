@@ -31,7 +31,7 @@ def _config(llm_dir, premises_file) -> dict:
     overrides = [f"input.premises={premises_file}", "input.triplets=null", f"generation.llm={llm_dir}",
                  "generation.max_new_tokens=6", "generation.batch_size=4", "generation.shard_size=8",
                  "scoring.scorer=local", "scoring.batch_size=8", "training.enabled=false"]
-    return load_config("demo-offline", [parse_override(o) for o in overrides]).to_dict()
+    return load_config("demo-snli", [parse_override(o) for o in overrides]).to_dict()
 
 
 @pytest.mark.slow

@@ -79,7 +79,7 @@ def test_run_page_and_artifacts_render(chromium, demo_worker_run, live_server, t
 
     # the run: its state, deployment and work pool, the task graph (a canvas) and the logs
     _page(chromium, f"{live_server.ui}/runs/flow-run/{run.id}", keep / "flow-run.png", profile,
-          expect=[run.name, "Completed", "demo-offline"])
+          expect=[run.name, "Completed", "demo-snli"])
     # the artifacts the run published: the STS before/after table and the curation report
     _page(chromium, f"{live_server.ui}/artifacts/artifact/{artifacts['sts-comparison']}", keep / "sts-comparison.png",
           profile, expect=["sts-comparison", "STS16", run.name])
