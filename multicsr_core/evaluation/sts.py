@@ -340,11 +340,8 @@ class SentenceTransformerEncoder:
         tokenizer = getattr(self.model, "tokenizer", None)
         if tokenizer is None:  # a model without a text tokenizer: fall back to characters
             return [len(s) for s in sentences]
-        from multicsr_core.evaluation.lengths import encoding_length
-
         cap = self.max_seq_length or 10**9
-        with encoding_length(self.model, self.max_seq_length):  # no "longer than model_max_length" warnings
-            ids = tokenizer(list(sentences), truncation=False)["input_ids"]
+        ids = tokenizer(list(sentences), truncation=False, verbose=False)["input_ids"]  # verbose: no length warning
         return [min(len(row), cap) for row in ids]
 
 
