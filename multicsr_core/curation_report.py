@@ -25,10 +25,53 @@ def _keep_region(rule: str, alpha: float, beta: float, gamma: float):
     return pts
 
 
+def _no_rows(ax, xlabel: str, ylabel: str) -> None:
+    """An axis for an empty corpus: a "no rows" message on fixed 0-5 / 0-1 axes (no negative ticks)."""
+    ax.set_xlim(0, 5)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([0, 1])
+    ax.text(2.5, 0.5, "no rows", ha="center", va="center", fontsize=12, color="#666666")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def _funnel_chart(funnel: dict, path: Path, plt) -> Path:
+    """Horizontal bars: total -> scored -> kept, then each reject reason (the README's funnel plot)."""
+    stages = [k for k in ("premises",) if k in funnel] + [k for k in funnel if k.startswith("generation_rejected:")]
+    stages += [k for k in ("total", "scored", "kept") if k in funnel] + [k for k in funnel if k.startswith("rejected:")]
+    counts = [int(funnel[k]) for k in stages]
+    colors = ["#d62728" if "rejected" in k else "#2ca02c" if k == "kept" else "#4c72b0" for k in stages]
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(stages) + 1.2))
+    ax.barh(range(len(stages)), counts, color=colors)
+    ax.set_yticks(range(len(stages)), [k.replace("rejected:", "rejected: ") for k in stages], fontsize=8)
+    ax.invert_yaxis()
+    top = max(counts, default=0)
+    ax.set_xlim(0, max(1, top) * 1.15)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    for y, count in enumerate(counts):
+        ax.text(count + max(1, top) * 0.01, y, f"{count:,}", va="center", fontsize=8)
+    if top == 0:
+        ax.text(0.5, 0.5, "no rows", transform=ax.transAxes, ha="center", va="center", fontsize=12, color="#666666")
+    ax.set_xlabel("triplets")
+    ax.set_title("Curation funnel")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "paper", alpha: float = 3.0,
-                          beta: float = 3.0, gamma: float = 1.0, samples: int = 10, seed: int = 0) -> dict:
-    """Write ``curation_report.md``, ``curation_funnel.json``, ``score_histograms.png`` and
-    ``score_scatter.png`` into ``out_dir``; return their paths and the Markdown text."""
+                          beta: float = 3.0, gamma: float = 1.0, samples: int = 10, seed: int = 0,
+                          generation_rejects: dict | None = None) -> dict:
+    """Write ``curation_report.md``, ``curation_funnel.json``, ``curation_funnel.png``,
+    ``score_histograms.png`` and ``score_scatter.png`` into ``out_dir``; return their paths, the
+    funnel and the Markdown text. ``generation_rejects`` (stage 1's reject counts) put the
+    premises and the rows cleaning rejected at the head of the funnel.
+
+    The histograms stack kept (green) over rejected (red) triplets and mark the thresholds: alpha
+    on a's axis, beta on b's (the paper rule keeps a >= alpha and b <= beta). A corpus with no
+    scored rows gets axes that say "no rows" instead of empty ones.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,16 +81,32 @@ def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "pap
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     funnel = curation_funnel(table)
+    if generation_rejects:
+        from multicsr_core.generation.engine import generation_funnel
+
+        funnel = {**generation_funnel(generation_rejects), **funnel}
     a = table.column("entailment_score").to_pylist()
     b = table.column("contradiction_score").to_pylist()
     kept = table.column("kept").to_pylist()
     pairs = [(x, y, bool(k)) for x, y, k in zip(a, b, kept) if x is not None and y is not None]
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, values, label in ((axes[0], [p[0] for p in pairs], "a = sim(x, x+)"), (axes[1], [p[1] for p in pairs], "b = sim(x, x-)")):
-        ax.hist(values, bins=[i / 4 for i in range(21)], color="#4c72b0")
+    bins = [i / 4 for i in range(21)]
+    for ax, index, label, threshold, name in ((axes[0], 0, "a = sim(x, x+)", alpha, "alpha"),
+                                              (axes[1], 1, "b = sim(x, x-)", beta, "beta")):
+        if not pairs:
+            _no_rows(ax, label, "triplets")
+            continue
+        split = [[p[index] for p in pairs if p[2]], [p[index] for p in pairs if not p[2]]]
+        ax.hist(split, bins=bins, stacked=True, color=["#2ca02c", "#d62728"], label=["kept", "rejected"])
+        ax.set_xlim(0, 5)
+        ax.set_ylim(bottom=0)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        if rule == "paper":
+            ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"{name} = {threshold:g}")
         ax.set_xlabel(label)
         ax.set_ylabel("triplets")
+        ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     hist_path = out / "score_histograms.png"
     fig.savefig(hist_path, dpi=100)
@@ -63,8 +122,10 @@ def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "pap
         pts = [(x, y) for x, y, k in shown if k == flag]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=4, alpha=0.4, color=color, label=name)
-    ax.set_xlim(-0.1, 5.1)
-    ax.set_ylim(-0.1, 5.1)
+    if not pairs:
+        ax.text(2.5, 2.5, "no rows", ha="center", va="center", fontsize=12, color="#666666")
+    ax.set_xlim(0, 5.1)
+    ax.set_ylim(0, 5.1)
     ax.set_xlabel("a = sim(x, x+)")
     ax.set_ylabel("b = sim(x, x-)")
     ax.legend(loc="upper left", fontsize=8)
@@ -72,13 +133,15 @@ def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "pap
     scatter_path = out / "score_scatter.png"
     fig.savefig(scatter_path, dpi=100)
     plt.close(fig)
+    funnel_png = _funnel_chart(funnel, out / "curation_funnel.png", plt)
 
     rejected = [i for i, k in enumerate(kept) if not k]
     sample = rng.sample(rejected, min(samples, len(rejected)))
     lines = [f"# Curation report ({rule} rule: alpha={alpha}, beta={beta}, gamma={gamma})", "",
              "| stage | triplets |", "| --- | ---: |"]
     lines += [f"| {k} | {v} |" for k, v in funnel.items()]
-    lines += ["", "![histograms](score_histograms.png)", "", "![scatter](score_scatter.png)", "",
+    lines += ["", "![funnel](curation_funnel.png)", "", "![histograms](score_histograms.png)", "",
+              "![scatter](score_scatter.png)", "",
               "## Sample rejected triplets", "", "| reason | a | b | premise | entailment | contradiction |",
               "| --- | ---: | ---: | --- | --- | --- |"]
     cols = {c: table.column(c).to_pylist() for c in ("reject_reason", "premise", "entailment", "contradiction")}
@@ -95,4 +158,22 @@ def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "pap
     md_path.write_text(markdown, encoding="utf-8")
     funnel_path = out / "curation_funnel.json"
     funnel_path.write_text(json.dumps(funnel, indent=2), encoding="utf-8")
-    return {"markdown": markdown, "funnel": funnel, "files": [str(md_path), str(funnel_path), str(hist_path), str(scatter_path)]}
+    return {"markdown": markdown, "funnel": funnel,
+            "files": [str(md_path), str(funnel_path), str(funnel_png), str(hist_path), str(scatter_path)]}
+
+
+def inline_figures(markdown: str, folder: str | Path) -> str:
+    """``markdown`` with each ``![name](file.png)`` link to a PNG in ``folder`` replaced by the image
+    itself as a ``data:image/png;base64`` URI: for viewers that cannot follow a relative link to a
+    local file (the Prefect UI renders a Markdown artifact in the browser, far from the workdir)."""
+    import base64
+    import re
+
+    def embed(match: re.Match) -> str:
+        path = Path(folder) / match.group(2)
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", embed, markdown)

@@ -147,6 +147,10 @@ def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "datas
 
     The token is ``$HF_TOKEN`` (required); ``$HF_ENDPOINT`` selects the Hub (default huggingface.co).
     """
+    try:  # huggingface_hub's HTTP client (httpx2 in huggingface_hub 2.x): its transport errors are not OSErrors
+        from httpx2 import TransportError
+    except ImportError:
+        from httpx import TransportError
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -158,6 +162,9 @@ def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "datas
     if not token:
         raise ExportError("HF_TOKEN is not set: export a Hugging Face token with write access "
                           "(https://huggingface.co/settings/tokens) and run again")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # huggingface_hub honours both
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            raise ExportError(f"{name} is set: unset it to upload (the export folder itself is complete)")
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
@@ -165,7 +172,7 @@ def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "datas
                                  commit_message=commit_message or f"multicsr export ({repo_type})")
     except HfHubHTTPError as exc:  # the Hub answered: bad token, no write access, bad name...
         raise ExportError(f"upload to {repo_id} failed: {_scrub(str(exc), token)}") from None
-    except OSError as exc:  # no answer (offline, DNS, refused): nothing is half-written on the Hub's side
+    except (OSError, TransportError) as exc:  # no answer (offline, DNS, refused, timeout): retry later
         raise RetryableError(f"upload to {repo_id} failed: {_scrub(str(exc), token)}; "
                              "run the same command again") from None
     return str(getattr(info, "commit_url", info))

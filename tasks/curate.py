@@ -31,9 +31,12 @@ def curate_task(workdir: str, output_path: str, shard_paths: list[str], shard_ha
 
 
 def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, swap_mode: str,
-           publish_dir: str | Path | None = None) -> dict:
+           publish_dir: str | Path | None = None, generation_rejects: dict | None = None) -> dict:
     """Curate, then publish ``corpus.parquet`` and ``reports/`` into ``publish_dir`` (the run's
-    staging folder, see ``tasks/publish.py``; default the workdir) and the UI artifacts."""
+    staging folder, see ``tasks/publish.py``; default the workdir) and the UI artifacts.
+
+    ``generation_rejects`` (stage 1's reject counts) put the premises and the rows cleaning
+    rejected at the head of the published funnel."""
     result = run_cached(curate_task, workdir, shard_paths=[s["path"] for s in scored_shards],
                         shard_hashes=[content_hash(s["path"]) for s in scored_shards],
                         curation_config=cfg.curation.model_dump(mode="json"), swap_mode=swap_mode)
@@ -43,15 +46,20 @@ def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, 
     published = publish_dir / "corpus.parquet"
     stage_table = read_corpus(result["path"])
     prov = {**read_provenance(result["path"]), "config": cfg.to_dict(), "config_hash": cfg.config_hash()}
+    if generation_rejects:
+        from multicsr_core.generation.engine import generation_funnel
+
+        prov["funnel"] = {**generation_funnel(generation_rejects), **prov.get("funnel", {})}
     write_parquet_atomic(with_provenance(stage_table, prov), published)
     c = cfg.curation
     report = write_curation_report(read_corpus(published), publish_dir / "reports", rule=c.rule, alpha=c.alpha,
-                                   beta=c.beta, gamma=c.gamma)
+                                   beta=c.beta, gamma=c.gamma, generation_rejects=generation_rejects)
     create_table_artifact([{"stage": k, "triplets": v} for k, v in report["funnel"].items()], key="curation-funnel",
                           description="Curation funnel: generated -> scored -> kept, rejected by reason")
-    # the UI cannot follow the report's relative image links: name the PNG files instead
-    figures = ", ".join(f"`{f}`" for f in report["files"] if f.endswith(".png"))
-    artifact_md = "\n".join(f"Figures: {figures}" if line.startswith("![") else line
-                            for line in report["markdown"].splitlines() if not line.startswith("![scatter"))
-    create_markdown_artifact(artifact_md, key="curation-report", description="Curation report")
+    # the UI cannot follow the report's relative image links: the figures (funnel, histograms with
+    # alpha/beta and kept/rejected, scatter) go into the artifact itself as data: URIs
+    from multicsr_core.curation_report import inline_figures
+
+    create_markdown_artifact(inline_figures(report["markdown"], publish_dir / "reports"), key="curation-report",
+                             description="Curation report")
     return {**result, "path": str(published), "stage_path": result["path"], "report": report["files"]}

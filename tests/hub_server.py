@@ -117,7 +117,7 @@ class FakeHub:
                     if key in hub.repos:
                         return self._send(409, {"error": "You already created this repo", "url": self._url(key)})
                     hub.repos[key] = {}
-                    hub.private[key] = bool(req.get("private"))
+                    hub.private[key] = req.get("visibility") == "private" or bool(req.get("private"))
                     return self._send(200, {"url": self._url(key), "name": repo_id})
                 if m := re.fullmatch(r"/api/(model|dataset)s/([^/]+/[^/]+)/preupload/([^/?]+)", self.path):
                     files = json.loads(body)["files"]

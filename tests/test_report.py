@@ -70,9 +70,15 @@ def test_sts_table_paper_layout_with_reference_rows():
     lines = table.splitlines()
     assert lines[0] == "| model | STS12 | STS13 | STS14 | STS15 | STS16 | STS-B | SICK-R | Avg |"
     assert lines[1] == "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    assert lines[2] == "| unsup SimCSE BERT-base | 68.40 | 82.41 | 74.38 | 80.91 | 78.56 | 76.85 | 72.23 | 76.25 |"
-    assert len(lines) == 2 + len(REFERENCE_STS) + 1
-    assert lines[-1] == "| all-MiniLM-L6-v2 | 72.37 | 80.60 | 75.59 | 85.39 | 78.99 | 82.03 | 77.15 | 78.87 |"
+    # the papers' rows are marked as published, and a note under the table says what that means
+    assert lines[2] == ("| unsup SimCSE BERT-base (published) | 68.40 | 82.41 | 74.38 | 80.91 | 78.56 | 76.85 | 72.23 "
+                        "| 76.25 |")
+    assert all(line.split(" | ")[0].endswith("(published)") for line in lines[2:2 + len(REFERENCE_STS)])
+    assert len(lines) == 2 + len(REFERENCE_STS) + 1 + 2
+    assert lines[2 + len(REFERENCE_STS)] == ("| all-MiniLM-L6-v2 | 72.37 | 80.60 | 75.59 | 85.39 | 78.99 | 82.03 | 77.15 "
+                                             "| 78.87 |")
+    assert "(published)" not in lines[2 + len(REFERENCE_STS)]
+    assert lines[-2] == "" and lines[-1].startswith("Rows marked (published) are the figures the papers report")
     only = markdown_sts_table({"partial": {"STS12": 70.0}}, include_reference=False).splitlines()
     assert only[2] == "| partial | 70.00 | - | - | - | - | - | - | - |"
 
@@ -90,6 +96,10 @@ def test_comparison_adds_delta_row_on_printed_values():
     lines = table.splitlines()
     assert lines[-1] == "| delta (after - before) | +0.63 | +0.00 | +0.00 | +0.00 | +0.00 | +0.00 | +0.00 | +0.09 |"
     assert markdown_comparison({"only": MINILM}) == markdown_sts_table({"only": MINILM})
+    with_reference = markdown_comparison({"before": MINILM, "after": after}).splitlines()
+    assert with_reference[-3].startswith("| delta (after - before) |")  # the delta row stays in the table
+    assert with_reference[-1].startswith("Rows marked (published)")
+    assert "(published)" not in table
 
 
 def test_transfer_table_accepts_plain_and_nested_results():

@@ -96,14 +96,9 @@ def meta_path_for(path: str | Path) -> Path:
 
 
 def _redact(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {
-            k: ("<redacted>" if _SECRET_KEY.search(str(k)) and v else _redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return [_redact(v) for v in value]
-    return value
+    from multicsr_core.redaction import redact_secrets  # the one helper: secret keys and URL credentials
+
+    return redact_secrets(value)
 
 
 def _check_results(results: Mapping[str, Any]) -> None:
@@ -172,19 +167,34 @@ def _sts_cells(row: Mapping[str, Any] | StsResults) -> list[str]:
     return [_fmt(data.get(t)) for t in STS_TASKS] + [_fmt(_avg(data, STS_TASKS))]
 
 
+PUBLISHED_MARK = " (published)"
+PUBLISHED_NOTE = ("Rows marked (published) are the figures the papers report (SimCSE, SynCSE, CLAIF; "
+                  "Spearman x 100, SentEval \"all\"), copied, not measured by this run; the other rows are this run's.")
+
+
+def _sts_table_lines(rows: Mapping[str, Mapping[str, Any] | StsResults], include_reference: bool) -> str:
+    header = ["model", *STS_COLUMNS.values(), "Avg"]
+    body = []
+    if include_reference:
+        body += [[name + PUBLISHED_MARK, *_sts_cells(ref)] for name, ref in REFERENCE_STS.items()]
+    body += [[name, *_sts_cells(row)] for name, row in rows.items()]
+    return _table(header, body)
+
+
+def _with_note(table: str, include_reference: bool) -> str:
+    return table + f"\n{PUBLISHED_NOTE}\n" if include_reference else table
+
+
 def markdown_sts_table(
     rows: Mapping[str, Mapping[str, Any] | StsResults], include_reference: bool = True
 ) -> str:
     """The papers' STS table: reference rows of method.md (optional), then ``rows`` (name -> results dict).
 
-    Extra keys in a results dict (``transfer``, provenance...) are ignored; missing tasks print as ``-``.
+    The reference rows are marked ``(published)`` and a note under the table says they are the
+    papers' figures, not this run's. Extra keys in a results dict (``transfer``, provenance...) are
+    ignored; missing tasks print as ``-``.
     """
-    header = ["model", *STS_COLUMNS.values(), "Avg"]
-    body = []
-    if include_reference:
-        body += [[name, *_sts_cells(ref)] for name, ref in REFERENCE_STS.items()]
-    body += [[name, *_sts_cells(row)] for name, row in rows.items()]
-    return _table(header, body)
+    return _with_note(_sts_table_lines(rows, include_reference), include_reference)
 
 
 def markdown_comparison(
@@ -192,15 +202,15 @@ def markdown_comparison(
 ) -> str:
     """Before/after STS table: :func:`markdown_sts_table` plus, with two or more rows, a delta row
     (last minus first, on the printed 2-decimal values, as a reader of the table would compute it)."""
-    table = markdown_sts_table(rows, include_reference)
-    if len(rows) < 2:
-        return table
-    names = list(rows)
-    first, last = (_sts_cells(rows[n]) for n in (names[0], names[-1]))
-    delta = [
-        "%+.2f" % (float(b) - float(a)) if a != "-" and b != "-" else "-" for a, b in zip(first, last)
-    ]
-    return table + f"| delta ({names[-1]} - {names[0]}) | " + " | ".join(delta) + " |\n"
+    table = _sts_table_lines(rows, include_reference)
+    if len(rows) >= 2:
+        names = list(rows)
+        first, last = (_sts_cells(rows[n]) for n in (names[0], names[-1]))
+        delta = [
+            "%+.2f" % (float(b) - float(a)) if a != "-" and b != "-" else "-" for a, b in zip(first, last)
+        ]
+        table += f"| delta ({names[-1]} - {names[0]}) | " + " | ".join(delta) + " |\n"
+    return _with_note(table, include_reference)
 
 
 def markdown_transfer_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
