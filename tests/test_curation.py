@@ -1,7 +1,8 @@
 import pytest
 
 from multicsr_core.curation import (REASON_EQUAL_SCORES, REASON_HIGH_CONTRADICTION, REASON_LOW_ENTAILMENT,
-                                    REASON_OFFICIAL_DROP, REASON_SMALL_MARGIN, REASON_UNSCORED, curate_table,
+                                    REASON_OFFICIAL_DROP, REASON_SMALL_MARGIN, REASON_UNPARSABLE, REASON_UNSCORED,
+                                    curate_table,
                                     curation_funnel, official_rule, paper_rule)
 from multicsr_core.io.corpus import corpus_table
 
@@ -70,3 +71,50 @@ def test_curation_disabled_keeps_all_scored():
     t = corpus_table([{"premise": "p", "entailment": "e", "contradiction": "c", "entailment_score": 0.0,
                        "contradiction_score": 5.0}])
     assert curate_table(t, enabled=False).column("kept").to_pylist() == [True]
+
+
+def _row(premise, a, b, a_error=None, b_error=None, **extra):
+    return {"premise": premise, "entailment": f"E {premise}", "contradiction": f"C {premise}", "entailment_score": a,
+            "contradiction_score": b, "entailment_score_error": a_error, "contradiction_score_error": b_error, **extra}
+
+
+@pytest.mark.parametrize("rule", ["paper", "official"])
+@pytest.mark.parametrize("enabled", [True, False])
+def test_unparsable_scores_reject_with_their_reason_and_transport_failures_stay_unscored(rule, enabled):
+    prose = "unparsable_score: reply 'I would rather not say.' is not a score (official parser)"
+    t = corpus_table([
+        _row("p1", None, 1.0, a_error=prose, entailment_reply="I would rather not say."),
+        _row("p2", None, None, a_error="InternalServerError: 500", b_error=prose),  # the verdict decides
+        _row("p3", None, 1.0, a_error="APITimeoutError: Request timed out."),      # retried next run
+        _row("p4", 4.0, 1.0),
+    ])
+    curated = curate_table(t, rule=rule, enabled=enabled)
+    assert curated.column("reject_reason").to_pylist() == [REASON_UNPARSABLE, REASON_UNPARSABLE, REASON_UNSCORED, None]
+    assert curated.column("kept").to_pylist() == [False, False, False, True]
+    assert curated.column("entailment_reply").to_pylist()[0] == "I would rather not say."  # the reply is kept
+    funnel = curation_funnel(curated)
+    assert funnel[f"rejected:{REASON_UNPARSABLE}"] == 2 and funnel[f"rejected:{REASON_UNSCORED}"] == 1
+    assert REASON_UNPARSABLE == "unparsable_score"
+
+
+def test_a_swap_moves_the_score_masses_with_their_sides():
+    t = corpus_table([_row("p", 2.0, 4.0, entailment_score_mass=0.9, contradiction_score_mass=0.4)])
+    swapped = curate_table(t, rule="official")  # e <= 4 and e <= c: the official code swaps
+    assert swapped.column("swapped").to_pylist() == [True]
+    assert swapped.column("entailment_score_mass").to_pylist() == [0.4]
+    assert swapped.column("contradiction_score_mass").to_pylist() == [0.9]
+
+
+def test_a_corpus_written_before_the_mass_columns_still_reads(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from multicsr_core.io.corpus import CORPUS_SCHEMA, OPTIONAL_COLUMNS, read_corpus
+
+    old_schema = pa.schema([f for f in CORPUS_SCHEMA if f.name not in OPTIONAL_COLUMNS])
+    old = corpus_table([_row("p", 4.0, 1.0)]).select(old_schema.names).cast(old_schema)
+    pq.write_table(old, tmp_path / "old.parquet")
+    table = read_corpus(tmp_path / "old.parquet")
+    assert table.schema.names == CORPUS_SCHEMA.names
+    assert table.column("entailment_score_mass").to_pylist() == [None]
+    assert curate_table(table).column("kept").to_pylist() == [True]

@@ -94,27 +94,30 @@ def test_faults_are_retried_and_answered_items_never_asked_again(server, cache):
     # Retry-After: 0.3 s was honoured between the two attempts of item 0
     arrivals = [t for t, prompt in server.arrivals if PREMISES[0] in prompt]
     assert arrivals[1] - arrivals[0] >= 0.27
-    # a non-numeric reply is a failure kept with its reply, not retried within the run
-    assert scores[5].score is None and scores[5].raw == "I would rather not say." and "parse" in scores[5].error
+    # a non-numeric reply is the model's answer: the unparsable_score verdict, kept with its reply
+    assert scores[5].score is None and scores[5].raw == "I would rather not say." and scores[5].unparsable
+    assert scores[5].error.startswith("unparsable_score") and "not a score" in scores[5].error
     assert server.count(PREMISES[5]) == 1
     # 500 on every attempt (1 + max_retries) and a 400 (never retried) are failures with the error
     assert scores[6].score is None and "InternalServerError" in scores[6].error and server.count(PREMISES[6]) == 4
     assert scores[7].score is None and "BadRequestError" in scores[7].error and server.count(PREMISES[7]) == 1
-    assert report.n_ok == 9 and report.n_failed == 3 and report.n_cached == 0
+    assert report.n_ok == 10 and report.n_failed == 2 and report.n_cached == 0
     assert any("InternalServerError" in error for error in report.first_errors())
     rows = cache.get_many([OpenAIChatBackend.key_for(scorer.backend, r) for r in
                            [ChatRequest.from_prompt(p, **scorer.params) for p in PROMPTS]])
-    assert sorted(row.status for row in rows.values()) == [FAILED] * 3 + [OK] * 9
-    assert {row.raw for row in rows.values() if row.status == FAILED} == {"I would rather not say.", None}
+    assert sorted(row.status for row in rows.values()) == [FAILED] * 2 + [OK] * 10
+    assert {row.raw for row in rows.values() if row.status == FAILED} == {None}
 
-    # Next run: only the three failed items are asked again (their faults are used up now).
+    # Next run: only the two failed items are asked again (their faults are used up now); the
+    # prose reply is a final verdict, answered from the cache.
     counts_before = {p: server.count(p) for p in PREMISES}
     rerun = OpenAIScorer(make_backend(server, cache))
     second = rerun.score_pairs(PREMISES, HYPOTHESES)
-    assert [s.score for s in second] == [float(expected_score(p)) for p in PROMPTS]
+    assert [s.score for s in second] == [None if i == 5 else float(expected_score(p)) for i, p in enumerate(PROMPTS)]
+    assert second[5].unparsable and second[5].raw == "I would rather not say."
     for i, premise in enumerate(PREMISES):
-        assert server.count(premise) - counts_before[premise] == (1 if i in (5, 6, 7) else 0), i
-    assert rerun.last_report.n_cached == 9 and rerun.last_report.usage.requests == 3
+        assert server.count(premise) - counts_before[premise] == (1 if i in (6, 7) else 0), i
+    assert rerun.last_report.n_cached == 10 and rerun.last_report.usage.requests == 2
 
 
 def test_unusable_200_replies_are_retried_then_failed_with_their_cost(server, cache):
@@ -273,11 +276,11 @@ def test_claif_scorer_first_number_and_range(server, cache):
     server.inject(PREMISES[1], ["non_numeric"])
     scores = scorer.score_pairs(PREMISES[:4], HYPOTHESES[:4])
     prompts = [format_claif_scoring_prompt(a, b) for a, b in zip(PREMISES[:4], HYPOTHESES[:4])]
-    assert scores[1].score is None and scores[1].error == "reply holds no number"
+    assert scores[1].unparsable and "holds no number" in scores[1].error and scores[1].raw == "I would rather not say."
     assert [s.score for i, s in enumerate(scores) if i != 1] == [expected_claif_score(prompts[i]) for i in (0, 2, 3)]
     server.reply_fn = lambda prompt: "7.5"
     scores = ClaifScorer(make_backend(server, cache), max_tokens=17).score_pairs(["x"], ["y"])
-    assert scores[0].score is None and "outside" in scores[0].error
+    assert scores[0].unparsable and "outside" in scores[0].error
 
 
 # -- crash and resume: a real process killed with SIGKILL mid-scoring ----------------------

@@ -72,3 +72,26 @@ def test_logprobs_to_distribution_merges_spellings_and_renormalises():
     refusal = [{"token": "I", "logprob": math.log(0.9), "top": {"I": math.log(0.9), "3": math.log(0.01)}}]
     assert logprobs_to_distribution(refusal) is None
     assert logprobs_to_distribution(None) is None
+
+
+def test_a_reply_that_is_not_a_score_is_an_unparsable_verdict_keeping_the_reply():
+    from multicsr_core.scoring.base import PairScore, is_unparsable_error
+    from multicsr_core.scoring.llm import text_verdict
+
+    prose = text_verdict("The two sentences are quite similar.", parse_official_score, "official")
+    assert prose.score is None and prose.unparsable and not prose.failed
+    assert prose.raw == "The two sentences are quite similar."
+    assert prose.error.startswith("unparsable_score") and "quite similar" in prose.error
+    assert text_verdict("4", parse_official_score, "official") == PairScore(score=4.0, raw="4")
+    transport = PairScore(score=None, error="APITimeoutError: Request timed out.")
+    assert transport.failed and not transport.unparsable and not is_unparsable_error(transport.error)
+
+
+def test_logprobs_mass_counts_the_listed_score_tokens():
+    from multicsr_core.scoring.llm import logprobs_to_distribution_and_mass
+
+    first = {"token": "3", "logprob": math.log(0.5), "top": {"3": math.log(0.5), " 4": math.log(0.2), "The": math.log(0.3)}}
+    distribution, mass = logprobs_to_distribution_and_mass([first])
+    assert mass == pytest.approx(0.7)
+    assert distribution["3"] == pytest.approx(0.5 / 0.7) and distribution["4"] == pytest.approx(0.2 / 0.7)
+    assert logprobs_to_distribution_and_mass([{**first, "token": "The"}]) == (None, None)  # a non-answer
