@@ -93,7 +93,8 @@ class GenerationCache:
         triplets = generate_contrastive(self.model, self.tokenizer, prompts, omega=omega,
                                         max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
         got = [{"premise": t.premise, "entailment_raw": t.entailment_raw, "contradiction_raw": t.contradiction_raw,
-                "entailment_prompt_id": t.entailment_prompt_id, "contradiction_prompt_id": t.contradiction_prompt_id}
+                "entailment_prompt_id": t.entailment_prompt_id, "contradiction_prompt_id": t.contradiction_prompt_id,
+                "entailment_finished": t.entailment_finished, "contradiction_finished": t.contradiction_finished}
                for t in triplets]
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(got, indent=1), encoding="utf-8")
@@ -105,7 +106,9 @@ class GenerationCache:
 def clean_rows(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
-        ent, con = clean_generation(r["entailment_raw"], r["premise"]), clean_generation(r["contradiction_raw"], r["premise"])
+        # chunks cached before the finished flags were recorded count as finished
+        ent = clean_generation(r["entailment_raw"], r["premise"], r.get("entailment_finished", True))
+        con = clean_generation(r["contradiction_raw"], r["premise"], r.get("contradiction_finished", True))
         reasons = [f"{side}:{c.reject_reason}" for side, c in (("entailment", ent), ("contradiction", con)) if c.reject_reason]
         out.append({**r, "entailment": ent.text, "contradiction": con.text, "reject_reasons": reasons,
                     "meta": ent.meta or con.meta,

@@ -51,7 +51,7 @@ def multicsr_pipeline(config: dict, workdir: str) -> dict:
         check_scoring_failures(scored, cfg)
         with summary.stage("curate"):
             corpus = curate(scored, cfg, workdir, swap_mode="corpus" if data["kind"] == "triplets" else "generation",
-                            publish_dir=staged)
+                            publish_dir=staged, generation_rejects=data.get("rejects"))
 
         comparison = None
         if cfg.training.enabled:

@@ -26,15 +26,15 @@ ITEMS = json.loads(FIXTURE.read_text(encoding="utf-8"))["items"]
 
 # Meta-text a clean hypothesis never holds (independent of the cleaner's own patterns).
 META_TEXT = re.compile(
-    r"original sentence|alternative expression|paraphrase|here is|here's|^sure\b|^(?:output|input|opposing|answer)\s*:"
-    r"|true statement|grounded in common sense|^[\"'\u201c]|[\"\u201d]$|\n",
+    r"original sentence|alternative expression|paraphrase|here(?: is|'s)[^.\"]*:|^sure\b|^(?:output|input|opposing|answer)\s*:"
+    r"|true statement|grounded in common sense|^[\"\u201c]|\n",
     re.IGNORECASE,
 )
 
 
 @pytest.mark.parametrize("item", ITEMS, ids=[f"{i:02d}-{it['side'][0]}" for i, it in enumerate(ITEMS)])
 def test_real_output(item):
-    cleaned = clean_generation(item["raw"], item["premise"])
+    cleaned = clean_generation(item["raw"], item["premise"], item["finished"])
     assert (cleaned.text, cleaned.reject_reason, cleaned.meta) == (item["text"], item["reject_reason"], item["meta"])
     if cleaned.kept:
         assert not META_TEXT.search(cleaned.text), cleaned.text
@@ -75,6 +75,8 @@ def test_fixture_covers_the_real_failure_modes():
     ("", "", "empty"),
     ('" "', "", "empty"),
     ("A MAN IS SLEEPING", "A MAN IS SLEEPING", "copy_of_premise"),
+    ("Original: A man is sleeping.\nSwapped: A man is awake.", "A man is awake.", None),
+    ("The sentence is a classic example of a double negative.", None, "meta_only"),
     ("a man, is sleeping!", "a man, is sleeping!", "copy_of_premise"),
     ('Paraphrase: "A man is sleeping."', "A man is sleeping.", "copy_of_premise"),
     ("Please paraphrase the input sentence or phrase, providing an alternative expression.", None, "echoed_instruction"),
@@ -128,3 +130,25 @@ def test_live_generate_leaves_no_meta_text(tmp_path):
     assert rejects["rejected"] >= 1 or any(clean_generation(r, p).fixes for row in table
                                            for r, p in ((row["entailment_raw"], row["premise"]),
                                                         (row["contradiction_raw"], row["premise"])))
+    # generate -> score -> curate: stage 1's rejects head the curation funnel (and its report)
+    scored, curated = tmp_path / "scored.parquet", tmp_path / "curated.parquet"
+    for args in (["score", "--corpus", str(out), "--scorer", "guide", "--llm", "bundled:all-MiniLM-L6-v2",
+                  "--workdir", str(tmp_path / "work"), "--out", str(scored)],
+                 ["curate", "--corpus", str(scored), "--rule", "paper", "--out", str(curated)]):
+        proc = subprocess.run([sys.executable, "-m", "multicsr.cli", *args], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    funnel = json.loads(pq.read_schema(curated).metadata[b"multicsr"])["funnel"]
+    assert funnel["premises"] == 3 and funnel["generation_rejected"] == rejects["rejected"]
+    assert funnel["total"] == rejects["kept"]
+    assert list(funnel)[:2] == ["premises", "generation_rejected"]
+    report = (tmp_path / "curated_report" / "curation_report.md").read_text(encoding="utf-8")
+    assert "| premises | 3 |" in report
+
+
+def test_truncated_when_the_cut_went_through_the_answer():
+    premise = "A man is sleeping ."
+    assert clean_generation("A man naps on the", premise, finished=False).reject_reason == "truncated"
+    assert clean_generation("A man naps on the", premise, finished=True).reject_reason is None
+    # the cut hit a trailing explanation, not the answer
+    cut_later = clean_generation("A man naps.\n\nThis keeps the meaning of the", premise, finished=False)
+    assert (cut_later.text, cut_later.reject_reason) == ("A man naps.", None)

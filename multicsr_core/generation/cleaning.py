@@ -12,7 +12,8 @@ Extracted (``fixes``; all but ``quotes`` count as meta-text, ``META_FIXES``):
   The alternative expression is: "..."`` or ``A paraphrase would be: "..."`` (the text after
   the last answer label; the restated original is dropped);
 - ``lead_in``: a chatty opener ``Sure! Here is a paraphrase:`` / ``Here's the revised sentence:``;
-- ``label``: a bare label ``Paraphrase:``, ``Output:``, ``Opposing:``, ``Contradiction:``;
+- ``label``: a bare label ``Paraphrase:``, ``Output:``, ``Opposing:``, ``Contradiction:``
+  (after an ``Original: ...`` line restating the input, which is dropped: ``wrapper``);
 - ``first_of_list``: several candidates (``1. ...`` / ``- ...`` lines): the first is taken;
 - ``trailing_explanation``: a second paragraph, or a following sentence that explains the first
   (``This sentence ...``, ``Note: ...``, ``(This maintains ...)``);
@@ -23,14 +24,15 @@ Extracted (``fixes``; all but ``quotes`` count as meta-text, ``META_FIXES``):
 Rejected (``reject_reason``):
 
 - ``empty``: nothing left (an empty output, or only quotes);
-- ``meta_only``: meta-text with no sentence to extract (``Here is a paraphrase:`` and nothing);
+- ``meta_only``: meta-text with no sentence to extract (``Here is a paraphrase:`` and nothing),
+  or a remark about the sentence instead of one (``The sentence is a classic example of ...``);
 - ``refusal``: the model declined (``I'm sorry, but ...``, ``As an AI ...``);
 - ``echoed_instruction``: the output repeats the prompt: an ``Input:``/``Output:`` line of the
   template, or four or more consecutive words of a generation instruction that are not in the
   premise (``... while ensuring the new sentence is logical, realistic ...``);
 - ``repetition``: a degenerate loop (some four-word sequence three or more times);
-- ``truncated``: a quoted answer that never closes and does not end a sentence (the model hit
-  ``max_new_tokens`` mid-answer);
+- ``truncated``: the model hit ``max_new_tokens`` mid-answer: a quoted answer that never
+  closes, or (``finished=False``) an answer the cut went through, without closing punctuation;
 - ``copy_of_premise``: the premise again, up to case, spacing and punctuation
   (``a dog gnawing on a bone`` copies ``A dog gnawing on a bone .``).
 
@@ -98,7 +100,8 @@ _ANSWER_LABEL = re.compile(
     r"(?:^|(?<=[\s.!:\"'\u201d]))(?:here(?:'s| is| are)\s+)?(?:the|an?|my|one|your)?\s*" + _ANSWER_NOUN
     + r"(?:\s+(?:of|for|to)\s+(?:the|this|that|your)\s+(?:input|given|original|provided)?\s*(?:sentence|phrase|text)"
       r"(?:\s+or\s+phrase)?)?"
-    r"\s*(?:(?:is|would be|could be|might be|will be|reads|becomes)\s*)?:\s*",
+    r"(?:\s*(?:(?:is|would be|could be|might be|will be|reads|becomes)\s*)?:\s*"
+    r"|\s+(?:is|would be|could be|might be|reads)\s+(?=[\"\u201c]))",  # or no colon, then a quote
     re.IGNORECASE,
 )
 _SOURCE_BEFORE = re.compile(r"(?:original|input|given|provided)\s+(?:sentence\s+or\s+)?$", re.IGNORECASE)
@@ -114,8 +117,16 @@ _LEAD_IN = re.compile(
 )
 _BARE_LABEL = re.compile(
     r"^(?:output|answer|result|paraphrase|paraphrased|rewrite|rewritten|revised|revision|rephrased|opposing"
-    r"|opposite|contradiction|contradictory|entailment|alternative|alternate|hypothesis|response|sentence"
+    r"|opposite|contradiction|contradictory|entailment|alternative|alternate|hypothesis|response|sentence|swapped"
+    r"|changed|modified|altered|transformed|new|contrast|contrasting"
     r"|new sentence|modified sentence|revised sentence|transformed sentence)\s*[:\-\u2013\u2014]\s*",
+    re.IGNORECASE,
+)
+_SOURCE_LINE = re.compile(r"^(?:original|input|given)(?:\s+(?:sentence|phrase|text))?\s*:", re.IGNORECASE)
+# a remark about the sentence instead of a sentence: "The sentence is a classic example of ..."
+_COMMENTARY = re.compile(
+    r"^(?:the|this)\s+(?:original\s+|input\s+|given\s+|new\s+|revised\s+)?(?:sentence|phrase|statement)\s+"
+    r"(?:is|was|uses|has|describes|means|contains|conveys|expresses|implies)\b",
     re.IGNORECASE,
 )
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s+")
@@ -243,10 +254,12 @@ def _echoes_instruction(text: str, premise: str) -> bool:
     return bool(grams & _INSTRUCTION_NGRAMS)
 
 
-def clean_generation(text: str, premise: str) -> CleanedText:
+def clean_generation(text: str, premise: str, finished: bool = True) -> CleanedText:
     """The sentence in a generated output, or a named reason to reject it (see the module docstring).
 
-    ``text`` is the decoded output; ``premise`` the sentence it was written for.
+    ``text`` is the decoded output; ``premise`` the sentence it was written for; ``finished``
+    False when decoding stopped at ``max_new_tokens`` (the sentence is then ``truncated`` if
+    the cut went through it: it ends the raw output without closing punctuation).
     """
     fixes: list[str] = []
     raw = text.replace("\r", "").strip()
@@ -280,6 +293,11 @@ def clean_generation(text: str, premise: str) -> CleanedText:
     elif _SOURCE_LABEL.match(work):
         # "The original sentence is: "..."" and no answer after it: only the input restated
         return CleanedText(_SPACES.sub(" ", raw), REJECT_META_ONLY, tuple(fixes + [FIX_WRAPPER]))
+    lines = [line.strip() for line in work.split("\n") if line.strip()]
+    if len(lines) >= 2 and _SOURCE_LINE.match(lines[0]):
+        # "Original: <the input>\nSwapped: <the answer>": drop the restated input
+        work = "\n".join(line for line in lines if not _SOURCE_LINE.match(line))
+        fixes.append(FIX_WRAPPER)
     m = _BARE_LABEL.match(work)
     if m:
         work = work[m.end():].strip()
@@ -311,7 +329,10 @@ def clean_generation(text: str, premise: str) -> CleanedText:
     fixes_t = tuple(dict.fromkeys(fixes))
     if not work:
         return CleanedText("", REJECT_META_ONLY if META_FIXES & set(fixes_t) else REJECT_EMPTY, fixes_t)
-    if unclosed and not work.rstrip(_QUOTES).endswith((".", "!", "?")):
+    if _COMMENTARY.match(work):
+        return CleanedText(work, REJECT_META_ONLY, fixes_t)
+    cut_through = not finished and _WORDS.findall(work.casefold())[-1:] == _WORDS.findall(raw.casefold())[-1:]
+    if (unclosed or cut_through) and not work.rstrip(_QUOTES).endswith((".", "!", "?")):
         return CleanedText(work, REJECT_TRUNCATED, fixes_t)
     if _echoes_instruction(work, premise):
         return CleanedText(work, REJECT_ECHO, fixes_t)

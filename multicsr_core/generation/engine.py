@@ -282,6 +282,8 @@ class GeneratedTriplet:
     entailment_raw: str  # decoded output before cleaning
     contradiction_raw: str
     reject_reason: str | None  # None if both sides are usable, else e.g. "entailment:empty"
+    entailment_finished: bool = True  # ended by EOS (False: cut at max_new_tokens)
+    contradiction_finished: bool = True
 
     @property
     def kept(self) -> bool:
@@ -331,7 +333,8 @@ def generate_contrastive(
     rows = []
     for k, p in enumerate(prompts):
         ent, con = outputs[2 * k], outputs[2 * k + 1]
-        ent_clean, con_clean = clean_generation(ent.text, p.premise), clean_generation(con.text, p.premise)
+        ent_clean = clean_generation(ent.text, p.premise, finished=ent.finished)
+        con_clean = clean_generation(con.text, p.premise, finished=con.finished)
         reasons = [f"{side}:{c.reject_reason}" for side, c in (("entailment", ent_clean), ("contradiction", con_clean))
                    if c.reject_reason]
         rows.append(
@@ -346,6 +349,8 @@ def generate_contrastive(
                 entailment_raw=ent.text,
                 contradiction_raw=con.text,
                 reject_reason=";".join(reasons) or None,
+                entailment_finished=ent.finished,
+                contradiction_finished=con.finished,
             )
         )
     return rows

