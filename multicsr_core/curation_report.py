@@ -35,8 +35,44 @@ def _no_rows(ax, xlabel: str, ylabel: str) -> None:
     ax.set_ylabel(ylabel)
 
 
-def _funnel_chart(funnel: dict, path: Path, plt) -> Path:
-    """Horizontal bars: total -> scored -> kept, then each reject reason (the README's funnel plot)."""
+def score_histograms(pairs: list[tuple[float, float, bool]], rule: str = "paper", alpha: float = 3.0,
+                     beta: float = 3.0):
+    """The figure of a's and b's histograms: kept (green) stacked on rejected (red), with the
+    alpha (on a) and beta (on b) thresholds of the paper rule as dashed lines. ``pairs``: (a, b, kept)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    bins = [i / 4 for i in range(21)]
+    for ax, index, label, threshold, name in ((axes[0], 0, "a = sim(x, x+)", alpha, "alpha"),
+                                              (axes[1], 1, "b = sim(x, x-)", beta, "beta")):
+        if not pairs:
+            _no_rows(ax, label, "triplets")
+            continue
+        split = [[p[index] for p in pairs if p[2]], [p[index] for p in pairs if not p[2]]]
+        ax.hist(split, bins=bins, stacked=True, color=["#2ca02c", "#d62728"], label=["kept", "rejected"])
+        ax.set_xlim(0, 5)
+        ax.set_ylim(bottom=0)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        if rule == "paper":
+            ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"{name} = {threshold:g}")
+        ax.set_xlabel(label)
+        ax.set_ylabel("triplets")
+        ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def funnel_figure(funnel: dict):
+    """Horizontal bars: the premises and stage 1's rejects (when known), total -> scored -> kept,
+    then each curation reject reason (the README's funnel plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     stages = [k for k in ("premises",) if k in funnel] + [k for k in funnel if k.startswith("generation_rejected:")]
     stages += [k for k in ("total", "scored", "kept") if k in funnel] + [k for k in funnel if k.startswith("rejected:")]
     counts = [int(funnel[k]) for k in stages]
@@ -55,9 +91,7 @@ def _funnel_chart(funnel: dict, path: Path, plt) -> Path:
     ax.set_xlabel("triplets")
     ax.set_title("Curation funnel")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "paper", alpha: float = 3.0,
@@ -90,24 +124,7 @@ def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "pap
     kept = table.column("kept").to_pylist()
     pairs = [(x, y, bool(k)) for x, y, k in zip(a, b, kept) if x is not None and y is not None]
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    bins = [i / 4 for i in range(21)]
-    for ax, index, label, threshold, name in ((axes[0], 0, "a = sim(x, x+)", alpha, "alpha"),
-                                              (axes[1], 1, "b = sim(x, x-)", beta, "beta")):
-        if not pairs:
-            _no_rows(ax, label, "triplets")
-            continue
-        split = [[p[index] for p in pairs if p[2]], [p[index] for p in pairs if not p[2]]]
-        ax.hist(split, bins=bins, stacked=True, color=["#2ca02c", "#d62728"], label=["kept", "rejected"])
-        ax.set_xlim(0, 5)
-        ax.set_ylim(bottom=0)
-        ax.yaxis.get_major_locator().set_params(integer=True)
-        if rule == "paper":
-            ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"{name} = {threshold:g}")
-        ax.set_xlabel(label)
-        ax.set_ylabel("triplets")
-        ax.legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
+    fig = score_histograms(pairs, rule, alpha, beta)
     hist_path = out / "score_histograms.png"
     fig.savefig(hist_path, dpi=100)
     plt.close(fig)
@@ -133,7 +150,10 @@ def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "pap
     scatter_path = out / "score_scatter.png"
     fig.savefig(scatter_path, dpi=100)
     plt.close(fig)
-    funnel_png = _funnel_chart(funnel, out / "curation_funnel.png", plt)
+    fig = funnel_figure(funnel)
+    funnel_png = out / "curation_funnel.png"
+    fig.savefig(funnel_png, dpi=100)
+    plt.close(fig)
 
     rejected = [i for i, k in enumerate(kept) if not k]
     sample = rng.sample(rejected, min(samples, len(rejected)))

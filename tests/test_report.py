@@ -128,3 +128,124 @@ def test_subset_table_lists_subsets_and_the_all_row():
     ]
     # (80.60 + 82.03) / 2 is 81.31499... in binary: "%.2f" prints 81.31, as SentEval's printout would.
     assert results.as_dict() == {"STS13": 80.6, "STSBenchmark": 82.03, "avg": 81.31}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The curation report's figures, `inspect --json`, `--version`
+
+
+def _curated(rows: list[tuple[float | None, float | None]]):
+    """A corpus table with these (a, b) scores, curated by the real paper rule (alpha 3, beta 3, gamma 1)."""
+    from multicsr_core.curation import curate_table
+    from multicsr_core.io.corpus import corpus_table
+
+    table = corpus_table({"premise": [f"premise {i}" for i in range(len(rows))],
+                          "entailment": [f"entailment {i}" for i in range(len(rows))],
+                          "contradiction": [f"contradiction {i}" for i in range(len(rows))],
+                          "entailment_score": [a for a, _ in rows], "contradiction_score": [b for _, b in rows]})
+    return curate_table(table, "paper", 3.0, 3.0, 1.0, True, "corpus")
+
+
+SCORES = [(4.5, 1.0), (3.2, 2.0), (2.0, 1.0), (4.0, 3.5), (3.5, 3.0), (5.0, 0.0), (1.0, 4.0)]
+
+
+def test_histograms_split_kept_and_rejected_with_threshold_lines():
+    from multicsr_core.curation_report import score_histograms
+
+    table = _curated(SCORES)
+    kept = table.column("kept").to_pylist()
+    pairs = [(a, b, k) for (a, b), k in zip(SCORES, kept)]
+    fig = score_histograms(pairs, "paper", alpha=3.0, beta=3.0)
+    for ax, threshold, name in zip(fig.axes, (3.0, 3.0), ("alpha", "beta")):
+        kept_bars, rejected_bars = ax.containers  # stacked: kept, then rejected on top
+        assert sum(p.get_height() for p in kept_bars) == sum(kept) == 3
+        assert sum(p.get_height() for p in rejected_bars) == len(SCORES) - 3
+        lines = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert len(lines) == 1 and list(lines[0].get_xdata()) == [threshold, threshold]
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["kept", "rejected", f"{name} = 3"] or set(labels) == {"kept", "rejected", f"{name} = 3"}
+        assert ax.get_ylim()[0] == 0 and ax.get_xlim() == (0.0, 5.0)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_empty_corpus_plots_say_no_rows_without_negative_ticks(tmp_path):
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from multicsr_core.curation_report import funnel_figure, score_histograms, write_curation_report
+
+    fig = score_histograms([], "paper")
+    for ax in fig.axes:
+        assert ax.get_ylim() == (0.0, 1.0) and min(ax.get_yticks()) >= 0 and min(ax.get_xticks()) >= 0
+        assert "no rows" in [t.get_text() for t in ax.texts]
+    plt.close(fig)
+    fig = funnel_figure({"total": 0, "scored": 0, "kept": 0, "swapped": 0})
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] == 0 and min(ax.get_xticks()) >= 0 and "no rows" in [t.get_text() for t in ax.texts]
+    plt.close(fig)
+    report = write_curation_report(_curated([]), tmp_path)
+    for name in ("curation_funnel.png", "score_histograms.png", "score_scatter.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and image.size[0] > 300
+    assert report["funnel"]["total"] == 0
+
+
+def test_funnel_chart_and_figures_inlined_for_the_ui(tmp_path):
+    import base64
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from multicsr_core.curation_report import funnel_figure, inline_figures, write_curation_report
+
+    rejects = {"kept": 7, "rejected": 2, "entailment:empty": 2}
+    report = write_curation_report(_curated(SCORES), tmp_path, generation_rejects=rejects)
+    assert list(report["funnel"])[:2] == ["premises", "generation_rejected"] and report["funnel"]["premises"] == 9
+    assert str(tmp_path / "curation_funnel.png") in report["files"]
+    assert "![funnel](curation_funnel.png)" in report["markdown"]
+    fig = funnel_figure(report["funnel"])
+    ax = fig.axes[0]
+    bars = {label.get_text(): patch.get_width() for label, patch in zip(ax.get_yticklabels(), ax.patches)}
+    assert bars["premises"] == 9 and bars["kept"] == 3 and bars["total"] == 7
+    assert bars["rejected: entailment_below_alpha"] == report["funnel"]["rejected:entailment_below_alpha"]
+    plt.close(fig)
+    inlined = inline_figures(report["markdown"], tmp_path)
+    images = re.findall(r"!\[(\w+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", inlined)
+    assert [name for name, _ in images] == ["funnel", "histograms", "scatter"]
+    assert base64.b64decode(images[0][1]) == (tmp_path / "curation_funnel.png").read_bytes()
+    assert ".png)" not in inlined  # no relative link left for the UI to miss
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "multicsr.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_inspect_json_and_version(tmp_path):
+    import json
+    from importlib import metadata
+
+    from multicsr_core.curation import curation_funnel
+    from multicsr_core.io.corpus import with_provenance, write_parquet_atomic
+
+    table = _curated(SCORES)
+    path = tmp_path / "corpus.parquet"
+    write_parquet_atomic(with_provenance(table, {"stage": "curate", "config_hash": "abc123", "config": {"name": "x"}}),
+                         path)
+    done = _cli("inspect", str(path), "--json", "--rows", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)  # the whole stdout is one JSON object
+    assert summary["rows"] == len(SCORES) and len(summary["sample"]) == 2
+    assert summary["funnel"] == curation_funnel(table)
+    assert summary["scores"]["entailment_score"]["max"] == 5.0
+    assert summary["provenance"]["config_hash"] == "abc123" and summary["provenance"]["config"] == {"name": "x"}
+
+    done = _cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.startswith(f"multicsr {metadata.version('multicsr')} (python ")
+    assert f"sentence-transformers {metadata.version('sentence-transformers')}" in done.stdout
+    assert _cli("--debug", "--version").stdout == done.stdout  # beside ERR's --debug on the same callback
