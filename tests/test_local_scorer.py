@@ -5,6 +5,7 @@ premise/hypothesis pairs are real SNLI rows from ../shared/data.
 """
 
 import csv
+import functools
 
 import pytest
 import torch
@@ -298,3 +299,101 @@ def test_bad_arguments_are_rejected(texts):
         LocalLLMScorer(lm, mode="sample")
     with pytest.raises(ValueError, match="premises"):
         LocalLLMScorer(lm).score_pairs(["a"], [])
+
+
+# -- the real SmolLM2-135M-Instruct (bundled GGUF, converted once per machine) -------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from multicsr_core.models import resolve_model_ref
+
+    return resolve_model_ref("bundled:smollm2-135m-instruct")
+
+
+@functools.lru_cache(maxsize=1)
+def _plain_hf_model(folder: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+def reference_digit_mass(folder: str, prompt: str) -> float:
+    """Independent of LocalLM: one unpadded prompt in SmolLM2's chat template, softmax of the last
+    position, summed over the vocabulary entries "0".."5" (SmolLM2's only single-token digits)."""
+    model, tokenizer = _plain_hf_model(folder)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    batch = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        probs = torch.softmax(model(**batch).logits[0, -1].float(), -1)
+    return float(probs[[tokenizer.convert_tokens_to_ids(d) for d in SCORES]].sum())
+
+
+@pytest.mark.slow
+def test_real_smollm2_prose_and_low_mass_are_rejected_cached_verdicts_and_exit_zero(smollm2, tmp_path):
+    """SmolLM2 answers the zero-shot prompt with prose: with one forward its digits hold a few
+    percent of the probability (below min_score_mass), with generate its reply does not parse.
+    Both runs exit 0, store the mass / the reply, curate to unparsable_score, and a second run
+    computes nothing."""
+    from typer.testing import CliRunner
+
+    from multicsr.cli import app
+    import pyarrow.parquet as pq
+
+    from multicsr_core.config import ScoringConfig
+
+    with open(SNLI, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:2]
+    corpus = tmp_path / "triplets.csv"
+    corpus.write_text("sent0,sent1,hard_neg\n" + "".join(
+        f'"{r["sent0"]}","{r["sent1"]}","{r["hard_neg"]}"\n' for r in rows), encoding="utf-8")
+    workdir = tmp_path / "w"
+    runner = CliRunner()
+
+    def score(out, *extra):
+        result = runner.invoke(app, ["score", "--corpus", str(corpus), "--scorer", "local", "--llm",
+                                     "bundled:smollm2-135m-instruct", "--workdir", str(workdir), "--out", str(out),
+                                     *extra])
+        assert result.exit_code == 0, result.output
+        return pq.read_table(out).to_pylist()
+
+    threshold = ScoringConfig().min_score_mass
+    one_forward = score(tmp_path / "a.parquet")
+    cache = ResponseCache(workdir / "llm" / "responses.sqlite")
+    assert cache.counts() == {"ok": 4, FAILED: 0}
+    for row in one_forward:
+        for side in ("entailment", "contradiction"):
+            mass = row[f"{side}_score_mass"]
+            assert mass == pytest.approx(reference_digit_mass(smollm2, format_scoring_prompt(row["premise"], row[side])),
+                                         abs=1e-4)
+            assert mass < threshold  # SmolLM2 was going to write prose
+            assert row[f"{side}_score"] is None and row[f"{side}_score_error"].startswith(UNPARSABLE)
+    assert score(tmp_path / "a2.parquet") == one_forward and cache.counts() == {"ok": 4, FAILED: 0}
+
+    # a floor of 0 reads the argmax from the cached distributions: no new forward, every pair scored
+    floor0 = score(tmp_path / "b.parquet", "--set", "scoring.min_score_mass=0")
+    assert cache.counts() == {"ok": 4, FAILED: 0}
+    assert all(r[f"{s}_score"] in (0, 1, 2, 3, 4, 5) for r in floor0 for s in ("entailment", "contradiction"))
+    assert [r["entailment_score_mass"] for r in floor0] == [r["entailment_score_mass"] for r in one_forward]
+
+    generated = score(tmp_path / "c.parquet", "--mode", "generate")
+    assert cache.counts() == {"ok": 8, FAILED: 0}  # the replies are answers, cached as such
+    for row in generated:
+        for side in ("entailment", "contradiction"):
+            reply = row[f"{side}_reply"]
+            assert reply and parse_official_score(reply) is None  # prose
+            assert row[f"{side}_score"] is None and row[f"{side}_score_error"].startswith(UNPARSABLE)
+            assert row[f"{side}_score_mass"] is None
+    curated = runner.invoke(app, ["curate", "--corpus", str(tmp_path / "c.parquet"), "--out", str(tmp_path / "d.parquet")])
+    assert curated.exit_code == 0, curated.output
+    assert {r["reject_reason"] for r in pq.read_table(tmp_path / "d.parquet").to_pylist()} == {UNPARSABLE}
+
+
+def test_smollm2_tokenizer_digit_spellings(smollm2):
+    """SmolLM2 (byte-level BPE) has the bare digits as tokens; ' 3' is 'Ġ' + '3', no single token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    spellings = candidate_token_ids(tokenizer, SCORES)
+    assert {d: tokenizer.convert_ids_to_tokens(ids) for d, ids in spellings.items()} == {d: [d] for d in SCORES}
+    assert len(tokenizer.encode(" 3", add_special_tokens=False)) == 2

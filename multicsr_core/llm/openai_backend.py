@@ -10,9 +10,10 @@ Design, and which library does what:
   usable completion (malformed JSON, no choices, no message). Those come from flaky proxies
   and gateways, and a second try usually succeeds (``invalid_reply_retries``).
 - A reply that arrives fine but that the caller cannot use (``validate`` returns an error, e.g.
-  a score that does not parse) is not retried within the run: at temperature 0 the same
+  an empty stage-1 generation) is not retried within the run: at temperature 0 the same
   prompt gives the same reply. It is stored as ``failed`` with the reply, and retried by the
-  next run.
+  next run. Stage-2 scorers pass no validator: a reply that is not a score is the model's
+  answer, stored ``ok`` and judged ``unparsable_score`` by the scorer (scoring/base.py).
 - Concurrency is a fixed pool of ``concurrency`` worker coroutines pulling items from one
   iterator (the bounded equivalent of one task per item behind a semaphore, without
   creating 500k task objects for a full corpus). Requests- and tokens-per-minute limits are
