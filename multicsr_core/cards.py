@@ -224,11 +224,20 @@ def _hub_id(ref: str | None) -> str | None:
     return None
 
 
+def source_path(config: Mapping[str, Any]) -> str | None:
+    """The run's input file (``{data_root}`` placeholders expanded)."""
+    i = config.get("input", {})
+    path = i.get("triplets") or i.get("premises")
+    if path and "{" in str(path):
+        from multicsr_core.config import expand_path
+
+        path = str(expand_path(path))
+    return path
+
+
 def source_data(config: Mapping[str, Any]) -> dict:
     """What the corpus derives from: ``{"file", "description", "license", "hub_id"}``."""
-    i = config.get("input", {})
-    path = i.get("triplets") or i.get("premises") or ""
-    name = Path(str(path)).name
+    name = Path(str(source_path(config) or "")).name
     for prefix, (description, license_id, hub_id) in _SOURCES.items():
         if name.startswith(prefix):
             return {"file": name, "description": description, "license": license_id, "hub_id": hub_id}
@@ -278,7 +287,7 @@ def run_facts(config: Mapping[str, Any]) -> dict:
         "generation_backend": ("contrastive decoding, l - w * l_hat" if g.get("backend", "local") == "local"
                                else "plain generation through an API (no logits, no contrast)"),
         "omega": g.get("omega"),
-        "input_triplets": config.get("input", {}).get("triplets"),
+        "input_triplets": source_path(config),
         "scorer_model": scorer_model,
         "scorer_description": scorer_description,
         "scoring_prompt": scoring_prompt,
@@ -313,6 +322,22 @@ def _kept_samples(table, n: int = 3, seed: int = 0) -> list[dict]:
              "b": fmt(cols["contradiction_score"][i]), "raw": [cols[c][i] for c in ("premise", "entailment",
                                                                                       "contradiction")]}
             for i in idx]
+
+
+def _funnel(table, path) -> dict:
+    """The corpus's funnel: its provenance's (which may carry stage 1's premises and rejects at
+    its head) when that agrees with the table, else recomputed from the table."""
+    from multicsr_core.curation import curation_funnel
+    from multicsr_core.io.corpus import read_provenance
+
+    funnel = curation_funnel(table)
+    try:
+        recorded = read_provenance(path).get("funnel") or {}
+    except (OSError, ValueError):
+        recorded = {}
+    if recorded.get("total") == funnel["total"] and recorded.get("kept") == funnel["kept"]:
+        return dict(recorded)
+    return funnel
 
 
 def _version(name: str = "multicsr") -> str:
@@ -451,9 +476,8 @@ def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | N
             table = read_corpus(corpus_path)
         except (ValueError, OSError):
             table = None
-    from multicsr_core.curation import curation_funnel
 
-    funnel = curation_funnel(table) if table is not None else training.get("funnel") or {}
+    funnel = _funnel(table, corpus_path) if table is not None else training.get("funnel") or {}
     samples = _kept_samples(table) if table is not None else []
 
     if model is None:

@@ -75,8 +75,7 @@ def export_corpus(corpus: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from multicsr_core.cards import fix_file_modes, write_dataset_card
-    from multicsr_core.curation import curation_funnel
+    from multicsr_core.cards import _funnel, fix_file_modes, write_dataset_card
     from multicsr_core.io.corpus import read_corpus, read_provenance
 
     if fmt not in FORMATS:
@@ -109,7 +108,7 @@ def export_corpus(corpus: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
         pq.write_table(rows, data_path, compression="zstd")
     card = write_dataset_card(out_dir, schema=rows.schema, provenance=provenance, rows=rows.num_rows,
                               data_file=DATA_FILES[fmt], fmt=fmt, selection=selection,
-                              funnel=curation_funnel(table), num_bytes=rows.nbytes,
+                              funnel=_funnel(table, corpus), num_bytes=rows.nbytes,
                               download_size=data_path.stat().st_size, repo_id=repo_id,
                               license=license)
     fix_file_modes(out_dir)

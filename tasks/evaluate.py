@@ -71,5 +71,6 @@ def update_model_card(model: dict, trained: dict, baseline: dict | None, corpus:
 
     card = write_model_card(absolute(model["stage_path"]), results=trained["results"],
                             baseline=baseline["results"] if baseline else None, model_ref=str(Path(workdir) / "model"),
-                            corpus=absolute(corpus["stage_path"]))
+                            corpus=absolute(corpus["path"]) if absolute(corpus["path"]).is_file()
+                            else absolute(corpus["stage_path"]))  # the staged copy carries stage 1's funnel
     return str(card)

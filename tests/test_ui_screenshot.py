@@ -84,4 +84,5 @@ def test_run_page_and_artifacts_render(chromium, demo_worker_run, live_server, t
     _page(chromium, f"{live_server.ui}/artifacts/artifact/{artifacts['sts-comparison']}", keep / "sts-comparison.png",
           profile, expect=["sts-comparison", "STS16", run.name])
     _page(chromium, f"{live_server.ui}/artifacts/artifact/{artifacts['curation-report']}",
-          keep / "curation-report.png", profile, expect=["Curation report", "kept", run.name])
+          keep / "curation-report.png", profile,
+          expect=["Curation report", "kept", run.name, '<img src="data:image/png;base64,'])  # the figures, inline
