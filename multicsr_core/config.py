@@ -106,8 +106,8 @@ class ScoringConfig(_Section):
     min_score_mass: float = Field(
         0.25, ge=0.0, le=1.0,
         description="one-forward modes: a pair whose score tokens hold less of the first token's probability is "
-                    "unparsable (rejected, not retried). 0.25 from SmolLM2-135M on SNLI pairs: greedy replies "
-                    "began with a digit only above it (benchmarks/bench_judges.py)")
+                    "unparsable (rejected, not retried). 0.25 from SmolLM2-135M on SNLI pairs: prose-answering "
+                    "pairs hold <= 0.041, digit-answering ones >= 0.91 (benchmarks/bench_judges.py)")
     base_url: str | None = None
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (never stored)")
     api_key_secret_block: str | None = Field(None, description="Prefect Secret block name holding the API key")
