@@ -335,3 +335,13 @@ def test_run_errors_inside_prefect_tasks(files, tmp_path, live_server):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "run the same command again" in errors[0], done.stderr[-3000:]
     assert tree_hashes(files) == before
+
+
+def test_usage_errors_are_one_line_and_help_still_works():
+    code, stdout, stderr = invoke(["score"])
+    assert code == 2
+    assert_one_line_error(stdout, stderr, "Missing option '--corpus'", "multicsr score --help")
+    code, stdout, stderr = invoke(["curate", "--help"])
+    assert code == 0 and "generation|corpus" in stdout.replace(" ", "")
+    code, stdout, stderr = invoke([])  # no command: the help, exit 2 (as typer standalone)
+    assert code == 2 and "Usage" in stdout + stderr and "error:" not in stdout + stderr

@@ -729,6 +729,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as exc:  # typer's (vendored click's) usage errors: bad option values
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `multicsr` / `multicsr data` alone: typer printed the help
+            sys.exit(2)
         ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         message = (exc.format_message() if hasattr(exc, "format_message") else str(exc)).replace("Value error, ", "")
