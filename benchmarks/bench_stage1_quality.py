@@ -116,16 +116,22 @@ def clean_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def curated_share(kept_rows: list[dict], scorer, n_total: int) -> float:
+def curated_share(kept_rows: list[dict], scorer, n_total: int) -> tuple[float, dict, dict]:
+    """(share of all premises kept by the paper rule, its reject reasons, mean a and b)."""
     from multicsr_core.curation import curate_table
     from multicsr_core.io.corpus import corpus_table
     from multicsr_core.scoring.apply import score_corpus
 
     if not kept_rows:
-        return 0.0
+        return 0.0, {}, {}
     table = corpus_table([{k: r[k] for k in ("premise", "entailment", "contradiction")} for r in kept_rows])
     curated = curate_table(score_corpus(table, scorer), rule="paper")
-    return sum(curated.column("kept").to_pylist()) / n_total
+    reasons = Counter(r for r in curated.column("reject_reason").to_pylist() if r)
+    means = {}
+    for side in ("entailment", "contradiction"):
+        scores = [v for v in curated.column(f"{side}_score").to_pylist() if v is not None]
+        means[side[0]] = round(sum(scores) / len(scores), 3) if scores else None
+    return sum(curated.column("kept").to_pylist()) / n_total, dict(reasons.most_common()), means
 
 
 def measure(rows: list[dict], guide_embeddings, scorers: dict) -> dict:
@@ -146,7 +152,8 @@ def measure(rows: list[dict], guide_embeddings, scorers: dict) -> dict:
     result["reject_reasons"] = dict(Counter(reason for r in cleaned for reason in r["reject_reasons"]).most_common())
     for name, scorer in scorers.items():
         try:
-            result[f"kept_{name}"] = curated_share(kept, scorer, n)
+            result[f"kept_{name}"], result[f"curation_{name}"], result[f"mean_scores_{name}"] = \
+                curated_share(kept, scorer, n)
         except Exception as exc:  # a scorer under construction elsewhere must not lose the table
             result[f"kept_{name}"] = None
             result[f"kept_{name}_error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -244,6 +251,9 @@ def main(argv=None) -> int:
     print("\n" + header + "\n\n" + table)
     for omega, r in results.items():
         print(f"w={omega} cleaning rejects: {r['reject_reasons']}")
+        for name in scorers:
+            print(f"w={omega} curation ({name} scorer): mean a, b = {r.get(f'mean_scores_{name}')}, "
+                  f"rejects {r.get(f'curation_{name}', r.get(f'kept_{name}_error'))}")
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.markdown:
         Path(args.markdown).write_text(header + "\n\n" + table + "\n", encoding="utf-8")
