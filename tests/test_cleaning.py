@@ -97,11 +97,12 @@ def test_generation_funnel_heads_the_curation_funnel():
     assert generation_funnel({}) == {}
 
 
-# Premises whose greedy w = 0.3 outputs on this model hold meta-text (see the fixture).
+# Premises whose greedy w = 0.3 contradictions on this model come wrapped in meta-text that
+# cleaning extracts (a label, a trailing explanation, a wrapper; see the fixture).
 LIVE_PREMISES = [
-    "2 kids who look related are hanging out with 1 of them looking very emotional and hugging the other .",
-    "A couple walk hand in hand down a street .",
-    "A dalmatian runs through the woods .",
+    "A few women and children are collecting items from rocks .",
+    "A girl in green is running behind a boy in red in a sports arena whilst a girl in pink is running in the background .",
+    "Several men helping each other pull in a fishing net .",
 ]
 
 
@@ -112,7 +113,7 @@ def test_live_generate_leaves_no_meta_text(tmp_path):
     out = tmp_path / "generated.parquet"
     proc = subprocess.run([sys.executable, "-m", "multicsr.cli", "generate", "--llm", "bundled:smollm2-135m-instruct",
                            "--premises", str(premises), "--out", str(out), "--omega", "0.3", "--max-new-tokens", "48",
-                           "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=900)
+                           "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pq.read_table(out).to_pylist()
     prov = json.loads(pq.read_schema(out).metadata[b"multicsr"])
