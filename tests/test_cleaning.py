@@ -141,7 +141,6 @@ def test_live_generate_leaves_no_meta_text(tmp_path):
     funnel = json.loads(pq.read_schema(curated).metadata[b"multicsr"])["funnel"]
     assert funnel["premises"] == 3 and funnel["generation_rejected"] == rejects["rejected"]
     assert funnel["total"] == rejects["kept"]
-    assert list(funnel)[:2] == ["premises", "generation_rejected"]
     report = (tmp_path / "curated_report" / "curation_report.md").read_text(encoding="utf-8")
     assert "| premises | 3 |" in report
 
