@@ -45,7 +45,7 @@ MODES = ("argmax", "expected", "generate")
 
 #: Default of ``scoring.min_score_mass`` (config.py), chosen by measurement on SmolLM2-135M-
 #: Instruct and SNLI test pairs (``benchmarks/bench_judges.py``): with the official zero-shot
-#: prompt the score tokens hold 0.014-0.041 of the first token's probability and greedy decoding
+#: prompt the score tokens hold 0.010-0.041 of the first token's probability and greedy decoding
 #: answers prose for every pair; with the few-shot prompt (chat turns) they hold 0.91-0.93 and
 #: greedy decoding answers a digit for every pair. Every threshold between 0.05 and 0.9 makes the
 #: one-forward verdict agree with generate + official parser on all those pairs; 0.25 sits well
