@@ -127,3 +127,25 @@ def test_train_cli_supervised_setting_and_no_mask_ablation(scored):
     report = json.loads((out / "multicsr_training.json").read_text())
     assert report["loss"] == "simcse"
     assert report["train_rows"] == kept + 30
+
+
+def test_score_user_triplets_parquet_and_jsonl_either_naming(scored):
+    """Stage 2 takes a user's own triplets in Parquet (sent0,sent1,hard_neg) and JSONL
+    (premise,entailment,contradiction), validated by the same rules as csv."""
+    import pyarrow as pa
+
+    tmp, _ = scored
+    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()[1:11]
+    triples = [line.split(",", 2) for line in lines]
+    pq.write_table(pa.table({"sent0": [t[0] for t in triples], "sent1": [t[1] for t in triples],
+                             "hard_neg": [t[2] for t in triples]}), tmp / "user.parquet")
+    (tmp / "user.jsonl").write_text("".join(json.dumps(dict(zip(("premise", "entailment", "contradiction"), t))) + "\n"
+                                            for t in triples), encoding="utf-8")
+    for name in ("user.parquet", "user.jsonl"):
+        out = tmp / f"scored-{name}.parquet"
+        done = cli("score", "--corpus", str(tmp / name), "--scorer", "guide", "--llm", MINILM, "--workdir",
+                   str(tmp / "w"), "--out", str(out))
+        assert done.returncode == 0, done.stderr[-3000:]
+        table = pq.read_table(out)
+        assert table.num_rows == 10 and table.column("entailment_score").null_count == 0
+        assert table.column("premise").to_pylist() == [t[0].strip() for t in triples]
