@@ -208,3 +208,30 @@ def test_generate_through_api_backend(tmp_path):
         assert row["entailment"] == expected_generation(row["entailment_prompt"])
         assert row["contradiction"] == expected_generation(row["contradiction_prompt"])
     assert SECRET.encode() not in out.read_bytes()
+
+
+@pytest.mark.slow
+def test_pipeline_completes_when_every_reply_is_prose(prefect_server, tmp_path, monkeypatch):
+    """The flow's scoring shards follow the same rule: prose is a rejected verdict, the run completes,
+    and a second run asks the server nothing."""
+    from multicsr.flows.pipeline import multicsr_pipeline
+    from multicsr_core.config import load_config, parse_override
+    from multicsr_core.io.corpus import read_corpus
+
+    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()
+    corpus = tmp_path / "triplets.csv"
+    corpus.write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with ChatCompletionsServer(latency_s=0.0, reply_fn=lambda prompt: "These sentences are related.") as server:
+        overrides = [f"input.triplets={corpus}", "scoring.scorer=openai", "scoring.llm=test-model",
+                     f"scoring.base_url={server.base_url}", "training.enabled=false", "evaluation.enabled=false"]
+        config = load_config("demo-snli", [parse_override(o) for o in overrides]).to_dict()
+        for attempt in range(2):
+            state = multicsr_pipeline(config=config, workdir=str(tmp_path / "run"), return_state=True)
+            assert state.is_completed(), state.message
+            assert server.total_requests() == 6  # the second run asked nothing
+        rows = read_corpus(tmp_path / "run" / "corpus.parquet").to_pylist()
+    assert len(rows) == 3
+    for row in rows:
+        assert row["kept"] is False and row["reject_reason"] == "unparsable_score"
+        assert row["entailment_reply"] == "These sentences are related."
