@@ -25,10 +25,11 @@ A second table supports the default of ``scoring.min_score_mass``: for each prom
 the score tokens hold, split by whether greedy generation's reply parses, and how often the
 one-forward verdict (mass >= t) agrees with generate + parse for a few thresholds t.
 
-    python benchmarks/bench_judges.py                       # bundled SmolLM2, 120 premises
-    python benchmarks/bench_judges.py --premises 40 --out /tmp/judge.md
+    python benchmarks/bench_judges.py                       # bundled SmolLM2, 40 + 40 premises
+    python benchmarks/bench_judges.py --premises 40 --few-shot-premises 12 --out /tmp/judge.md
 
-Not a timing benchmark. Replies are cached under ``--workdir`` (a rerun recomputes nothing).
+Not a timing benchmark; nothing is cached (one greedy generate per prompt gives both the
+first-step distribution and the reply).
 """
 
 from __future__ import annotations
@@ -129,10 +130,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="bundled:smollm2-135m-instruct")
     parser.add_argument("--guide", default="bundled:all-MiniLM-L6-v2")
-    parser.add_argument("--premises", type=int, default=120)
+    parser.add_argument("--premises", type=int, default=40, help="premises for the zero-shot prompt (x 3 labels)")
+    parser.add_argument("--few-shot-premises", type=int, default=40, help="premises for the few-shot prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=8, help="as LocalLLMScorer's generate mode")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/multicsr-bench-judges"))
     parser.add_argument("--thresholds", default="0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
     args = parser.parse_args()
@@ -140,53 +142,82 @@ def main() -> None:
     import torch
 
     from multicsr_core.builders import cached_guide
-    from multicsr_core.llm.cache import ResponseCache
     from multicsr_core.llm.local import LocalLM
     from multicsr_core.models import resolve_model_ref
     from multicsr_core.scoring.guide import GuideScorer
-    from multicsr_core.scoring.llm import SCORE_TOKENS, LocalLLMScorer, distribution_to_score
+    from multicsr_core.scoring.llm import DEFAULT_MIN_SCORE_MASS, SCORE_TOKENS, LocalLLMScorer, distribution_to_score
     from multicsr_core.scoring.parsing import parse_official_score
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    triples = snli_triples(default_data_root(), args.premises)
-    n = len(triples)
-    premises = [t["premise"] for t in triples]
     labels = ("entailment", "neutral", "contradiction")
-    all_premises = premises * 3
-    all_hyps = [t[label] for label in labels for t in triples]
-
-    def per_label(values: list) -> dict[str, list]:
-        return {label: values[i * n:(i + 1) * n] for i, label in enumerate(labels)}
-
-    rows = []
-    guide = GuideScorer(cached_guide(args.guide), source=args.guide)
-    rows.append(judge_row("guide: MiniLM cosine -> 0-5", per_label([s.score for s in guide.score_pairs(all_premises, all_hyps)]), n))
-
     folder = resolve_model_ref(args.model)
-    lm = LocalLM.from_pretrained(folder, cache=ResponseCache(args.workdir / "responses.sqlite"),
-                                 batch_size=args.batch_size)
-    lm.name = args.model  # the cache key names the model, not the converted folder
+    lm = LocalLM.from_pretrained(folder, batch_size=args.batch_size)
     spellings = lm.candidate_token_ids(SCORE_TOKENS)
-    mass_rows = []
+    guide = GuideScorer(cached_guide(args.guide), source=args.guide)
     thresholds = [float(t) for t in args.thresholds.split(",")]
-    for prompt_name, variant in (("zero-shot", "single-space"), ("few-shot", "few-shot")):
+    rows, mass_rows, sizes = [], [], {}
+
+    def report() -> str:
+        lines = [
+            "## Stage-2 judges on SNLI test pairs with gold labels",
+            "",
+            f"`python benchmarks/bench_judges.py --premises {args.premises} --few-shot-premises "
+            f"{args.few_shot_premises} --model {args.model}`; " + "; ".join(
+                f"{name}: {n} premises x 3 labels = {3 * n} pairs" for name, n in sizes.items())
+            + f". SmolLM2 score-token spellings {spellings}; {time.perf_counter() - started:.0f} s on "
+            f"{args.threads} threads. Each SmolLM2 row reads the one-forward distribution from the first step of "
+            "the same greedy generate call whose reply the parser reads (equal by construction, "
+            "tests/test_local_scorer.py::test_t5_one_forward_matches_first_generate_step). The guide row is repeated "
+            "on each prompt's pairs.",
+            "",
+            judge_table(rows),
+            "",
+            "### Probability mass on the score tokens (min / median / max), and greedy replies",
+            "",
+            "| prompt | all pairs | pairs whose greedy reply parses | pairs whose reply does not | replies that parse | "
+            + " | ".join(f"agree t={t:g}" for t in thresholds) + " |",
+            "| --- | --- | --- | --- | ---: | " + " | ".join("---:" for _ in thresholds) + " |",
+        ]
+        for r in mass_rows:
+            lines.append(f"| {r['prompt']} | {r['mass_all']} | {r['mass_parsed']} | {r['mass_unparsed']} | "
+                         f"{r['parsed']:.0%} | " + " | ".join(f"{r['agree'][t]:.0%}" for t in thresholds) + " |")
+        lines.append("")
+        lines.append("`agree t`: share of pairs where the one-forward verdict (mass >= t scores, else unparsable) "
+                     "agrees with generate + official parser (reply parses or not).")
+        lines.append("")
+        for r in mass_rows:
+            lines.append(f"- {r['prompt']} greedy replies (a few distinct, first 40 chars): "
+                         + "; ".join(repr(x) for x in r["examples"]))
+        return "\n".join(lines)
+
+    for prompt_name, variant, n_premises in (("zero-shot", "single-space", args.premises),
+                                             ("few-shot", "few-shot", args.few_shot_premises)):
+        if n_premises <= 0:
+            continue
+        triples = snli_triples(default_data_root(), n_premises)
+        n = len(triples)
+        sizes[prompt_name] = n
+        all_premises = [t["premise"] for t in triples] * 3
+        all_hyps = [t[label] for label in labels for t in triples]
+
+        def per_label(values: list) -> dict[str, list]:
+            return {label: values[i * n:(i + 1) * n] for i, label in enumerate(labels)}
+
+        rows.append(judge_row(f"guide: MiniLM cosine -> 0-5 ({prompt_name} pairs)",
+                              per_label([s.score for s in guide.score_pairs(all_premises, all_hyps)]), n))
         scorer = LocalLLMScorer(lm, prompt_variant=variant, min_score_mass=0.0)
-        prompts = scorer.prompts(all_premises, all_hyps)
-        dists = lm.next_token_distribution(prompts, SCORE_TOKENS)
-        generated = lm.generate(prompts, max_new_tokens=8)
-        masses = [d.mass for d in dists]
-        parsed = [parse_official_score(g.text) for g in generated]
+        outcomes = first_step_and_reply(lm, scorer.prompts(all_premises, all_hyps), spellings, args.max_new_tokens)
+        masses = [o["mass"] for o in outcomes]
+        parsed = [parse_official_score(o["text"]) for o in outcomes]
         for mode in ("argmax", "expected"):
-            raw = [distribution_to_score(d.distribution, mode) for d in dists]
+            raw = [distribution_to_score(o["distribution"], mode) for o in outcomes]
             rows.append(judge_row(f"SmolLM2 one-forward, {prompt_name}, {mode}, no mass floor", per_label(raw), n))
-            for t in (0.25,):
-                floored = [s if m >= t else None for s, m in zip(raw, masses)]
-                rows.append(judge_row(f"SmolLM2 one-forward, {prompt_name}, {mode}, min_score_mass {t}",
-                                      per_label(floored), n))
+            floored = [s if m >= DEFAULT_MIN_SCORE_MASS else None for s, m in zip(raw, masses)]
+            rows.append(judge_row(f"SmolLM2 one-forward, {prompt_name}, {mode}, min_score_mass {DEFAULT_MIN_SCORE_MASS}",
+                                  per_label(floored), n))
         rows.append(judge_row(f"SmolLM2 generate + official parser, {prompt_name}", per_label(parsed), n))
         agree = {t: sum((m >= t) == (p is not None) for m, p in zip(masses, parsed)) / len(parsed) for t in thresholds}
-        replies = sorted({(g.text or "").strip()[:40] for g in generated})
         mass_rows.append({
             "prompt": prompt_name,
             "mass_all": quantiles(masses),
@@ -194,35 +225,34 @@ def main() -> None:
             "mass_unparsed": quantiles([m for m, p in zip(masses, parsed) if p is None]),
             "parsed": sum(p is not None for p in parsed) / len(parsed),
             "agree": agree,
-            "examples": [r for r in replies][:6],
+            "examples": sorted({(o["text"] or "").strip()[:40] for o in outcomes})[:6],
         })
+        text = report()
+        print(text, flush=True)
+        if args.out:  # after each prompt: partial results are readable while the next one runs
+            args.out.write_text(text + "\n", encoding="utf-8")
 
-    elapsed = time.perf_counter() - started
-    lines = [
-        f"## Stage-2 judges on {n} SNLI test premises x 3 labels ({3 * n} pairs)",
-        "",
-        f"`python benchmarks/bench_judges.py --premises {args.premises} --model {args.model}`; "
-        f"SmolLM2 score-token spellings {spellings}; {elapsed:.0f} s on {args.threads} threads.",
-        "",
-        judge_table(rows),
-        "",
-        "### Probability mass on the score tokens (min / median / max), and greedy replies",
-        "",
-        "| prompt | all pairs | pairs whose greedy reply parses | pairs whose reply does not | replies that parse | "
-        + " | ".join(f"agree t={t:g}" for t in thresholds) + " |",
-        "| --- | --- | --- | --- | ---: | " + " | ".join("---:" for _ in thresholds) + " |",
-    ]
-    for r in mass_rows:
-        lines.append(f"| {r['prompt']} | {r['mass_all']} | {r['mass_parsed']} | {r['mass_unparsed']} | {r['parsed']:.0%} | "
-                     + " | ".join(f"{r['agree'][t]:.0%}" for t in thresholds) + " |")
-    lines.append("")
-    for r in mass_rows:
-        lines.append(f"- {r['prompt']} greedy replies (first 40 chars, a few distinct): "
-                     + "; ".join(repr(x) for x in r["examples"]))
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        args.out.write_text(report + "\n", encoding="utf-8")
+
+def first_step_and_reply(lm, prompts: list, spellings: dict[str, list[int]], max_new_tokens: int) -> list[dict]:
+    """Per prompt, in one greedy ``generate``: the first step's distribution over the score tokens
+    and their mass (what ``LocalLM.next_token_distribution`` computes), and the decoded reply
+    (what ``LocalLM.generate`` returns). One pass instead of two: the CPU here is shared."""
+    import torch
+
+    out: list[dict | None] = [None] * len(prompts)
+    for number, indices in enumerate(lm._batches(prompts), start=1):
+        batch = lm._encode([prompts[i] for i in indices])
+        with torch.inference_mode():
+            result = lm.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
+                                       return_dict_in_generate=True, pad_token_id=lm.tokenizer.pad_token_id)
+        probs = torch.softmax(result.logits[0].float(), dim=-1)
+        texts = lm.tokenizer.batch_decode(result.sequences[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        for row, index, text in zip(probs, indices, texts):
+            raw = {digit: float(row[ids].sum()) for digit, ids in spellings.items()}
+            mass = sum(raw.values())
+            out[index] = {"distribution": {d: p / mass for d, p in raw.items()}, "mass": mass, "text": text}
+        print(f"  batch {number}: {len(indices)} prompts", file=sys.stderr, flush=True)
+    return out  # type: ignore[return-value]
 
 
 if __name__ == "__main__":
