@@ -35,7 +35,6 @@ first-step distribution and the reply).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
