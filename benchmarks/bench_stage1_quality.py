@@ -106,9 +106,8 @@ class GenerationCache:
 def clean_rows(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
-        # chunks cached before the finished flags were recorded count as finished
-        ent = clean_generation(r["entailment_raw"], r["premise"], r.get("entailment_finished", True))
-        con = clean_generation(r["contradiction_raw"], r["premise"], r.get("contradiction_finished", True))
+        # as the pipeline cleans (engine.generate_contrastive): without the finished flags
+        ent, con = clean_generation(r["entailment_raw"], r["premise"]), clean_generation(r["contradiction_raw"], r["premise"])
         reasons = [f"{side}:{c.reject_reason}" for side, c in (("entailment", ent), ("contradiction", con)) if c.reject_reason]
         out.append({**r, "entailment": ent.text, "contradiction": con.text, "reject_reasons": reasons,
                     "meta": ent.meta or con.meta,

@@ -32,7 +32,9 @@ Rejected (``reject_reason``):
   premise (``... while ensuring the new sentence is logical, realistic ...``);
 - ``repetition``: a degenerate loop (some four-word sequence three or more times);
 - ``truncated``: the model hit ``max_new_tokens`` mid-answer: a quoted answer that never
-  closes, or (``finished=False``) an answer the cut went through, without closing punctuation;
+  closes, or (only when the caller passes ``finished=False``; stage 1 does not, as a length
+  cut alone is no verdict on plain text) an answer the cut went through, without closing
+  punctuation;
 - ``copy_of_premise``: the premise again, up to case, spacing and punctuation
   (``a dog gnawing on a bone`` copies ``A dog gnawing on a bone .``).
 

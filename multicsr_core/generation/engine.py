@@ -333,8 +333,9 @@ def generate_contrastive(
     rows = []
     for k, p in enumerate(prompts):
         ent, con = outputs[2 * k], outputs[2 * k + 1]
-        ent_clean = clean_generation(ent.text, p.premise, finished=ent.finished)
-        con_clean = clean_generation(con.text, p.premise, finished=con.finished)
+        # not finished=...: tiny random test models always hit max_new_tokens mid-"sentence", and a
+        # length cut is no verdict on the text by itself (the truncated rule still catches open quotes)
+        ent_clean, con_clean = clean_generation(ent.text, p.premise), clean_generation(con.text, p.premise)
         reasons = [f"{side}:{c.reject_reason}" for side, c in (("entailment", ent_clean), ("contradiction", con_clean))
                    if c.reject_reason]
         rows.append(
