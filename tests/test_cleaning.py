@@ -34,7 +34,7 @@ META_TEXT = re.compile(
 
 @pytest.mark.parametrize("item", ITEMS, ids=[f"{i:02d}-{it['side'][0]}" for i, it in enumerate(ITEMS)])
 def test_real_output(item):
-    cleaned = clean_generation(item["raw"], item["premise"], item["finished"])
+    cleaned = clean_generation(item["raw"], item["premise"])  # as stage 1 cleans
     assert (cleaned.text, cleaned.reject_reason, cleaned.meta) == (item["text"], item["reject_reason"], item["meta"])
     if cleaned.kept:
         assert not META_TEXT.search(cleaned.text), cleaned.text

@@ -38,7 +38,7 @@ def main() -> None:
                     continue
                 seen.add((row["premise"], raw))
                 finished = row.get(f"{side}_finished", True)  # not recorded in the first caches
-                cleaned = clean_generation(raw, row["premise"], finished)
+                cleaned = clean_generation(raw, row["premise"])  # as stage 1 cleans (no finished=)
                 items.append({"premise": row["premise"], "side": side, "prompt_id": row[f"{side}_prompt_id"],
                               "raw": raw, "finished": finished, "text": cleaned.text,
                               "reject_reason": cleaned.reject_reason, "meta": cleaned.meta})
