@@ -53,8 +53,10 @@ def build_openai_backend(cfg: PipelineConfig, workdir: str | Path, model: str, b
     from multicsr_core.llm.accounting import Pricing
     from multicsr_core.llm.cache import ResponseCache, default_cache_path
     from multicsr_core.llm.openai_backend import OpenAIChatBackend
+    from multicsr_core.redaction import restore_url
 
     s = cfg.scoring
+    base_url = restore_url(base_url)  # `run` passes redacted URLs through Prefect; credentials via env
     batch_api = None
     if batch_api_shard is not None:
         from multicsr_core.llm.batch_api import BatchAPISettings, default_state_dir

@@ -64,3 +64,40 @@ def redact_secrets(value: Any) -> Any:
     if isinstance(value, str) and "@" in value:
         return redact_text(value)
     return value
+
+
+#: Environment variable through which ``run`` hands URL credentials to its own process and its
+#: Dask workers: the flow's parameters (stored by Prefect in its database and shown in the UI)
+#: carry only the redacted URLs.
+SECRET_URLS_ENV = "MULTICSR_SECRET_URLS"
+_URL_SECTIONS = ("generation", "scoring")
+
+
+def hold_url_credentials(config: dict) -> dict:
+    """A copy of ``config`` whose base URLs are redacted; the full URLs are kept, keyed by their
+    redacted form, in this process's environment (``SECRET_URLS_ENV``), never in a file.
+    :func:`restore_url` gives them back where a client is built."""
+    import json
+    import os
+
+    held = json.loads(os.environ.get(SECRET_URLS_ENV) or "{}")
+    out = {**config}
+    for section in _URL_SECTIONS:
+        url = (config.get(section) or {}).get("base_url")
+        safe = redact_url(url)
+        if url and safe != url:
+            held[safe] = url
+            out[section] = {**config[section], "base_url": safe}
+    if held:
+        os.environ[SECRET_URLS_ENV] = json.dumps(held)
+    return out
+
+
+def restore_url(url: str | None) -> str | None:
+    """The full URL that :func:`hold_url_credentials` redacted to ``url`` (else ``url`` itself)."""
+    import json
+    import os
+
+    if not url:
+        return url
+    return json.loads(os.environ.get(SECRET_URLS_ENV) or "{}").get(url, url)

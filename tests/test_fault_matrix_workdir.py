@@ -122,6 +122,10 @@ def test_url_credentials_reach_no_file_of_a_run(base_run):
     leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
     assert not leaked, leaked
     assert SECRET not in done.stdout and SECRET not in done.stderr
+    # nor in Prefect's own database: the flow's parameters carry the redacted URL only
+    prefect_home = Path(os.environ["PREFECT_HOME"])
+    in_prefect = [str(p) for p in prefect_home.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert not in_prefect, in_prefect
     corpus_prov = json.loads(pq.read_schema(workdir / "corpus.parquet").metadata[b"multicsr"])
     assert corpus_prov["config"]["scoring"]["base_url"] == "http://127.0.0.1:9/v1"
 

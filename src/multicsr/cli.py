@@ -349,11 +349,13 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
         except (ImportError, ValueError) as exc:
             _fail(str(exc))
     from multicsr.run_guard import WorkdirBusy, ephemeral_prefect_server, workdir_lock
+    from multicsr_core.redaction import hold_url_credentials
 
     try:
         # one run per workdir; the temporary Prefect server (if any) dies with this process
         with workdir_lock(workdir, wait=wait_lock), ephemeral_prefect_server():
-            state = flow(config=cfg.to_dict(), workdir=str(workdir), return_state=True)
+            # URL credentials stay out of the flow's parameters (Prefect's database, the UI)
+            state = flow(config=hold_url_credentials(cfg.to_dict()), workdir=str(workdir), return_state=True)
             outputs = state.result() if state.is_completed() else _raise_flow_failure(state)  # while the server is up
     except WorkdirBusy as exc:
         _fail(str(exc))
