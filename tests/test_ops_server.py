@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 import yaml
 
@@ -192,7 +193,12 @@ def test_dask_runner_matches_the_single_process_run(dask, incremental_runs, live
     single = read_corpus(incremental_runs.workdir / "corpus.parquet")
     distributed = read_corpus(tmp_path / "dask" / "corpus.parquet")
     assert distributed.num_rows == single.num_rows > 0
-    assert distributed.equals(single)
+    # the score-token mass is a float sum over a batch-padded forward: equal up to float32 rounding
+    mass = ("entailment_score_mass", "contradiction_score_mass")
+    for column in mass:
+        a, b = (t.column(column).to_numpy(zero_copy_only=False).astype(float) for t in (distributed, single))
+        assert np.allclose(a, b, rtol=1e-5, atol=1e-7, equal_nan=True), column
+    assert distributed.drop_columns(list(mass)).equals(single.drop_columns(list(mass)))
 
 
 @pytest.mark.slow
