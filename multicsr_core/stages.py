@@ -248,7 +248,9 @@ def train_from_corpus(cfg: PipelineConfig, corpus: str | Path, out_dir: str | Pa
                    guide_cache_dir=Path(cache_dir) / "guide", progress=step_progress,
                    save_max_seq_length=t.save_max_seq_length)
     report = {**result.to_dict(), "config": cfg.to_dict(), "config_hash": cfg.config_hash(), "corpus": str(corpus),
-              "train_rows": table.num_rows}
+              # the rows that trained: kept == False rows are left out (null = not curated = used)
+              "train_rows": (sum(flag is not False for flag in table.column("kept").to_pylist())
+                             if "kept" in table.column_names else table.num_rows)}
     from multicsr_core.redaction import redact_secrets
 
     (Path(out_dir) / "multicsr_training.json").write_text(json.dumps(redact_secrets(report), indent=2, default=str),
