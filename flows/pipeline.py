@@ -20,12 +20,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from multicsr_core.config import PipelineConfig
 from multicsr.tasks.curate import curate
-from multicsr.tasks.evaluate import evaluate, publish_comparison, update_model_card
+from multicsr.tasks.evaluate import evaluate, model_card, publish_comparison
 from multicsr.tasks.generate import generate
 from multicsr.tasks.load import load_input
 from multicsr.tasks.publish import MANIFEST, Publication
 from multicsr.tasks.score import check_scoring_failures, score
 from multicsr.tasks.summary import RunSummary
+from multicsr.tasks.termination import sigterm_deadline
 from multicsr.tasks.train import train
 
 
@@ -40,7 +41,9 @@ def multicsr_pipeline(config: dict, workdir: str) -> dict:
     summary = RunSummary(workdir)
     publication = Publication(workdir, cfg)
     staged = publication.staging
-    try:
+    # a SIGTERM (docker stop, a cancel) ends the run in seconds, not after the running shard;
+    # leaving the block without commit() drops what was staged: the published outputs stay as they were
+    with sigterm_deadline(seconds=5), publication:
         with summary.stage("load"):
             data = load_input(cfg, workdir)
         if data["kind"] == "premises":
@@ -67,12 +70,10 @@ def multicsr_pipeline(config: dict, workdir: str) -> dict:
                     trained = evaluate(model["stage_path"], model["key"], cfg, workdir, label="trained",
                                        publish_as="results.json", publish_dir=staged)
                     rows[f"{cfg.name} (after)"] = trained["results"]
-                    update_model_card(model, trained, baseline, corpus, workdir)
+                    publication.write_at_commit(model_card(model, trained, baseline, corpus, workdir))
                     comparison = publish_comparison(rows, staged)
         summary.publish(corpus, cfg, publish_dir=staged)
         published = publication.commit()  # every output changes here, together, or none did
-    finally:
-        publication.discard()
     names = {"corpus.parquet": "corpus", "model": "model", "results.json": "results",
              "baseline_results.json": "baseline_results", "run_summary.json": "summary", MANIFEST: "manifest"}
     outputs = {names[name]: path for name, path in published.items() if name in names}

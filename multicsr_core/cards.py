@@ -34,6 +34,7 @@ __all__ = [
     "MultiCSRModelCardData",
     "dataset_card_text",
     "fix_file_modes",
+    "model_card_files",
     "model_card_text",
     "run_facts",
     "source_data",
@@ -535,6 +536,26 @@ def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | N
     return ModelCard.from_template(card_data, template_path=str(card_data.template_path)).content
 
 
+def model_card_files(model_dir: str | os.PathLike, results: Mapping[str, Any] | None = None,
+                     baseline: Mapping[str, Any] | None = None, model_ref: str | None = None,
+                     repo_id: str | None = None, model=None, license: str | None = None,
+                     corpus: str | os.PathLike | None = None) -> dict[str, str]:
+    """What :func:`write_model_card` writes into ``model_dir``, computed and not written:
+    ``{file name: text}``. The pipeline writes these when it publishes (a run that fails before
+    that leaves the trained folder's card as it was)."""
+    model_dir = Path(model_dir)
+    files = {}
+    if results is not None:
+        stored = _read_json(model_dir / EVALUATION_FILE)
+        payload = {"results": {k: v for k, v in results.items() if not str(k).startswith("_")},
+                   "baseline": ({k: v for k, v in baseline.items() if not str(k).startswith("_")} if baseline
+                                else stored.get("baseline"))}
+        files[EVALUATION_FILE] = json.dumps(payload, indent=2) + "\n"
+    files["README.md"] = model_card_text(model_dir, results=results, baseline=baseline, model_ref=model_ref,
+                                         repo_id=repo_id, model=model, license=license, corpus=corpus)
+    return files
+
+
 def write_model_card(model_dir: str | os.PathLike, results: Mapping[str, Any] | None = None,
                      baseline: Mapping[str, Any] | None = None, model_ref: str | None = None,
                      repo_id: str | None = None, model=None, license: str | None = None,
@@ -543,17 +564,12 @@ def write_model_card(model_dir: str | os.PathLike, results: Mapping[str, Any] | 
     files ordinary modes (:func:`fix_file_modes`). Given ``results``, they are also kept in the
     folder's ``multicsr_evaluation.json``, so a later rewrite (e.g. for a hub push) keeps them."""
     model_dir = Path(model_dir)
-    if results is not None:
-        stored = _read_json(model_dir / EVALUATION_FILE)
-        payload = {"results": {k: v for k, v in results.items() if not str(k).startswith("_")},
-                   "baseline": ({k: v for k, v in baseline.items() if not str(k).startswith("_")} if baseline
-                                else stored.get("baseline"))}
-        _write_text(model_dir / EVALUATION_FILE, json.dumps(payload, indent=2) + "\n")
-    text = model_card_text(model_dir, results=results, baseline=baseline, model_ref=model_ref, repo_id=repo_id,
-                           model=model, license=license, corpus=corpus)
-    path = _write_text(model_dir / "README.md", text)
+    files = model_card_files(model_dir, results=results, baseline=baseline, model_ref=model_ref, repo_id=repo_id,
+                             model=model, license=license, corpus=corpus)
+    for name, text in files.items():
+        _write_text(model_dir / name, text)
     fix_file_modes(model_dir)
-    return path
+    return model_dir / "README.md"
 
 
 # ----------------------------------------------------------------------------- the dataset card

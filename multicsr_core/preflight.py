@@ -326,6 +326,11 @@ def preflight_run(cfg, workdir: str | Path, prefect_api_url: str | None = None) 
     from multicsr_core.config import expand_path
 
     check_output_dir(workdir, "--workdir")
+    model = Path(workdir).expanduser() / "model"
+    if cfg.training.enabled and model.is_dir() and not model.is_symlink():
+        # the run publishes `model` as a link to its trained folder and will not replace a user's folder
+        raise OutputError("is a folder of your own, not the link a run publishes there", path=model,
+                          hint="move it out of the workdir, or use another --workdir")
     i = cfg.input
     configured = i.triplets or i.premises
     if configured and "{data_root}" in configured and not expand_path(configured).exists():

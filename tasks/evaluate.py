@@ -61,16 +61,19 @@ def publish_comparison(rows: dict[str, dict], publish_dir: str | Path) -> str:
     return markdown
 
 
-def update_model_card(model: dict, trained: dict, baseline: dict | None, corpus: dict, workdir: str | Path) -> str:
-    """The final evaluation into the trained folder's model card (``README.md``, and the figures in
-    its ``multicsr_evaluation.json``); the usage snippet loads ``<workdir>/model``."""
-    from multicsr_core.cards import write_model_card
+def model_card(model: dict, trained: dict, baseline: dict | None, corpus: dict, workdir: str | Path) -> dict[Path, str]:
+    """The trained folder's model card with the final evaluation (``README.md``, and the figures in
+    its ``multicsr_evaluation.json``): ``{path: text}``, written when the run publishes. The
+    folder is the content-keyed training stage that ``<workdir>/model`` links to, so writing it
+    now would change the published model's card even if this run failed later."""
+    from multicsr_core.cards import model_card_files
 
     def absolute(path: str) -> Path:
         return Path(path) if Path(path).is_absolute() else Path(workdir) / path
 
-    card = write_model_card(absolute(model["stage_path"]), results=trained["results"],
-                            baseline=baseline["results"] if baseline else None, model_ref=str(Path(workdir) / "model"),
-                            corpus=absolute(corpus["path"]) if absolute(corpus["path"]).is_file()
-                            else absolute(corpus["stage_path"]))  # the staged copy carries stage 1's funnel
-    return str(card)
+    folder = absolute(model["stage_path"])
+    files = model_card_files(folder, results=trained["results"], baseline=baseline["results"] if baseline else None,
+                             model_ref=str(Path(workdir) / "model"),
+                             corpus=absolute(corpus["path"]) if absolute(corpus["path"]).is_file()
+                             else absolute(corpus["stage_path"]))  # the staged copy carries stage 1's funnel
+    return {folder / name: text for name, text in files.items()}

@@ -13,6 +13,10 @@ The manifest is written twice: ``"state": "publishing"`` before the first rename
 milliseconds) leaves a manifest that says so instead of a silently mixed workdir. Outputs of the
 previous run that this run does not produce (``results.json`` after a run with training off) are
 removed: the workdir shows one run, not a mixture.
+
+Files outside the staging folder that belong to the run's outputs (the model card inside the
+content-keyed trained folder that ``model`` links to) are handed to :meth:`Publication.write_at_commit`
+and written, atomically each, between the renames and the ``"complete"`` manifest.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Publication:
         self.staging = staging_root(self.workdir) / self.run_id
         self.staging.mkdir(parents=True)
         self.committed = False
+        self.deferred: dict[Path, str] = {}
 
     def path(self, name: str) -> Path:
         """Where a publisher writes ``name`` now (it reaches ``<workdir>/name`` at commit)."""
@@ -65,6 +70,10 @@ class Publication:
 
     def final(self, name: str) -> Path:
         return self.workdir / name
+
+    def write_at_commit(self, files: dict[Path, str]) -> None:
+        """Write ``{path: text}`` at commit, not now (see module docstring)."""
+        self.deferred.update({Path(path): text for path, text in files.items()})
 
     def commit(self) -> dict[str, str]:
         """Swap every staged output in; returns {published name: final path}."""
@@ -85,12 +94,28 @@ class Publication:
                 os.replace(source, target)
             elif os.path.lexists(target):
                 os.replace(target, trash / name)  # the previous run's, not made by this one
+        self._write_deferred()
         manifest.update(state="complete", published_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         _write_json_atomic(self.final(MANIFEST), manifest)
         self.committed = True
         shutil.rmtree(trash, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)
         return {name: str(self.final(name)) for name in staged} | {MANIFEST: str(self.final(MANIFEST))}
+
+    def _write_deferred(self) -> None:
+        from multicsr_core.cards import fix_file_modes
+        from multicsr_core.evaluation.report import write_text_atomic
+
+        for path, text in self.deferred.items():
+            write_text_atomic(path, text)
+        for folder in {path.parent for path in self.deferred}:
+            fix_file_modes(folder)  # as write_model_card leaves them: 0666 & ~umask
+
+    def __enter__(self) -> "Publication":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
 
     def discard(self) -> None:
         """Drop what was staged (a failed run): the published outputs stay as they were."""

@@ -164,6 +164,68 @@ def test_failed_rerun_leaves_the_published_outputs_as_they_were(base_run, tmp_pa
     assert not any((workdir / ".multicsr" / "staging").iterdir())
 
 
+def _card_bytes(workdir: Path) -> dict[str, bytes]:
+    """The model card files of every trained folder under the workdir's stage cache."""
+    return {str(f.relative_to(workdir)): f.read_bytes() for f in sorted((workdir / "stages" / "train").rglob("*"))
+            if f.name in CARD_FILES}
+
+
+# The real entry point, with one fault injected: the publishing step (after every stage and the
+# model card's evaluation) raises, as a full disk or a kill at that moment would end the run.
+FAIL_AT_PUBLISH = """
+import sys
+from multicsr.tasks import publish
+def commit(self):
+    raise OSError(28, "No space left on device (injected by the test)")
+publish.Publication.commit = commit
+from multicsr.cli import main
+sys.argv = ["multicsr", *sys.argv[1:]]
+main()
+"""
+
+
+def test_run_failing_at_publish_leaves_the_model_card_as_it_was(base_run, tmp_path):
+    """Item 4 for the model card: it lives in the content-keyed trained folder that ``model``
+    links to, so a run that fails after evaluating must not have rewritten it. A copied workdir
+    reruns from cache and gets a new card (its usage snippet names the new place) only when the
+    run publishes."""
+    workdir = _copy(base_run[0], tmp_path / "copied")
+    published, cards = _published(workdir), _card_bytes(workdir)
+    assert cards and all(str(base_run[0] / "model").encode() in text for name, text in cards.items()
+                         if name.endswith("README.md"))
+    failed = _cli([sys.executable, "-c", FAIL_AT_PUBLISH, *_run_cmd(workdir)[3:]])
+    assert failed.returncode != 0, failed.stdout
+    assert "No space left on device" in failed.stderr
+    assert _card_bytes(workdir) == cards and _published(workdir) == published
+    done = _cli(_run_cmd(workdir))
+    assert done.returncode == 0, done.stderr[-4000:]
+    readme = (workdir / "model" / "README.md").read_text(encoding="utf-8")
+    assert str(workdir / "model") in readme and str(base_run[0] / "model") not in readme
+    assert oct((workdir / "model" / "README.md").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_folder_of_the_users_named_model_is_refused_before_any_work(base_run, tmp_path):
+    """`run` publishes `model` as a link and will not replace a real folder: found in preflight,
+    one line naming it, exit 2, and the folder untouched."""
+    workdir = _copy(base_run[0], tmp_path / "run")
+    (workdir / "model").unlink()
+    (workdir / "model").mkdir()
+    (workdir / "model" / "mine.txt").write_text("a user's file", encoding="utf-8")
+    started = time.monotonic()
+    done = _cli(_run_cmd(workdir), timeout=300)
+    assert done.returncode == 2, (done.stdout, done.stderr[-3000:])
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(workdir / "model") in lines[0], done.stderr
+    assert time.monotonic() - started < 60  # before any stage (and the Prefect server) started
+    assert (workdir / "model" / "mine.txt").read_text(encoding="utf-8") == "a user's file"
+
+
 def test_moved_workdir_with_damaged_caches_and_a_recomputed_stage_resumes(base_run, tmp_path):
     """Items 5, 6, 7 in one rerun of the same command:
     - the workdir was moved (its cached task results were computed at another path);
@@ -270,6 +332,42 @@ def test_second_run_is_refused_and_sigkill_leaves_no_prefect_server(base_run, tm
         if first.poll() is None:
             first.kill()
     assert _published(workdir) == before  # the killed run published nothing
+
+
+def test_sigterm_during_generation_ends_the_run_within_seconds(tmp_path):
+    """`docker stop`, a cancel: SIGTERM while a stage-1 batch runs in the task runner's thread.
+    Prefect alone waits for the running shard (33.6 s here for the 48 premises left of this one);
+    the run must end within 5 s + slack, exit 143, say so on stderr and leave no Prefect server."""
+    workdir = tmp_path / "run"
+    stderr_path = tmp_path / "stderr.txt"
+    cmd = [sys.executable, "-m", "multicsr.cli", "run", "--preset", "demo-offline", "--workdir", str(workdir),
+           "--set", "input.limit=64", "--set", "generation.shard_size=64", "--set", "evaluation.sts_tasks=[STS16]"]
+    with stderr_path.open("w") as stderr:
+        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None \
+                and "16/64 premises" not in stderr_path.read_text(errors="replace"):
+            time.sleep(0.2)
+        assert proc.poll() is None, stderr_path.read_text()[-3000:]
+        servers = [p for p, c in _children(proc.pid).items() if "uvicorn" in c]
+        assert servers, "no temporary Prefect server seen"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = stderr_path.read_text(errors="replace")
+    assert code in (143, -signal.SIGTERM), (code, text[-3000:])
+    assert took < 12, f"SIGTERM took {took:.1f} s to end the run"
+    assert "terminated (SIGTERM)" in text and "same command resumes" in text
+    assert not (workdir / "corpus.parquet").exists()  # nothing half-published
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(p) for p in servers):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in servers), "orphaned Prefect server"
 
 
 def test_wait_lock_waits_for_the_holder(tmp_path):
