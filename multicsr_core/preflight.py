@@ -180,7 +180,7 @@ def check_senteval(data_dir: str | Path | None, flag: str = "--data-dir") -> Pat
     try:
         return resolve_senteval_dir(where)
     except FileNotFoundError:
-        raise DataDirError(f"no SentEval data here (expected STS/ and SICK/ folders, or senteval/ holding them)",
+        raise DataDirError("no SentEval data here (expected STS/ and SICK/ folders, or senteval/ holding them)",
                            path=where, hint=f"point {flag} (or MULTICSR_DATA_ROOT) at the data root, or fetch it "
                                             "with `multicsr data download`") from None
 

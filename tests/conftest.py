@@ -26,6 +26,19 @@ if str(REPO) not in sys.path:  # `from tests.openai_server import ...` under pla
     sys.path.insert(0, str(REPO))
 
 
+def snli_triplets_csv(path: Path, n: int) -> Path:
+    """The first ``n`` SNLI triplets (``sent0,sent1,hard_neg``, with the header) as a CSV at ``path``."""
+    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
+    return path
+
+
+def openai_score_cmd(corpus: Path, workdir: Path, out: Path, base_url: str, *options: str) -> list[str]:
+    """`multicsr score` of ``corpus`` through the OpenAI-compatible endpoint ``base_url``."""
+    return [sys.executable, "-m", "multicsr.cli", "score", "--corpus", str(corpus), "--scorer", "openai",
+            "--llm", "test-model", "--base-url", base_url, "--workdir", str(workdir), "--out", str(out), *options]
+
+
 def drain_prefect_workers() -> None:
     """Prefect keeps one events worker and one log worker per process, whatever the API URL (task
     run states reach the server as events): drain them whenever tests switch servers, or a worker

@@ -12,7 +12,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from multicsr_core.llm.cache import ResponseCache, default_cache_path
 from multicsr_core.llm.openai_backend import OpenAIChatBackend
 from multicsr_core.prompts import format_scoring_prompt
 from multicsr_core.scoring.llm import OpenAIScorer
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, openai_score_cmd, snli_triplets_csv
 from tests.openai_batch_server import BatchAPIServer
 from tests.openai_server import expected_score
 
@@ -144,16 +143,11 @@ N_TRIPLETS = 15
 
 @pytest.fixture
 def corpus_csv(tmp_path) -> Path:
-    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()
-    path = tmp_path / "triplets.csv"
-    path.write_text("\n".join(lines[: N_TRIPLETS + 1]) + "\n", encoding="utf-8")
-    return path
+    return snli_triplets_csv(tmp_path / "triplets.csv", N_TRIPLETS)
 
 
 def _score_cmd(corpus: Path, workdir: Path, out: Path, base_url: str) -> list[str]:
-    return [sys.executable, "-m", "multicsr.cli", "score", "--corpus", str(corpus), "--scorer", "openai",
-            "--llm", "test-model", "--base-url", base_url, "--workdir", str(workdir), "--out", str(out),
-            "--batch-api", "--set", "scoring.batch_poll_interval_s=0.05", "--set", "scoring.max_retries=1"]
+    return openai_score_cmd(corpus, workdir, out, base_url, "--batch-api", "--set", "scoring.batch_poll_interval_s=0.05", "--set", "scoring.max_retries=1")
 
 
 def _batch_ids_on_disk(workdir: Path) -> list[str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import SHARED_DATA
-from tests.openai_server import ChatCompletionsServer, expected_score
+from tests.conftest import SHARED_DATA, openai_score_cmd, snli_triplets_csv
+from tests.openai_server import ChatCompletionsServer
 
 SECRET = "sk-test-7c1d9e-not-a-real-key"
 N_TRIPLETS = 60
@@ -25,16 +25,11 @@ N_TRIPLETS = 60
 
 @pytest.fixture
 def corpus_csv(tmp_path) -> Path:
-    lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()
-    path = tmp_path / "triplets.csv"
-    path.write_text("\n".join(lines[: N_TRIPLETS + 1]) + "\n", encoding="utf-8")
-    return path
+    return snli_triplets_csv(tmp_path / "triplets.csv", N_TRIPLETS)
 
 
 def _score_cmd(corpus: Path, workdir: Path, out: Path, base_url: str) -> list[str]:
-    return [sys.executable, "-m", "multicsr.cli", "score", "--corpus", str(corpus), "--scorer", "openai",
-            "--llm", "test-model", "--base-url", base_url, "--workdir", str(workdir), "--out", str(out),
-            "--set", "scoring.concurrency=4", "--set", "scoring.max_retries=2", "--set", "scoring.timeout_s=10"]
+    return openai_score_cmd(corpus, workdir, out, base_url, "--set", "scoring.concurrency=4", "--set", "scoring.max_retries=2", "--set", "scoring.timeout_s=10")
 
 
 def _env() -> dict:
