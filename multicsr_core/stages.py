@@ -5,6 +5,7 @@ to their arguments, so the mapping exists once.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,6 +18,8 @@ from multicsr_core.io.corpus import (corpus_table, make_provenance, read_corpus,
                                      write_parquet_atomic)
 from multicsr_core.io.inputs import read_premises, read_triplets
 from multicsr_core.models import model_provenance, resolve_model_ref
+
+log = logging.getLogger(__name__)
 from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
 
 Progress = Callable[[int, int], None]
@@ -160,7 +163,10 @@ def read_any_corpus(path: str | Path, max_chars: int = 2000) -> pa.Table:
                              hint="check the stage that wrote it")
         check_max_chars(table, path, max_chars)
         return table
-    table, _ = read_triplets(path, max_chars=max_chars)
+    table, stats = read_triplets(path, max_chars=max_chars)
+    if stats.empty or stats.duplicates:  # the input rules skip these; say so, or a user's rows vanish unseen
+        log.warning(f"warning: {path}: skipped {stats.empty} row(s) with an empty or null field and "
+                    f"{stats.duplicates} duplicate triplet(s); {stats.kept} of {stats.read} kept")
     return table
 
 

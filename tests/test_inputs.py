@@ -158,3 +158,24 @@ def test_parquet_that_is_not_parquet(tmp_path):
             read_corpus(tmp_path / name)
         with pytest.raises(InputError, match=rf"{name}: {what}"):
             read_premises(tmp_path / name)
+
+
+def test_skipped_user_triplets_are_named_in_a_warning(tmp_path, caplog):
+    """A user's Parquet triplets with a null premise and a duplicate row enter stage 2 without
+    them, and a warning naming the file says how many were skipped."""
+    import logging
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from multicsr_core.stages import read_any_corpus
+
+    path = tmp_path / "mine.parquet"
+    pq.write_table(pa.table({"premise": ["A man plays.", None, "A man plays."],
+                             "entailment": ["A man is playing.", "x", "A man is playing."],
+                             "contradiction": ["Nobody plays.", "y", "Nobody plays."]}), path)
+    with caplog.at_level(logging.WARNING, logger="multicsr_core.stages"):
+        table = read_any_corpus(path)
+    assert table.num_rows == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: {path}: skipped 1 row(s) with an empty or null field and 1 duplicate triplet(s); 1 of 3 kept"]
