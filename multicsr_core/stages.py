@@ -18,9 +18,9 @@ from multicsr_core.io.corpus import (corpus_table, make_provenance, read_corpus,
                                      write_parquet_atomic)
 from multicsr_core.io.inputs import read_premises, read_triplets
 from multicsr_core.models import model_provenance, resolve_model_ref
+from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
 
 log = logging.getLogger(__name__)
-from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
 
 Progress = Callable[[int, int], None]
 
@@ -165,8 +165,8 @@ def read_any_corpus(path: str | Path, max_chars: int = 2000) -> pa.Table:
         return table
     table, stats = read_triplets(path, max_chars=max_chars)
     if stats.empty or stats.duplicates:  # the input rules skip these; say so, or a user's rows vanish unseen
-        log.warning(f"warning: {path}: skipped {stats.empty} row(s) with an empty or null field and "
-                    f"{stats.duplicates} duplicate triplet(s); {stats.kept} of {stats.read} kept")
+        log.warning("warning: %s: skipped %d row(s) with an empty or null field and %d duplicate triplet(s); "
+                    "%d of %d kept", path, stats.empty, stats.duplicates, stats.kept, stats.read)
     return table
 
 
