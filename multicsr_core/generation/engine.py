@@ -43,6 +43,7 @@ __all__ = [
     "generate_texts",
     "generate_contrastive",
     "reject_counts",
+    "decoding_summary",
     "generation_funnel",
     "generation_fingerprint",
 ]
@@ -282,8 +283,10 @@ class GeneratedTriplet:
     entailment_raw: str  # decoded output before cleaning
     contradiction_raw: str
     reject_reason: str | None  # None if both sides are usable, else e.g. "entailment:empty"
-    entailment_finished: bool = True  # ended by EOS (False: cut at max_new_tokens)
+    entailment_finished: bool = True  # ended by EOS or a stop string (False: cut at max_new_tokens)
     contradiction_finished: bool = True
+    entailment_new_tokens: int = 0  # tokens decoded (EOS not counted)
+    contradiction_new_tokens: int = 0
 
     @property
     def kept(self) -> bool:
@@ -308,6 +311,7 @@ def generate_contrastive(
     use_chat_template: bool = True,
     progress: ProgressCallback | None = None,
     min_new_tokens: int = 0,
+    stop_strings: Sequence[str] = (),
 ) -> list[GeneratedTriplet]:
     """Stage 1: an entailment and a contradiction per premise by contrastive decoding (paper 3.1).
 
@@ -316,7 +320,9 @@ def generate_contrastive(
     scores and the same sampled token feeds both branches. ``batch_size`` counts premises.
     ``progress(n_done, n_total)`` counts premises, called after each batch. Outputs are cleaned
     with ``clean_generation``; rejected rows are returned with ``reject_reason`` set (see
-    ``reject_counts``), never silently dropped.
+    ``reject_counts``), never silently dropped. ``stop_strings`` (a prompt set's, e.g. the
+    closing quote of a base model's 2-shot answer) end a side's decoding at the first token that
+    holds one; its text is cut at the first of them.
     """
     intended, opposite, keys = [], [], []
     for p in prompts:
@@ -327,7 +333,7 @@ def generate_contrastive(
     outputs = _generate(
         model, tokenizer, intended, opposite, keys, 2, batch_size,
         omega=omega, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
-        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=(),
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=tuple(stop_strings),
         use_chat_template=use_chat_template, progress=progress,
     )
     rows = []
@@ -352,9 +358,22 @@ def generate_contrastive(
                 reject_reason=";".join(reasons) or None,
                 entailment_finished=ent.finished,
                 contradiction_finished=con.finished,
+                entailment_new_tokens=ent.num_tokens,
+                contradiction_new_tokens=con.num_tokens,
             )
         )
     return rows
+
+
+def decoding_summary(rows: Sequence[GeneratedTriplet]) -> dict:
+    """How decoding ended over both sides of every row: the mean new tokens per side and the share
+    of sides that ended by EOS or a stop string (the rest ran to ``max_new_tokens``)."""
+    sides = [(r.entailment_new_tokens, r.entailment_finished) for r in rows] + \
+            [(r.contradiction_new_tokens, r.contradiction_finished) for r in rows]
+    if not sides:
+        return {"sides": 0, "mean_new_tokens": 0.0, "finished_share": 0.0}
+    return {"sides": len(sides), "mean_new_tokens": round(sum(n for n, _ in sides) / len(sides), 2),
+            "finished_share": round(sum(1 for _, f in sides if f) / len(sides), 4)}
 
 
 def reject_counts(rows: Sequence[GeneratedTriplet]) -> dict[str, int]:
@@ -389,10 +408,11 @@ def generation_funnel(rejects: dict[str, int]) -> dict[str, int]:
 
 
 def _prompt_set_digest(prompt_set: PromptSet) -> str:
-    payload = json.dumps(
-        {"entailment": prompt_set.entailment, "contradiction": prompt_set.contradiction, "template": prompt_set.template},
-        sort_keys=True,
-    )
+    fields = {"entailment": prompt_set.entailment, "contradiction": prompt_set.contradiction,
+              "template": prompt_set.template}
+    if prompt_set.stop_strings:  # only when set: the digests of sets without them stay as they were
+        fields["stop_strings"] = list(prompt_set.stop_strings)
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

@@ -1,0 +1,350 @@
+"""The paper's ablation (MultiCSR Table 5, in spirit) measured on real models, end to end.
+
+Fixed for every variant: one premise set (a seeded sample of SNLI dev+test premises that have a
+gold triplet), the encoder (all-MiniLM-L6-v2, also the guide), the training steps, batch size and
+learning rate, and the seeds. Per LLM the variants are::
+
+    1 plain        w = 0,   no curation, unmasked loss   (the SynCSE-style baseline)
+    2 +contrast    w = 0.3, no curation, unmasked loss
+    3 +curation    w = 0.3, paper rule (guide scores), unmasked loss
+    4 +mask        w = 0.3, paper rule, the Eq. 7 in-batch mask: full MultiCSR
+    5 gold         the gold SNLI triplets of the same premises, unmasked loss (shared by the LLMs)
+
+Each variant and seed is one ``multicsr run`` with ``--set`` overrides of a config this script
+writes. Variants of one (LLM, w) share a workdir, so generation and scoring run once per
+(LLM, w) and later variants only curate, train and evaluate (the pipeline's own caches); the
+baseline STS evaluation is cached the same way. Each finished run's figures are stored in
+``<workdir>/results/<run>.json`` keyed by its config, so a rerun of this script runs nothing that
+finished and only assembles the table again.
+
+Reported per variant: STS12-16, STS-B, SICK-R Spearman x 100 (mean and standard deviation over
+seeds), the average and its delta against the untrained encoder, the corpus after each step
+(premises, rows cleaning kept, rows curation kept), and per (LLM, w) the stage-1 quality figures:
+copies of the premise, cleaning rejects, guide cos(x, x+), cos(x, x-) and their gap over the rows
+cleaning kept, the share where x+ is closer than x-, and the mean length of the raw outputs in
+the LLM's tokens.
+
+    python benchmarks/bench_ablation.py --workdir /work/ablation --premises 1000 --seeds 1 2 3 \\
+        --out docs/ablation
+
+writes ``ablation.json``, ``ablation.md`` and ``ablation.png`` under ``--out``. ``--llms`` picks
+the LLMs (default both bundled ones), ``--only-generate`` runs stage 1 and 2 only (to warm the
+caches), ``--report-only`` assembles the table from what has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+STS_TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness")
+LLMS = {
+    # name: (model ref, prompt set, chat template)
+    "gemma-3-270m": ("bundled:gemma-3-270m", "base-2shot", False),
+    "smollm2-135m": ("bundled:smollm2-135m-instruct", "syncse-pool", True),
+}
+VARIANTS = {
+    # name: (omega, curation, mask)
+    "1 plain (w=0)": (0.0, False, False),
+    "2 +contrast (w=0.3)": (0.3, False, False),
+    "3 +curation": (0.3, True, False),
+    "4 +mask (MultiCSR)": (0.3, True, True),
+}
+GOLD = "5 gold SNLI triplets"
+
+
+def prepare_data(workdir: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
+    """A seeded sample of ``n`` premises with one gold (premise, entailment, contradiction) each."""
+    data = workdir / "data"
+    premises_path, gold_path = data / f"premises-{n}.txt", data / f"gold-{n}.csv"
+    if premises_path.is_file() and gold_path.is_file():
+        return premises_path, gold_path
+    with open(SHARED / "nli" / "snli_devtest_for_simcse.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    first: dict[str, dict] = {}
+    for row in rows:
+        first.setdefault(row["sent0"], row)
+    premises = sorted(first)
+    random.Random(seed).shuffle(premises)  # the file is sorted: its head is no sample
+    chosen = premises[:n]
+    data.mkdir(parents=True, exist_ok=True)
+    premises_path.write_text("".join(p + "\n" for p in chosen), encoding="utf-8")
+    with open(gold_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["sent0", "sent1", "hard_neg"])
+        writer.writeheader()
+        writer.writerows(first[p] for p in chosen)
+    return premises_path, gold_path
+
+
+def base_config(args) -> dict:
+    return {
+        "name": "ablation",
+        "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": 16, "shard_size": 100,
+                       "dtype": "float32", "device": "cpu"},
+        "scoring": {"scorer": "guide"},
+        "curation": {"rule": "paper", "alpha": 3.0, "beta": 3.0, "gamma": 1.0},
+        "training": {"base_model": "bundled:all-MiniLM-L6-v2", "guide_model": "bundled:all-MiniLM-L6-v2",
+                     "pooling": "mean", "mlp_only_train": False, "loss": "paper", "sigma": 0.9, "tau": 0.05,
+                     "batch_size": args.batch_size, "learning_rate": args.learning_rate, "epochs": 100,
+                     "max_steps": args.steps, "eval_steps": args.eval_steps, "max_seq_length": 32},
+        "evaluation": {"data_dir": str(SHARED / "senteval"), "tasks": ["sts"], "evaluate_baseline": True},
+    }
+
+
+def run_multicsr(config_path: Path, workdir: Path, overrides: list[str], log_path: Path) -> dict:
+    cmd = [str(Path(sys.executable).parent / "multicsr"), "run", "--preset", str(config_path), "--workdir", str(workdir)]
+    for item in overrides:
+        cmd += ["--set", item]
+    started = time.time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"multicsr run failed (exit {proc.returncode}); see {log_path}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"report": json.loads(proc.stdout), "wall_s": round(time.time() - started, 1), "cpu_s": round(cpu, 1),
+            "command": "multicsr run --preset " + str(config_path) + " --workdir " + str(workdir)
+                       + "".join(f" --set {o}" for o in overrides)}
+
+
+def sts_figures(results_path: Path) -> dict:
+    results = json.loads(results_path.read_text())
+    flat = results.get("sts", results)
+    out = {}
+    for task in STS_TASKS:
+        value = flat[task]
+        if isinstance(value, dict):
+            value = value.get("spearman", value.get("all", value))
+            if isinstance(value, dict):
+                value = value.get("all")
+        out[task] = float(value)
+    out["avg"] = sum(out[t] for t in STS_TASKS) / len(STS_TASKS)
+    return out
+
+
+def corpus_sizes(corpus_path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(corpus_path, columns=["kept", "reject_reason"])
+    kept = table.column("kept").to_pylist()
+    reasons = table.column("reject_reason").to_pylist()
+    generation = sum(1 for r in reasons if r and r.startswith(("entailment:", "contradiction:"))
+                     and "score" not in r)
+    return {"rows": len(kept), "kept": int(sum(bool(k) for k in kept)), "cleaning_rejected": generation}
+
+
+def stage1_quality(corpus_path: Path, llm_ref: str) -> dict:
+    """Copies, cleaning rejects, guide cosine gaps and raw output length of one generated corpus."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    from multicsr_core.generation.cleaning import comparable
+    from multicsr_core.models import resolve_model_ref
+
+    t = pq.read_table(corpus_path).to_pylist()
+    n = len(t)
+    rejected = [r for r in t if r["reject_reason"] and not r["reject_reason"].endswith("score")
+                and r["reject_reason"].split(":")[0] in ("entailment", "contradiction")
+                and "score" not in r["reject_reason"]]
+    copies = sum(1 for r in t if any(comparable(r.get(side) or "") == comparable(r["premise"])
+                                     or ":copy_of_premise" in (r["reject_reason"] or "")
+                                     for side in ("entailment", "contradiction")))
+    usable = [r for r in t if r["entailment"] and r["contradiction"] and r not in rejected]
+    guide = SentenceTransformer(resolve_model_ref("bundled:all-MiniLM-L6-v2"), device="cpu")
+    emb = {k: guide.encode([r[k] for r in usable], batch_size=128, normalize_embeddings=True)
+           for k in ("premise", "entailment", "contradiction")}
+    cos_pos = (emb["premise"] * emb["entailment"]).sum(1)
+    cos_neg = (emb["premise"] * emb["contradiction"]).sum(1)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref(llm_ref))
+    lengths = [len(tokenizer(r[k] or "", add_special_tokens=False)["input_ids"])
+               for r in t for k in ("entailment_raw", "contradiction_raw")]
+    return {"premises": n, "cleaning_rejected": len(rejected), "copies": copies,
+            "cos_pos": float(np.mean(cos_pos)), "cos_neg": float(np.mean(cos_neg)),
+            "cos_gap": float(np.mean(cos_pos - cos_neg)), "pos_closer": float(np.mean(cos_pos > cos_neg)),
+            "scored_rows": len(usable), "mean_raw_tokens": float(np.mean(lengths))}
+
+
+def variant_runs(args, premises: Path, gold: Path) -> list[tuple[str, str, Path, list[str], int]]:
+    """(llm, variant, workdir, overrides, seed) for every run, generation-sharing runs together."""
+    runs = []
+    for llm in args.llms:
+        ref, prompt_set, chat = LLMS[llm]
+        for variant, (omega, curation, mask) in VARIANTS.items():
+            gen = [f"input.premises={premises}", f"generation.llm={ref}", f"generation.omega={omega}",
+                   f"generation.prompt_set={prompt_set}", f"generation.use_chat_template={str(chat).lower()}"]
+            workdir = args.workdir / "runs" / f"{llm}-w{omega}"
+            for seed in args.seeds:
+                runs.append((llm, variant, workdir, gen + [f"curation.enabled={str(curation).lower()}",
+                                                           f"training.mask={str(mask).lower()}",
+                                                           f"training.seed={seed}"], seed))
+    if not args.no_gold:
+        for seed in args.seeds:
+            runs.append(("gold", GOLD, args.workdir / "runs" / "gold",
+                         [f"input.triplets={gold}", "curation.enabled=false", "training.mask=false",
+                          f"training.seed={seed}"], seed))
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/multicsr-ablation"))
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ablation")
+    parser.add_argument("--premises", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--llms", nargs="+", choices=sorted(LLMS), default=["gemma-3-270m", "smollm2-135m"])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--eval-steps", type=int, default=25)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--no-gold", action="store_true")
+    parser.add_argument("--only-generate", action="store_true")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    args.workdir = args.workdir.resolve()
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+
+    premises, gold = prepare_data(args.workdir, args.premises)
+    config_path = args.workdir / "ablation.yaml"
+    config = base_config(args)
+    config_text = yaml.safe_dump(config, sort_keys=False)
+    if not config_path.is_file() or config_path.read_text() != config_text:
+        config_path.write_text(config_text)
+    store = args.workdir / "results"
+    store.mkdir(parents=True, exist_ok=True)
+    log_path = args.workdir / "runs.log"
+
+    records = []
+    for llm, variant, workdir, overrides, seed in variant_runs(args, premises, gold):
+        if args.only_generate:
+            overrides = overrides + ["training.enabled=false"]
+            if seed != args.seeds[0] or "3 +curation" in variant or "4" in variant[:1]:
+                continue
+        key = __import__("hashlib").sha256(json.dumps([config, overrides], sort_keys=True).encode()).hexdigest()[:16]
+        record_path = store / f"{key}.json"
+        if record_path.is_file():
+            records.append(json.loads(record_path.read_text()))
+            continue
+        if args.report_only:
+            continue
+        print(f"{time.strftime('%H:%M:%S')} {llm} | {variant} | seed {seed}", flush=True)
+        ran = run_multicsr(config_path, workdir, overrides, log_path)
+        if args.only_generate:
+            continue
+        record = {"llm": llm, "variant": variant, "seed": seed, "overrides": overrides, **ran,
+                  "sts": sts_figures(workdir / "results.json"),
+                  "baseline": sts_figures(workdir / "baseline_results.json"),
+                  "corpus": corpus_sizes(workdir / "corpus.parquet")}
+        if variant.startswith("2") or variant.startswith("1"):
+            quality_path = workdir / "stage1_quality.json"
+            if not quality_path.is_file():
+                quality_path.write_text(json.dumps(stage1_quality(workdir / "corpus.parquet", LLMS[llm][0])))
+            record["stage1"] = json.loads(quality_path.read_text())
+        record_path.write_text(json.dumps(record, indent=2))
+        records.append(record)
+        print(f"   STS avg {record['sts']['avg']:.2f} (baseline {record['baseline']['avg']:.2f}), "
+              f"kept {record['corpus']['kept']}, {ran['wall_s']} s", flush=True)
+    if args.only_generate or not records:
+        return
+    write_report(records, args)
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def write_report(records: list[dict], args) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["llm"], r["variant"]), []).append(r)
+    baseline = records[0]["baseline"]
+    rows = []
+    for (llm, variant), runs in sorted(groups.items(), key=lambda kv: (kv[0][0] == "gold", kv[0][0], kv[0][1])):
+        row = {"llm": llm, "variant": variant, "seeds": sorted(r["seed"] for r in runs),
+               "corpus": runs[0]["corpus"], "cpu_s": sum(r["cpu_s"] for r in runs)}
+        for task in (*STS_TASKS, "avg"):
+            row[task] = _mean_sd([r["sts"][task] for r in runs])
+        row["delta"] = row["avg"][0] - baseline["avg"]
+        if "stage1" in runs[0]:
+            row["stage1"] = runs[0]["stage1"]
+        rows.append(row)
+    total_cpu = sum(r["cpu_s"] for r in records)
+    (args.out / "ablation.json").write_text(json.dumps(
+        {"baseline": baseline, "rows": rows, "runs": records, "total_cpu_s": total_cpu,
+         "settings": {k: str(v) for k, v in vars(args).items()}}, indent=2))
+
+    short = {"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}
+    head = ["LLM", "variant", *[short.get(t, t) for t in STS_TASKS], "avg (sd)", "delta", "corpus rows -> kept"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines.append("| - | all-MiniLM-L6-v2, untrained | " + " | ".join(f"{baseline[t]:.2f}" for t in STS_TASKS)
+                 + f" | {baseline['avg']:.2f} | - | - |")
+    for row in rows:
+        cells = [f"{row[t][0]:.2f}" for t in STS_TASKS]
+        c = row["corpus"]
+        size = f"{c['rows']} -> {c['kept']}"
+        lines.append(f"| {row['llm']} | {row['variant']} | " + " | ".join(cells)
+                     + f" | {row['avg'][0]:.2f} ({row['avg'][1]:.2f}) | {row['delta']:+.2f} | {size} |")
+    quality = ["| LLM | w | premises | cleaning rejected | copies | cos(x,x+) | cos(x,x-) | gap | x+ closer | "
+               "mean raw tokens |", "|" + "---|" * 10]
+    for row in rows:
+        q = row.get("stage1")
+        if q:
+            w = "0" if row["variant"].startswith("1") else "0.3"
+            quality.append(f"| {row['llm']} | {w} | {q['premises']} | {q['cleaning_rejected']} | {q['copies']} | "
+                           f"{q['cos_pos']:.3f} | {q['cos_neg']:.3f} | {q['cos_gap']:+.3f} | "
+                           f"{100 * q['pos_closer']:.0f}% | {q['mean_raw_tokens']:.1f} |")
+    text = (f"STS Spearman x 100, mean over seeds {args.seeds} (sd of the average in brackets); "
+            f"{args.premises} SNLI premises; all-MiniLM-L6-v2 trained {args.steps} steps at batch "
+            f"{args.batch_size}, lr {args.learning_rate}; total CPU {total_cpu / 3600:.2f} h.\n\n"
+            + "\n".join(lines) + "\n\nStage 1 quality (guide cosines over the rows cleaning kept):\n\n"
+            + "\n".join(quality) + "\n")
+    (args.out / "ablation.md").write_text(text)
+    print(text)
+    plot(rows, baseline, args.out / "ablation.png")
+
+
+def plot(rows: list[dict], baseline: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    labels = [f"{r['llm']}\n{r['variant']}" for r in rows]
+    means = [r["avg"][0] for r in rows]
+    sds = [r["avg"][1] for r in rows]
+    colors = ["#888" if r["llm"] == "gold" else ("#3b7dd8" if r["llm"].startswith("gemma") else "#e08a2c")
+              for r in rows]
+    ax.bar(range(len(rows)), means, yerr=sds, color=colors, capsize=3)
+    ax.axhline(baseline["avg"], color="k", linestyle="--", linewidth=1, label="untrained all-MiniLM-L6-v2")
+    ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+    low = min(means + [baseline["avg"]]) - 2
+    ax.set_ylim(low, max(means + [baseline["avg"]]) + 1)
+    ax.set_ylabel("STS avg (Spearman x 100)")
+    ax.set_title("MultiCSR ablation on real models (mean and sd over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
