@@ -111,11 +111,19 @@ class Seq2SeqRows:
 
 
 class DecoderOnlyRows:
-    """Left-padded prompts, prefilled once, then one token per step."""
+    """Left-padded prompts, prefilled once per distinct prompt, then one token per step.
+
+    With contrast every prompt of a batch is in it twice: a premise's contradiction prompt is the
+    intended row of x- and the opposite row of x+. The prefill (most of the work when prompts are
+    long, e.g. 2-shot prompts) runs on the distinct prompts only, at the batch's full padded width,
+    and the cache rows are then repeated to one per model row: each row's keys, values and first
+    logits are those of its own prompt, as before."""
 
     def __init__(self, model, rows: Sequence[Sequence[int]], pad_id: int):
         self.model = model
-        self.ids, self.mask = _pad(rows, pad_id, left=True, device=model.device)
+        distinct: dict[tuple[int, ...], int] = {}
+        self.row_to_distinct = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
+        self.ids, self.mask = _pad(list(distinct), pad_id, left=True, device=model.device)
         self.positions = (self.mask.cumsum(-1) - 1).masked_fill(self.mask == 0, 0)
         self.cache = DynamicCache(config=model.config)
         self.extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
@@ -130,8 +138,15 @@ class DecoderOnlyRows:
             **self.extra,
         )
         self.cache = out.past_key_values
+        logits = out.logits[:, -1]
+        if len(self.row_to_distinct) != self.ids.shape[0]:  # some prompts serve several rows
+            index = torch.tensor(self.row_to_distinct, device=self.ids.device)
+            self.cache.batch_select_indices(index)
+            self.mask = self.mask.index_select(0, index)
+            self.positions = self.positions.index_select(0, index)
+            logits = logits.index_select(0, index)
         self.positions = self.positions[:, -1:]
-        return out.logits[:, -1]
+        return logits
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=-1)
