@@ -138,48 +138,43 @@ def sts_figures(results_path: Path) -> dict:
     return out
 
 
-def corpus_sizes(corpus_path: Path) -> dict:
+def corpus_sizes(workdir: Path) -> dict:
+    """The corpus after each step: premises in, rows cleaning kept (the corpus), rows curation kept."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(corpus_path, columns=["kept", "reject_reason"])
-    kept = table.column("kept").to_pylist()
-    reasons = table.column("reject_reason").to_pylist()
-    generation = sum(1 for r in reasons if r and r.startswith(("entailment:", "contradiction:"))
-                     and "score" not in r)
-    return {"rows": len(kept), "kept": int(sum(bool(k) for k in kept)), "cleaning_rejected": generation}
+    kept = pq.read_table(workdir / "corpus.parquet", columns=["kept"]).column("kept").to_pylist()
+    funnel = json.loads((workdir / "run_summary.json").read_text()).get("funnel", {})
+    return {"premises": funnel.get("premises", len(kept)), "rows": len(kept), "kept": int(sum(map(bool, kept)))}
 
 
-def stage1_quality(corpus_path: Path, llm_ref: str) -> dict:
-    """Copies, cleaning rejects, guide cosine gaps and raw output length of one generated corpus."""
+def stage1_quality(workdir: Path, llm_ref: str) -> dict:
+    """Stage 1 of one (LLM, w) workdir: the cleaning funnel (run_summary.json) and, over the rows
+    cleaning kept (corpus.parquet), the guide's cos(x, x+), cos(x, x-), their gap, the share where
+    x+ is closer, and the mean length of the raw outputs in the LLM's tokens."""
     import numpy as np
     import pyarrow.parquet as pq
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 
-    from multicsr_core.generation.cleaning import comparable
     from multicsr_core.models import resolve_model_ref
 
-    t = pq.read_table(corpus_path).to_pylist()
-    n = len(t)
-    rejected = [r for r in t if r["reject_reason"] and not r["reject_reason"].endswith("score")
-                and r["reject_reason"].split(":")[0] in ("entailment", "contradiction")
-                and "score" not in r["reject_reason"]]
-    copies = sum(1 for r in t if any(comparable(r.get(side) or "") == comparable(r["premise"])
-                                     or ":copy_of_premise" in (r["reject_reason"] or "")
-                                     for side in ("entailment", "contradiction")))
-    usable = [r for r in t if r["entailment"] and r["contradiction"] and r not in rejected]
+    funnel = json.loads((workdir / "run_summary.json").read_text())["funnel"]
+    rows = pq.read_table(workdir / "corpus.parquet").to_pylist()
     guide = SentenceTransformer(resolve_model_ref("bundled:all-MiniLM-L6-v2"), device="cpu")
-    emb = {k: guide.encode([r[k] for r in usable], batch_size=128, normalize_embeddings=True)
+    emb = {k: guide.encode([r[k] for r in rows], batch_size=128, normalize_embeddings=True)
            for k in ("premise", "entailment", "contradiction")}
     cos_pos = (emb["premise"] * emb["entailment"]).sum(1)
     cos_neg = (emb["premise"] * emb["contradiction"]).sum(1)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref(llm_ref))
     lengths = [len(tokenizer(r[k] or "", add_special_tokens=False)["input_ids"])
-               for r in t for k in ("entailment_raw", "contradiction_raw")]
-    return {"premises": n, "cleaning_rejected": len(rejected), "copies": copies,
+               for r in rows for k in ("entailment_raw", "contradiction_raw")]
+    reasons = {k.split(":", 1)[1]: v for k, v in funnel.items() if k.startswith("generation_rejected:")}
+    copies = sum(v for k, v in reasons.items() if k.endswith("copy_of_premise"))
+    return {"premises": funnel.get("premises"), "cleaning_rejected": funnel.get("generation_rejected", 0),
+            "copy_sides": copies, "reject_reasons": reasons, "scored_rows": len(rows),
             "cos_pos": float(np.mean(cos_pos)), "cos_neg": float(np.mean(cos_neg)),
             "cos_gap": float(np.mean(cos_pos - cos_neg)), "pos_closer": float(np.mean(cos_pos > cos_neg)),
-            "scored_rows": len(usable), "mean_raw_tokens": float(np.mean(lengths))}
+            "mean_raw_tokens": float(np.mean(lengths))}
 
 
 def variant_runs(args, premises: Path, gold: Path) -> list[tuple[str, str, Path, list[str], int]]:
@@ -210,10 +205,10 @@ def main() -> None:
     parser.add_argument("--premises", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--llms", nargs="+", choices=sorted(LLMS), default=["gemma-3-270m", "smollm2-135m"])
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--eval-steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--eval-steps", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--no-gold", action="store_true")
     parser.add_argument("--only-generate", action="store_true")
@@ -252,11 +247,11 @@ def main() -> None:
         record = {"llm": llm, "variant": variant, "seed": seed, "overrides": overrides, **ran,
                   "sts": sts_figures(workdir / "results.json"),
                   "baseline": sts_figures(workdir / "baseline_results.json"),
-                  "corpus": corpus_sizes(workdir / "corpus.parquet")}
+                  "corpus": corpus_sizes(workdir)}
         if variant.startswith("2") or variant.startswith("1"):
             quality_path = workdir / "stage1_quality.json"
             if not quality_path.is_file():
-                quality_path.write_text(json.dumps(stage1_quality(workdir / "corpus.parquet", LLMS[llm][0])))
+                quality_path.write_text(json.dumps(stage1_quality(workdir, LLMS[llm][0])))
             record["stage1"] = json.loads(quality_path.read_text())
         record_path.write_text(json.dumps(record, indent=2))
         records.append(record)
@@ -293,23 +288,23 @@ def write_report(records: list[dict], args) -> None:
          "settings": {k: str(v) for k, v in vars(args).items()}}, indent=2))
 
     short = {"STSBenchmark": "STS-B", "SICKRelatedness": "SICK-R"}
-    head = ["LLM", "variant", *[short.get(t, t) for t in STS_TASKS], "avg (sd)", "delta", "corpus rows -> kept"]
+    head = ["LLM", "variant", *[short.get(t, t) for t in STS_TASKS], "avg (sd)", "delta", "premises -> cleaned -> kept"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines.append("| - | all-MiniLM-L6-v2, untrained | " + " | ".join(f"{baseline[t]:.2f}" for t in STS_TASKS)
                  + f" | {baseline['avg']:.2f} | - | - |")
     for row in rows:
         cells = [f"{row[t][0]:.2f}" for t in STS_TASKS]
         c = row["corpus"]
-        size = f"{c['rows']} -> {c['kept']}"
+        size = f"{c['premises']} -> {c['rows']} -> {c['kept']}"
         lines.append(f"| {row['llm']} | {row['variant']} | " + " | ".join(cells)
                      + f" | {row['avg'][0]:.2f} ({row['avg'][1]:.2f}) | {row['delta']:+.2f} | {size} |")
-    quality = ["| LLM | w | premises | cleaning rejected | copies | cos(x,x+) | cos(x,x-) | gap | x+ closer | "
+    quality = ["| LLM | w | premises | cleaning rejected | copy sides | cos(x,x+) | cos(x,x-) | gap | x+ closer | "
                "mean raw tokens |", "|" + "---|" * 10]
     for row in rows:
         q = row.get("stage1")
         if q:
             w = "0" if row["variant"].startswith("1") else "0.3"
-            quality.append(f"| {row['llm']} | {w} | {q['premises']} | {q['cleaning_rejected']} | {q['copies']} | "
+            quality.append(f"| {row['llm']} | {w} | {q['premises']} | {q['cleaning_rejected']} | {q['copy_sides']} | "
                            f"{q['cos_pos']:.3f} | {q['cos_neg']:.3f} | {q['cos_gap']:+.3f} | "
                            f"{100 * q['pos_closer']:.0f}% | {q['mean_raw_tokens']:.1f} |")
     text = (f"STS Spearman x 100, mean over seeds {args.seeds} (sd of the average in brackets); "
