@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ __all__ = [
 
 #: Bump when a change of this package changes generated text for the same inputs (cache keys).
 ENGINE_VERSION = "2"  # 2: cleaning extracts the sentence from chat-model meta-text (cleaning.py)
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -322,8 +325,69 @@ def generate_contrastive(
     with ``clean_generation``; rejected rows are returned with ``reject_reason`` set (see
     ``reject_counts``), never silently dropped. ``stop_strings`` (a prompt set's, e.g. the
     closing quote of a base model's 2-shot answer) end a side's decoding at the first token that
-    holds one; its text is cut at the first of them.
+    holds one; its text is cut at the first of them. A premise whose prompt does not fit the
+    model's context with ``max_new_tokens`` more (``context_limit``) is not decoded: it comes back
+    rejected as ``prompt_too_long`` on the side(s) whose prompt is too long.
     """
+    prompts = list(prompts)
+    over = _over_long_sides(tokenizer, prompts, context_limit(model, max_new_tokens), use_chat_template)
+    if over:
+        log.warning("%d of %d premises have a prompt longer than %s's context allows (%s tokens with %d new): "
+                    "rejected as prompt_too_long, not decoded", len(over), len(prompts),
+                    getattr(model.config, "_name_or_path", "the model"), context_limit(model, max_new_tokens),
+                    max_new_tokens)
+    decoded = _decode_triplets(model, tokenizer, [p for k, p in enumerate(prompts) if k not in over],
+                               omega=omega, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+                               temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                               use_chat_template=use_chat_template, progress=progress, min_new_tokens=min_new_tokens,
+                               stop_strings=stop_strings)
+    rows = []
+    for k, p in enumerate(prompts):
+        if k in over:
+            rows.append(GeneratedTriplet(p.premise, "", "", p.entailment_prompt, p.contradiction_prompt,
+                                         p.entailment_prompt_id, p.contradiction_prompt_id, "", "",
+                                         ";".join(f"{side}:{REJECT_PROMPT_TOO_LONG}" for side in over[k]),
+                                         entailment_finished=False, contradiction_finished=False))
+        else:
+            rows.append(next(decoded))
+    return rows
+
+
+#: Reject reason of a premise whose prompt does not fit the model's context with the new tokens.
+REJECT_PROMPT_TOO_LONG = "prompt_too_long"
+
+
+def context_limit(model, max_new_tokens: int) -> int | None:
+    """The most prompt tokens a decoder-only model can take with ``max_new_tokens`` more
+    (``max_position_embeddings`` of its config); None where the config sets no absolute limit
+    (T5's relative positions)."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if model.config.is_encoder_decoder or not positions:
+        return None
+    return int(positions) - int(max_new_tokens)
+
+
+def _over_long_sides(tokenizer, prompts: Sequence[GenerationPrompts], limit: int | None,
+                     use_chat_template: bool) -> dict[int, list[str]]:
+    """{premise index: the sides whose prompt is longer than ``limit`` tokens} (measured as fed)."""
+    if limit is None:
+        return {}
+    over: dict[int, list[str]] = {}
+    for k, p in enumerate(prompts):
+        # byte-level tokenizers give at most one token per UTF-8 byte (plus the template's few):
+        # a prompt of fewer bytes than half the limit fits without running the tokenizer
+        sides = [side for side, text in (("entailment", p.entailment_prompt), ("contradiction", p.contradiction_prompt))
+                 if len(text.encode("utf-8")) > limit // 2
+                 and len(encode_prompt(tokenizer, text, use_chat_template)[0]) > limit]
+        if sides:
+            over[k] = sides
+    return over
+
+
+def _decode_triplets(model, tokenizer, prompts: Sequence[GenerationPrompts], *, omega, max_new_tokens, batch_size,
+                     do_sample, temperature, top_k, top_p, seed, use_chat_template, progress, min_new_tokens,
+                     stop_strings):
+    """Decode and clean both sides of every premise; yields one ``GeneratedTriplet`` per premise."""
     intended, opposite, keys = [], [], []
     for p in prompts:
         intended += [p.entailment_prompt, p.contradiction_prompt]
@@ -336,7 +400,6 @@ def generate_contrastive(
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=tuple(stop_strings),
         use_chat_template=use_chat_template, progress=progress,
     )
-    rows = []
     for k, p in enumerate(prompts):
         ent, con = outputs[2 * k], outputs[2 * k + 1]
         # not finished=...: tiny random test models always hit max_new_tokens mid-"sentence", and a
@@ -344,7 +407,7 @@ def generate_contrastive(
         ent_clean, con_clean = clean_generation(ent.text, p.premise), clean_generation(con.text, p.premise)
         reasons = [f"{side}:{c.reject_reason}" for side, c in (("entailment", ent_clean), ("contradiction", con_clean))
                    if c.reject_reason]
-        rows.append(
+        yield (
             GeneratedTriplet(
                 premise=p.premise,
                 entailment=ent_clean.text,
@@ -362,7 +425,6 @@ def generate_contrastive(
                 contradiction_new_tokens=con.num_tokens,
             )
         )
-    return rows
 
 
 def decoding_summary(rows: Sequence[GeneratedTriplet]) -> dict:
