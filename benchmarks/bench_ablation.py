@@ -24,7 +24,7 @@ copies of the premise, cleaning rejects, guide cos(x, x+), cos(x, x-) and their 
 cleaning kept, the share where x+ is closer than x-, and the mean length of the raw outputs in
 the LLM's tokens.
 
-    python benchmarks/bench_ablation.py --workdir /work/ablation --premises 1000 --seeds 1 2 3 \\
+    python benchmarks/bench_ablation.py --workdir /work/ablation --premises 500 --seeds 1 2 3 \\
         --out docs/ablation
 
 writes ``ablation.json``, ``ablation.md`` and ``ablation.png`` under ``--out``. ``--llms`` picks
@@ -202,12 +202,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/multicsr-ablation"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ablation")
-    parser.add_argument("--premises", type=int, default=1000)
+    parser.add_argument("--premises", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--llms", nargs="+", choices=sorted(LLMS), default=["gemma-3-270m", "smollm2-135m"])
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--eval-steps", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--no-gold", action="store_true")

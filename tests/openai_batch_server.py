@@ -22,6 +22,14 @@ parent's counter) counts direct requests only, so a test can tell which way an i
 ``create_delay_s`` sleeps after a batch was registered and before answering the create call, so
 a client can be killed in exactly that window. With ``max_active_batches`` set, a create while
 that many batches run is refused with a 400, as OpenAI's enqueued-token limit refuses it.
+
+Errors no rerun can fix, in OpenAI's shapes (``openai_error``): with ``api_key`` set every
+files/batches call without that bearer key gets the 401 (as api.openai.com answers an upload
+with a bad key); ``route_faults={"upload": "auth_401", "create": "forbidden_403"}`` answers
+that call (every time) with the error; ``line_faults={"some prompt text": "context_400"}`` makes
+the matching lines end in the error file with that status and error body (a line whose request
+failed, as OpenAI reports it); with ``models`` set, a batch whose lines name another model fails
+validation (``status: failed``, ``errors`` with code ``model_not_found``).
 """
 
 from __future__ import annotations
@@ -36,14 +44,19 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from tests.openai_server import ChatCompletionsServer, _last_user_message
+from tests.openai_server import OPENAI_ERRORS, ChatCompletionsServer, _last_user_message, openai_error
 
 
 class BatchAPIServer(ChatCompletionsServer):
     def __init__(self, *, polls_to_finish: int = 2, final_status: str = "completed", fail_match: tuple[str, ...] = (),
                  expire_after_lines: int = 0, create_delay_s: float = 0.0, max_active_batches: int | None = None,
-                 **kwargs):
+                 route_faults: dict[str, str] | None = None, line_faults: dict[str, str] | None = None, **kwargs):
         super().__init__(**kwargs)
+        for kind in [*(route_faults or {}).values(), *(line_faults or {}).values()]:
+            if kind not in OPENAI_ERRORS:
+                raise ValueError(f"unknown fault {kind!r}; choose from {OPENAI_ERRORS}")
+        self.route_faults = dict(route_faults or {})  # "upload" | "create" -> error kind, every call
+        self.line_faults = dict(line_faults or {})  # prompt substring -> error kind of that batch line
         if final_status not in ("completed", "expired", "failed"):
             raise ValueError(f"final_status must be completed, expired or failed, not {final_status!r}")
         self.polls_to_finish = polls_to_finish
@@ -74,7 +87,14 @@ class BatchAPIServer(ChatCompletionsServer):
             self.batch_authorization[handler.headers.get("Authorization", "")] += 1
         parts = path.split("/")[2:]  # ["files", id, "content"] or ["batches", id]
         method = handler.command
-        if parts == ["files"] and method == "POST":
+        route = {("files", "POST"): "upload", ("batches", "POST"): "create"}.get((parts[0] if parts else "", method)) \
+            if len(parts) == 1 else None
+        refused = self.key_refused(handler)
+        if refused is None and route in self.route_faults:
+            refused = openai_error(self.route_faults[route])
+        if refused is not None:
+            self._send(handler, *refused)
+        elif parts == ["files"] and method == "POST":
             self._send(handler, 200, self._upload(handler.headers.get("Content-Type", ""), raw))
         elif len(parts) == 2 and parts[0] == "files" and parts[1] in self.files:
             self._send(handler, 200, self._file_object(self.files[parts[1]]))
@@ -173,6 +193,14 @@ class BatchAPIServer(ChatCompletionsServer):
             batch.update(status="failed", errors={"object": "list", "data": [
                 {"code": "invalid_request", "message": "the test server was told to fail this batch"}]})
             return
+        unknown = [n for n, line in enumerate(lines)
+                   if self.models is not None and line["body"].get("model") not in self.models]
+        if unknown:  # OpenAI validates the input file first: no line runs
+            model = lines[unknown[0]]["body"].get("model")
+            batch.update(status="failed", errors={"object": "list", "data": [
+                {"code": "model_not_found", "message": f"The model `{model}` does not exist or you do not have "
+                 "access to it.", "param": "body.model", "line": n + 1} for n in unknown[:10]]})
+            return
         outputs, errors = [], []
         for number, line in enumerate(lines):
             body = line["body"]
@@ -184,6 +212,12 @@ class BatchAPIServer(ChatCompletionsServer):
                                          "message": "This request could not be executed before the completion window expired."}})
                 continue
             self.batch_requests[prompt] += 1
+            fault = next((kind for match, kind in self.line_faults.items() if match in prompt), None)
+            if fault is not None:
+                status, error_body = openai_error(fault, model=body.get("model", ""))
+                errors.append({"id": line_id, "custom_id": line["custom_id"], "error": None,
+                               "response": {"status_code": status, "request_id": line_id, "body": error_body}})
+                continue
             if any(match in prompt for match in self.fail_match):
                 errors.append({"id": line_id, "custom_id": line["custom_id"], "error": None,
                                "response": {"status_code": 500, "request_id": line_id,

@@ -17,6 +17,15 @@ content is null, as a refusal or a tool call gives), ``html`` (status 200, an HT
 as a misconfigured proxy returns). Every request is counted by its last user
 message, so tests can assert retries and that no answered item was asked twice.
 
+Errors no rerun can fix, in OpenAI's own JSON shape (``{"error": {"message", "type", "param",
+"code"}}``, see :func:`openai_error`): ``auth_401`` (``invalid_api_key``), ``forbidden_403``
+(a project without access to the model), ``model_404`` (``model_not_found``), ``context_400``
+(``context_length_exceeded``), ``param_400`` (an unsupported request parameter),
+``quota_429`` (``insufficient_quota``: no credit left); and ``503`` (overloaded, retryable).
+Server-wide, ``api_key="sk-..."`` answers every request without that bearer key with the 401,
+and ``models=("test-model",)`` answers a request for any other model with the 404, as
+api.openai.com does; both can be changed while the server runs (a test's "fix").
+
 Only 127.0.0.1 is bound, on a free port chosen by the OS; every handler does a bounded amount of
 work (one request, at most one sleep) and the server thread stops on exit.
 """
@@ -32,7 +41,8 @@ from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-FAULTS = ("429", "500", "400", "timeout", "malformed", "non_numeric", "empty_choices", "null_content", "html")
+FAULTS = ("429", "500", "400", "timeout", "malformed", "non_numeric", "empty_choices", "null_content", "html",
+          "auth_401", "forbidden_403", "model_404", "context_400", "param_400", "quota_429", "503")
 SCORE_TOKENS = tuple("012345")
 
 
@@ -64,6 +74,42 @@ def default_reply(prompt: str) -> str:
     return expected_generation(prompt)
 
 
+def openai_error(kind: str, *, model: str = "test-model", api_key: str = "", param: str = "top_logprobs"
+                 ) -> tuple[int, dict]:
+    """(HTTP status, JSON body) of an OpenAI API error, as api.openai.com words it."""
+    if kind == "auth_401":
+        shown = f"{api_key[:3]}*********{api_key[-4:]}" if len(api_key) > 8 else "sk-***"
+        return 401, {"error": {"message": f"Incorrect API key provided: {shown}. You can find your API key at "
+                                          "https://platform.openai.com/account/api-keys.",
+                               "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+    if kind == "forbidden_403":
+        return 403, {"error": {"message": f"Project `proj_test0000` does not have access to model `{model}`",
+                               "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
+    if kind == "model_404":
+        return 404, {"error": {"message": f"The model `{model}` does not exist or you do not have access to it.",
+                               "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
+    if kind == "context_400":
+        return 400, {"error": {"message": "This model's maximum context length is 16385 tokens. However, your messages "
+                                          "resulted in 20107 tokens. Please reduce the length of the messages.",
+                               "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+    if kind == "param_400":
+        return 400, {"error": {"message": f"Invalid value for '{param}': integer above maximum value. Expected a value "
+                                          "<= 5, but got 10 instead.",
+                               "type": "invalid_request_error", "param": param, "code": "integer_above_max_value"}}
+    if kind == "quota_429":
+        return 429, {"error": {"message": "You exceeded your current quota, please check your plan and billing "
+                                          "details. For more information on this error, read the docs: "
+                                          "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+                               "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}
+    if kind == "503":
+        return 503, {"error": {"message": "The engine is currently overloaded, please try again later",
+                               "type": "server_error", "param": None, "code": None}}
+    raise ValueError(f"no OpenAI error shape for {kind!r}")
+
+
+OPENAI_ERRORS = ("auth_401", "forbidden_403", "model_404", "context_400", "param_400", "quota_429", "503")
+
+
 def _last_user_message(body: dict) -> str:
     for message in reversed(body.get("messages") or []):
         if message.get("role") == "user":
@@ -83,12 +129,17 @@ class ChatCompletionsServer:
         logprobs: bool = True,
         retry_after_s: float = 0.2,
         timeout_sleep_s: float = 2.0,
+        api_key: str | None = None,
+        models: tuple[str, ...] | None = None,
     ):
         self.latency_s = latency_s
         self.reply_fn = reply_fn
         self.logprobs = logprobs  # whether the endpoint supports logprobs at all
         self.retry_after_s = retry_after_s
         self.timeout_sleep_s = min(timeout_sleep_s, 30.0)  # a handler never sleeps longer
+        self.api_key = api_key  # set: requests without "Bearer <api_key>" get the 401
+        self.models = models  # set: requests for another model get the 404
+        self.status_counts: Counter[int] = Counter()  # HTTP status of every chat-completions answer
         self.requests: Counter[str] = Counter()  # last user message -> requests received
         self.arrivals: list[tuple[float, str]] = []  # (monotonic time, last user message)
         self.authorization: Counter[str] = Counter()  # Authorization headers seen
@@ -133,6 +184,7 @@ class ChatCompletionsServer:
             self.requests.clear()
             self.arrivals.clear()
             self.bodies.clear()
+            self.status_counts.clear()
             self.max_in_flight = self.in_flight
 
     # -- responses -----------------------------------------------------------------------
@@ -205,11 +257,28 @@ class ChatCompletionsServer:
             with self._lock:
                 self.in_flight -= 1
 
+    def key_refused(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict] | None:
+        """The 401 for a request without the server's key (None: the key is right, or none is needed)."""
+        if self.api_key is None:
+            return None
+        sent = handler.headers.get("Authorization", "")
+        if sent == f"Bearer {self.api_key}":
+            return None
+        return openai_error("auth_401", api_key=sent.removeprefix("Bearer "))
+
     def _respond(self, handler: BaseHTTPRequestHandler, body: dict, prompt: str) -> None:
         fault = self._next_fault(prompt)
         if self.latency_s:
             time.sleep(self.latency_s)
-        if fault == "429":
+        model = str(body.get("model", ""))
+        refused = self.key_refused(handler)
+        if refused is None and self.models is not None and model not in self.models:
+            refused = openai_error("model_404", model=model)
+        if refused is None and fault in OPENAI_ERRORS:
+            refused = openai_error(fault, model=model, api_key=handler.headers.get("Authorization", "")[7:])
+        if refused is not None:
+            self._send(handler, *refused)
+        elif fault == "429":
             error = {"error": {"message": "rate limited", "type": "rate_limit_exceeded"}}
             self._send(handler, 429, error, {"Retry-After": f"{self.retry_after_s:g}"})
         elif fault == "500":
@@ -236,12 +305,12 @@ class ChatCompletionsServer:
         else:
             self._send(handler, 200, self._completion(body, self.reply_fn(prompt)))
 
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
-        ChatCompletionsServer._send_bytes(handler, status, json.dumps(payload).encode(), "application/json", headers)
+    def _send(self, handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
+        self._send_bytes(handler, status, json.dumps(payload).encode(), "application/json", headers)
 
-    @staticmethod
-    def _send_bytes(handler, status: int, data: bytes, content_type: str, headers: dict | None = None) -> None:
+    def _send_bytes(self, handler, status: int, data: bytes, content_type: str, headers: dict | None = None) -> None:
+        with self._lock:
+            self.status_counts[status] += 1
         try:
             handler.send_response(status)
             handler.send_header("Content-Type", content_type)

@@ -27,6 +27,15 @@ How one :meth:`OpenAIChatBackend.acomplete` call goes when the backend has ``bat
 A create the server refuses (a 4xx: OpenAI's limit on tokens enqueued per model) while other
 batches run is not an error: the remaining batches wait for the running ones to end, then go.
 
+Errors no rerun can fix stop the call at once with the backend's one-line
+:class:`~multicsr_core.llm.openai_backend.PermanentAPIError` (exit 2), as on the direct path:
+a call refused with 401 (the key) or 403 (permission) at any step, a create answered 404, a
+batch that failed validation because the model does not exist, and an output line whose request
+failed with a permanent error (401, 403, 404, a prompt longer than the context, a rejected
+parameter): its batch is ingested first (every answered line is cached), then the error names
+the request; nothing is retried directly. Other batches still running stay in the batch store,
+and the run after the fix picks them up.
+
 The batch store is ``STATE_DIR/batches.sqlite`` (the workdir's ``.multicsr/batches/``): one row
 per batch (local id, model, redacted base URL, uploaded file id, batch id, last status, whether
 its output was ingested) and one row per request in it (``custom_id``). Beside it,
@@ -59,6 +68,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 import openai
 
 from multicsr_core.llm.accounting import UsageTotals
+from multicsr_core.llm.openai_backend import PermanentAPIError
 
 if TYPE_CHECKING:
     from multicsr_core.llm.openai_backend import (BatchReport, ChatRequest, ChatResult, OpenAIChatBackend,
@@ -298,16 +308,33 @@ class _BatchRun:
         self.reserved: dict[str, float] = {}  # custom_id -> budget reserved for it in this process
         self.outcomes: dict[str, "ChatResult"] = {}  # custom_id -> final result from a batch line
         self.retry: set[str] = set()  # custom_ids to send as ordinary requests
+        self.index_of: dict[str, int] = {}  # custom_id -> its first position in the call's requests
+        self.total = 0  # requests in the call (errors say "request i of total")
 
     def _redacted(self, err: Exception) -> str:
         return self.backend._redact(f"{type(err).__name__}: {err}")
+
+    def _error(self, what: str, err: openai.APIError) -> Exception:
+        """What a failed Batch API call raises: the permanent error (401, 403 at any step; 404 at
+        create), else :class:`BatchAPIError` (the callers decide: wait, retry directly, or stop)."""
+        from multicsr_core.llm.openai_backend import APIKeyRejected, APIModelNotFound, APIPermissionDenied
+
+        status = getattr(err, "status_code", None)
+        permanent = {401: APIKeyRejected, 403: APIPermissionDenied}.get(status)
+        if status == 404 and what == "create":  # after an upload that worked: /v1/batches or the model is missing
+            permanent = APIModelNotFound
+        if permanent is not None:
+            return self.backend.permanent_error(permanent, status, getattr(err, "body", None),
+                                                what=f"Batch API {what}")
+        return BatchAPIError(f"Batch API {what} failed at {self.base_url or 'api.openai.com'}: "
+                             f"{self._redacted(err)}", status)
 
     async def _call(self, what: str, coroutine):
         try:
             return await coroutine
         except openai.APIError as err:
-            raise BatchAPIError(f"Batch API {what} failed at {self.base_url or 'api.openai.com'}: "
-                                f"{self._redacted(err)}", getattr(err, "status_code", None)) from None
+            # from None: the client's exception holds the request, headers (the key) included
+            raise self._error(what, err) from None
 
     # -- submitting --------------------------------------------------------------------
     async def submit(self, client: openai.AsyncOpenAI, requests: Mapping[str, "ChatRequest"]) -> str:
@@ -325,8 +352,8 @@ class _BatchRun:
         self.store.update(local_id, input_file_id=uploaded.id, status=UPLOADED)
         try:
             await self._create(client, local_id, uploaded.id)
-        except BatchAPIError as err:
-            if err.refused:  # no batch exists: these requests are not in flight
+        except (BatchAPIError, PermanentAPIError) as err:
+            if isinstance(err, PermanentAPIError) or err.refused:  # no batch exists: not in flight
                 self.store.update(local_id, status=ABANDONED)
             raise  # else (no answer) it may exist: a rerun finds it by its metadata
         return local_id
@@ -352,14 +379,21 @@ class _BatchRun:
         # Uploaded, and maybe created just before the earlier run died: find it by its metadata among
         # the batches created since (the list is newest first; a margin for clock skew).
         since = self.store.created_at(local_id) - 3600
-        async for batch in client.batches.list(limit=100):
-            if batch.created_at < since:
-                break
-            if (batch.metadata or {}).get(METADATA_KEY) == local_id:
-                self.store.update(local_id, batch_id=batch.id, status=batch.status)
-                log.info("Batch API: adopted batch %s created by an earlier run", batch.id)
-                return True
-        await self._create(client, local_id, record.input_file_id)
+        try:
+            async for batch in client.batches.list(limit=100):
+                if batch.created_at < since:
+                    break
+                if (batch.metadata or {}).get(METADATA_KEY) == local_id:
+                    self.store.update(local_id, batch_id=batch.id, status=batch.status)
+                    log.info("Batch API: adopted batch %s created by an earlier run", batch.id)
+                    return True
+        except openai.APIError as err:
+            raise self._error("list", err) from None
+        try:
+            await self._create(client, local_id, record.input_file_id)
+        except PermanentAPIError:
+            self.store.update(local_id, status=ABANDONED)  # refused: no batch; the next run uploads anew
+            raise
         return True
 
     # -- polling and ingesting -----------------------------------------------------------
@@ -412,13 +446,14 @@ class _BatchRun:
             log.warning("Batch API: file %s is gone; its lines go out as ordinary requests", file_id)
             return []
         except openai.APIError as err:
-            raise BatchAPIError(f"Batch API download failed at {self.base_url or 'api.openai.com'}: "
-                                f"{self._redacted(err)}") from None
+            raise self._error("download", err) from None
         return _jsonl(content.content)
 
     async def ingest(self, client: openai.AsyncOpenAI, local_id: str, batch, pending: set[str]) -> None:
-        """Store every answered line in the response cache; queue the rest of ``pending`` for retry."""
-        from multicsr_core.llm.openai_backend import InvalidReply, _parse_completion
+        """Store every answered line in the response cache; queue the rest of ``pending`` for retry.
+        A line of ``pending`` that failed for good (or a batch whose model does not exist) raises
+        :class:`PermanentAPIError` once the batch is ingested: no retry can answer it."""
+        from multicsr_core.llm.openai_backend import InvalidReply, _parse_completion, permanent_error_class
 
         path = self.store.requests_path(local_id)
         held = self.store.items(local_id)
@@ -426,6 +461,7 @@ class _BatchRun:
         for key, request in self.requests.items():  # the request file is gone only after an ingest
             stored.setdefault(key, {"messages": [dict(m) for m in request.messages], "params": dict(request.params)})
         answered: set[str] = set()
+        permanent: tuple | None = None  # (error class, status, error body, key) of the first line failed for good
         lines = await self._download(client, batch.output_file_id) + await self._download(client, batch.error_file_id)
         for line in lines:
             key = line.get("custom_id")
@@ -436,6 +472,10 @@ class _BatchRun:
             if line.get("error") or response.get("status_code") != 200:
                 self._book(key, body)
                 log.debug("Batch API line %s failed: %s", key, line.get("error") or response.get("status_code"))
+                kind = (None if line.get("error") or not isinstance(body, dict) else
+                        permanent_error_class(response.get("status_code"), body, stored[key]["params"]))
+                if kind is not None and key in pending and (permanent is None or self._before(key, permanent[3])):
+                    permanent = (kind, response.get("status_code"), body, key)
                 continue
             try:
                 reply = _parse_completion(body)
@@ -456,6 +496,32 @@ class _BatchRun:
         n_failed = len(held - answered)
         log.info("Batch API: batch %s %s: %d answered, %d to retry as ordinary requests", batch.id, batch.status,
                  len(answered), n_failed)
+        if permanent is not None:
+            kind, status, body, key = permanent
+            request = self.requests.get(key)
+            if request is None:
+                from multicsr_core.llm.openai_backend import ChatRequest
+
+                request = ChatRequest(stored[key]["messages"], stored[key]["params"])
+            raise self.backend.permanent_error(kind, status, body, index=self.index_of.get(key), total=self.total,
+                                               request=request)
+        self._raise_for_missing_model(batch)
+
+    def _before(self, key: str, other: str) -> bool:
+        """Whether ``key`` comes before ``other`` among this call's requests (the first one is reported)."""
+        return self.index_of.get(key, self.total) < self.index_of.get(other, self.total)
+
+    def _raise_for_missing_model(self, batch) -> None:
+        """A batch that failed validation because its model does not exist: no retry can answer it."""
+        from multicsr_core.llm.openai_backend import _MODEL_MISSING, APIModelNotFound
+
+        if batch.status != "failed" or getattr(batch, "errors", None) is None:
+            return
+        for error in getattr(batch.errors, "data", None) or []:
+            code, message = str(getattr(error, "code", "") or ""), str(getattr(error, "message", "") or "")
+            if code == "model_not_found" or _MODEL_MISSING.search(message):
+                raise self.backend.permanent_error(APIModelNotFound, None, {"code": code, "message": message},
+                                                   what=f"Batch API batch {batch.id}")
 
     def _book(self, key: str, body: Any, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """Book a line's tokens at the Batch API price (a failed line may still report usage)."""
@@ -489,6 +555,9 @@ async def acomplete_with_batch_api(
             by_key.setdefault(key, request)
     before = backend.ledger.totals()
     run = _BatchRun(backend, settings, validate, by_key)
+    run.total = len(requests)
+    for index, key in enumerate(keys):
+        run.index_of.setdefault(key, index)
     budget_hit = False
     not_requested: dict[str, ChatResult] = {}
     done = [len(requests) - sum(1 for key in keys if key in by_key)]
@@ -500,9 +569,7 @@ async def acomplete_with_batch_api(
 
     report_progress()
     if by_key:
-        client = openai.AsyncOpenAI(
-            api_key=backend._api_key, base_url=backend.base_url, max_retries=backend.max_retries,
-            timeout=backend.timeout_s, http_client=openai.DefaultAsyncHttpxClient(verify=backend._shared_ssl_context()))
+        client = backend.new_client()
         try:
             pending = set(by_key)
             active: list[str] = []
@@ -562,7 +629,15 @@ async def acomplete_with_batch_api(
         if run.retry:
             retry_keys = sorted(run.retry)
             log.info("Batch API: %d failed or expired lines go out as ordinary requests", len(retry_keys))
-            direct = await backend.acomplete([by_key[key] for key in retry_keys], validate=validate, direct=True)
+            try:
+                direct = await backend.acomplete([by_key[key] for key in retry_keys], validate=validate, direct=True)
+            except PermanentAPIError as err:  # number the request as the caller's, not in the retried list
+                if err.index is None or err.details is None:
+                    raise
+                key = retry_keys[err.index]
+                raise backend.permanent_error(err.details["cls"], err.details["status"], err.details["error"],
+                                              index=run.index_of[key], total=run.total,
+                                              request=err.details["request"]) from None
             budget_hit = budget_hit or direct.budget_exceeded
             run.outcomes.update(zip(retry_keys, direct.results))
         report_progress()

@@ -25,6 +25,21 @@ Design, and which library does what:
 The API key comes from ``api_key`` or the environment variable ``api_key_env``. It is held
 only by the client object: it is not part of cache keys, cache rows, the fingerprint, log
 lines or error messages (errors are scrubbed of it before they are stored or raised).
+
+Errors split by what a rerun can do (:func:`permanent_error_class`):
+
+- Retryable: 408/409/429 rate limits/5xx/timeouts/connection errors are retried by the client;
+  what is still unanswered is stored ``failed`` and asked again by the next run (exit 1, "run
+  the same command again"). So is a 400 we cannot attribute (a generic "bad request").
+- Permanent: a rejected key (401), no permission (403), an unknown model or route (404, or a
+  ``model_not_found`` code), a prompt longer than the model's context (400
+  ``context_length_exceeded``), a request parameter the endpoint rejects (400 naming it) and an
+  account without quota (429 ``insufficient_quota``). No rerun can fix these, so the first one
+  stops the whole call: no item is requested after it, requests in flight are cancelled, and
+  a :class:`PermanentAPIError` (a ``UserError``: one line, exit 2) names the key's environment
+  variable (never the key), the model, or the request. The client never retries them
+  (``x-should-retry: false`` is set on those responses before it decides). Replies received
+  before are cached, so the run after the fix resumes.
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -42,10 +58,11 @@ import httpx2
 import openai
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from multicsr_core.errors import UserError
 from multicsr_core.llm.accounting import BudgetExceeded, Pricing, UsageLedger, UsageTotals, estimate_prompt_tokens
 from multicsr_core.llm.cache import FAILED, OK, CachedResponse, CacheEntry, ResponseCache, cache_key
 from multicsr_core.llm.ratelimit import TokenBucket
-from multicsr_core.redaction import redact_url  # noqa: F401  (re-exported: the one URL redaction helper)
+from multicsr_core.redaction import redact_text, redact_url  # redact_url re-exported: the one URL redaction helper
 
 if TYPE_CHECKING:
     from multicsr_core.llm.batch_api import BatchAPISettings
@@ -169,6 +186,120 @@ class InvalidReply(Exception):
         self.completion_tokens = completion_tokens
 
 
+class PermanentAPIError(UserError):
+    """An API error no rerun can fix (the key, the model, a parameter, a too long prompt): the
+    call stops at the first one, and the CLI prints its one line and exits 2.
+
+    ``index`` is the position, in the failing call's requests, of the request it concerns (set
+    for :class:`ContextLengthExceeded`; None for errors about the whole endpoint), so a caller
+    that knows what the requests stand for (a scorer: its pairs) can name the row. It is not
+    kept by pickling (Prefect, Dask rebuild the error from its message alone).
+    """
+
+    def __init__(self, message: str, *, index: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.index = index
+        self.details: dict | None = None  # what OpenAIChatBackend.permanent_error built it from
+
+
+class APIKeyRejected(PermanentAPIError):
+    """401: the endpoint refused the API key (or wants one and none was set)."""
+
+
+class APIPermissionDenied(PermanentAPIError):
+    """403: the key may not use this model or endpoint."""
+
+
+class APIModelNotFound(PermanentAPIError):
+    """404, or a ``model_not_found`` error: the endpoint serves no such model (or no such route)."""
+
+
+class ContextLengthExceeded(PermanentAPIError):
+    """400 ``context_length_exceeded``: one request is longer than the model's context."""
+
+
+class APIParameterRejected(PermanentAPIError):
+    """400 naming a request parameter (``top_logprobs``, ``logprobs``...) the endpoint refuses."""
+
+
+class APIQuotaExhausted(PermanentAPIError):
+    """429 ``insufficient_quota``: the account has no credit left (not a rate limit)."""
+
+
+# How servers say a prompt is too long: OpenAI ("maximum context length is N tokens"), vLLM (the
+# same words, code 400), llama.cpp ("exceeds the available context size", exceed_context_size_error).
+_CONTEXT_WORDS = re.compile(r"context[ _-]length|maximum context|context window|context size|exceeds? the "
+                            r"(?:available )?context|too many (?:input )?tokens|prompt is too long", re.IGNORECASE)
+_MODEL_MISSING = re.compile(r"\bmodel\b[^.]{0,80}?\b(?:does not exist|not found|is not served|unknown)|"
+                            r"\b(?:unknown|no such|invalid) model\b", re.IGNORECASE)
+# API keys as servers echo them ("Incorrect API key provided: sk-abc***wxyz"): never repeated
+_KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_*.\-]{2,}[A-Za-z0-9_*]")
+_NO_CLIENT_RETRY = frozenset({400, 401, 403, 404})
+
+
+def _error_fields(error: Any) -> tuple[str, str, str, str]:
+    """(code, type, param, message) of an API error body (``{"error": {...}}`` or its inside)."""
+    if isinstance(error, Mapping) and isinstance(error.get("error"), Mapping):
+        error = error["error"]
+    if not isinstance(error, Mapping):
+        return "", "", "", str(error or "")
+    code, kind, param, message = (str(error.get(name) or "") for name in ("code", "type", "param", "message"))
+    return code, kind, param, message
+
+
+def permanent_error_class(status: int | None, error: Any, params: Mapping[str, Any] = {}
+                          ) -> type[PermanentAPIError] | None:
+    """The :class:`PermanentAPIError` an HTTP error is, or None if a rerun may help (429, 5xx, a
+    400 we cannot attribute). ``error`` is the error body; ``params`` the request's parameters
+    (a 400 naming one of them is about the configuration, and every request would get it)."""
+    code, kind, param, message = _error_fields(error)
+    if status == 401:
+        return APIKeyRejected
+    if status == 403:
+        return APIPermissionDenied
+    if status == 404:
+        return APIModelNotFound
+    if status == 429:
+        return APIQuotaExhausted if "insufficient_quota" in (code, kind) else None
+    if status == 400:
+        if code == "context_length_exceeded" or kind == "exceed_context_size_error" or _CONTEXT_WORDS.search(message):
+            return ContextLengthExceeded
+        if code == "model_not_found" or _MODEL_MISSING.search(message):
+            return APIModelNotFound
+        if code in ("unsupported_parameter", "unsupported_value") or (param and param in params):
+            return APIParameterRejected
+    return None
+
+
+async def _no_client_retry_for_permanent_errors(response: httpx2.Response) -> None:
+    """httpx response hook: the openai client decides on retries from the response headers, and an
+    ``x-should-retry: false`` wins over its status rules. Set it on the permanent errors, so a
+    429 ``insufficient_quota`` (which the client would retry max_retries times per request) and
+    any 4xx a server marks retryable fail at once."""
+    status = response.status_code
+    if status in _NO_CLIENT_RETRY:
+        response.headers["x-should-retry"] = "false"
+    elif status == 429:
+        try:
+            body = json.loads(await response.aread())
+        except (ValueError, UnicodeDecodeError):
+            return
+        code, kind, _, _ = _error_fields(body)
+        if "insufficient_quota" in (code, kind):
+            response.headers["x-should-retry"] = "false"
+
+
+def _first_permanent(error: BaseException) -> PermanentAPIError | None:
+    """The first :class:`PermanentAPIError` in an exception group (a TaskGroup's), else None."""
+    if isinstance(error, PermanentAPIError):
+        return error
+    for inner in getattr(error, "exceptions", ()):
+        found = _first_permanent(inner)
+        if found is not None:
+            return found
+    return None
+
+
 def run_sync(coroutine: Awaitable[T]) -> T:
     """Run a coroutine to completion from synchronous code, even if a loop is running here."""
     try:
@@ -276,6 +407,8 @@ class OpenAIChatBackend:
         if max_retries < 0 or invalid_reply_retries < 0:
             raise ValueError("max_retries and invalid_reply_retries must not be negative")
         key = api_key if api_key is not None else os.environ.get(api_key_env)
+        self.api_key_env = api_key_env  # the variable's NAME (error messages say it; never the value)
+        self._key_source = "given" if api_key is not None else ("env" if key else "unset")
         if not key:
             if base_url is None:
                 raise ValueError(f"no API key: set the environment variable {api_key_env} or pass api_key")
@@ -310,6 +443,94 @@ class OpenAIChatBackend:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key != "EMPTY" else text
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint as messages name it: the redacted base URL, or api.openai.com."""
+        return redact_url(self.base_url) or "https://api.openai.com/v1"
+
+    def new_client(self) -> openai.AsyncOpenAI:
+        """A client for one call (its connection pool belongs to the call's event loop), with the
+        client's retries for the retryable errors only (see the module docstring)."""
+        return openai.AsyncOpenAI(
+            api_key=self._api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout_s,
+            http_client=openai.DefaultAsyncHttpxClient(
+                verify=self._shared_ssl_context(),
+                event_hooks={"response": [_no_client_retry_for_permanent_errors]}))
+
+    def _server_says(self, message: str, limit: int = 200) -> str:
+        """A server's error message fit for ours: one line, no key (ours or one it echoes), short."""
+        text = _KEY_LIKE.sub("<key>", redact_text(self._redact(" ".join(message.split()))))
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+
+    def _key_words(self) -> str:
+        if self._key_source == "given":
+            return f"the API key given to the client (scoring.api_key_secret_block, else ${self.api_key_env})"
+        return f"the API key in ${self.api_key_env}"
+
+    def permanent_error(self, cls: type[PermanentAPIError], status: int | None, error: Any, *,
+                        index: int | None = None, total: int | None = None,
+                        request: ChatRequest | None = None, what: str = "") -> PermanentAPIError:
+        """The one-line error for a permanent API failure: what failed, then what to do. ``what``
+        names the call when it is not a chat completion (``"Batch API upload"``). The arguments
+        are kept on the error (``details``), so a caller can number the request anew."""
+        exc = self._permanent_error(cls, status, error, index, total, request, what)
+        exc.details = {"cls": cls, "status": status, "error": error, "request": request, "what": what}
+        return exc
+
+    def _permanent_error(self, cls: type[PermanentAPIError], status: int | None, error: Any, index: int | None,
+                         total: int | None, request: ChatRequest | None, what: str) -> PermanentAPIError:
+        code, kind, param, message = _error_fields(error)
+        said = self._server_says(message)
+        detail = ", ".join(part for part in (str(status) if status else "", code or kind) if part)
+        inside = f"{detail}: {said}" if detail and said else (detail or said)
+        because = f"({inside})" if inside else ""
+        at = f"{what + ' at ' if what else ''}{self.endpoint}"
+
+        def text(*parts: str) -> str:
+            return " ".join(part for part in parts if part)
+
+        if cls is APIKeyRejected:
+            if self._key_source == "unset":
+                return cls(text(f"{at} requires an API key", because, f"and ${self.api_key_env} is not set"),
+                           hint=f"set {self.api_key_env} to your key, then rerun (replies so far are cached)")
+            fix = ("put a valid key in the Prefect Secret block scoring.api_key_secret_block names"
+                   if self._key_source == "given" else f"set {self.api_key_env} to a valid key for this endpoint")
+            return cls(text(f"{at} rejected {self._key_words()}", because),
+                       hint=f"{fix}, then rerun (replies so far are cached)")
+        if cls is APIPermissionDenied:
+            return cls(text(f"{at} refused model {self.model!r} to {self._key_words()}", because),
+                       hint="use a key whose project may use this model, or another model (--llm)")
+        if cls is APIModelNotFound:
+            if code == "model_not_found" or _MODEL_MISSING.search(message):
+                return cls(text(f"{at} does not serve model {self.model!r}", because),
+                           hint="name a model this endpoint serves (--llm), or check --base-url")
+            return cls(text(f"{at} answered 404 Not Found for model {self.model!r}", because),
+                       hint="check --base-url (an OpenAI-compatible endpoint usually ends in /v1) and the model "
+                            "name (--llm)")
+        if cls is APIQuotaExhausted:
+            return cls(text(f"{at}: the account of {self._key_words()} has no quota left", because),
+                       hint="add credit or use another key, then rerun (replies so far are cached); this is no "
+                            "rate limit")
+        if cls is APIParameterRejected:
+            value = request.params.get(param) if request is not None and param else None
+            shown = f" = {value!r}" if value is not None else ""
+            return cls(text(f"{at}: model {self.model!r} rejects the request parameter {param or '(unnamed)'}{shown}",
+                            because),
+                       hint="change the setting behind it (e.g. --set scoring.top_logprobs=N, or scoring.mode=generate "
+                            "for an endpoint without logprobs)")
+        if cls is ContextLengthExceeded:
+            where = f"request {index + 1}{f' of {total}' if total else ''}" if index is not None else "a request"
+            prompt = ""
+            if request is not None:
+                user = " ".join(str(m.get("content", "")) for m in request.messages if m.get("role") == "user")
+                flat = " ".join(user.split())  # the start and the end: a template's words, then the input's
+                shown = repr(flat) if len(flat) <= 100 else f"{flat[:40]!r} ... {flat[-50:]!r}"
+                prompt = f" (its prompt {shown}, {len(user)} characters)"
+            return cls(text(f"{at}: {where}{prompt} is longer than model {self.model!r} accepts", because),
+                       hint="shorten or drop that input (input.max_chars caps a sentence), or use a model with a "
+                            "longer context", index=index)
+        return cls(text(f"{at}: the request failed for good", because))
 
     def _shared_ssl_context(self) -> ssl.SSLContext:
         """One SSL context for every batch call. Each call needs a new client (its connection pool
@@ -361,8 +582,10 @@ class OpenAIChatBackend:
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _request(
-        self, client: openai.AsyncOpenAI, key: str, request: ChatRequest, validate: ReplyValidator | None
+        self, client: openai.AsyncOpenAI, key: str, request: ChatRequest, validate: ReplyValidator | None,
+        index: int | None = None, total: int | None = None,
     ) -> ChatResult:
+        """One item: its result (stored in the cache), or :class:`PermanentAPIError` raised."""
         token_estimate, cost_estimate = self._estimates(request)
         if self._requests_bucket is not None:
             await self._requests_bucket.acquire(1)
@@ -373,6 +596,13 @@ class OpenAIChatBackend:
         try:
             reply = await self._create(client, request)
             prompt_tokens, completion_tokens = reply.prompt_tokens, reply.completion_tokens
+        except openai.APIStatusError as err:
+            permanent = permanent_error_class(err.status_code, err.body, request.params)
+            if permanent is None:
+                return self._store_failure(key, stored_request, err)
+            # from None: the client's exception holds the request and its headers (the key)
+            raise self.permanent_error(permanent, err.status_code, err.body, index=index, total=total,
+                                       request=request) from None
         except (openai.APIError, InvalidReply) as err:
             if isinstance(err, InvalidReply):
                 prompt_tokens, completion_tokens = err.prompt_tokens, err.completion_tokens
@@ -388,6 +618,11 @@ class OpenAIChatBackend:
                 self._tokens_bucket.adjust(prompt_tokens + completion_tokens - token_estimate)
 
         return self.store_reply(key, stored_request, reply, validate)
+
+    def _store_failure(self, key: str, stored_request: Mapping[str, Any], err: Exception) -> ChatResult:
+        error = self._redact(f"{type(err).__name__}: {err}")
+        self.cache.put(CacheEntry(key, self.model, stored_request, FAILED, error=error))
+        return ChatResult(FAILED, error=error)
 
     def store_reply(self, key: str, stored_request: Mapping[str, Any], reply: _Reply,
                     validate: ReplyValidator | None, batch_api: bool = False) -> ChatResult:
@@ -443,20 +678,24 @@ class OpenAIChatBackend:
             progress(done, len(requests))
         if pending:
             work = iter(pending.items())
-            client = openai.AsyncOpenAI(
-                api_key=self._api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout_s,
-                http_client=openai.DefaultAsyncHttpxClient(verify=self._shared_ssl_context()),
-            )
+            client = self.new_client()
+            stopped = False  # a permanent error: no worker starts another request
 
             async def worker() -> None:
-                nonlocal budget_hit, done
+                nonlocal budget_hit, done, stopped
                 for key, indices in work:  # the shared iterator hands each item to one worker
+                    if stopped:
+                        return
                     request = requests[indices[0]]
                     if budget_hit or not self.ledger.try_reserve(self._estimates(request)[1]):
                         budget_hit = True
                         outcome = ChatResult(NOT_REQUESTED, error="not requested: the budget cap was reached")
                     else:
-                        outcome = await self._request(client, key, request, validate)
+                        try:
+                            outcome = await self._request(client, key, request, validate, indices[0], len(requests))
+                        except PermanentAPIError:
+                            stopped = True  # raising cancels the other workers (their requests in flight)
+                            raise
                     for index in indices:
                         results[index] = outcome
                     done += len(indices)
@@ -467,6 +706,12 @@ class OpenAIChatBackend:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(min(self.concurrency, len(pending))):
                         group.create_task(worker())
+            except BaseExceptionGroup as group_error:
+                permanent = _first_permanent(group_error)
+                if permanent is None:
+                    raise
+                log.debug("%s: stopped at a permanent API error; replies received so far are cached", self.model)
+                raise permanent from None
             finally:
                 await client.close()
 

@@ -29,7 +29,8 @@ import logging
 import math
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from multicsr_core.llm.openai_backend import BatchReport, ChatRequest, ChatResult, OpenAIChatBackend
+from multicsr_core.llm.openai_backend import (BatchReport, ChatRequest, ChatResult, ContextLengthExceeded,
+                                              OpenAIChatBackend)
 from multicsr_core.prompts import (MULTI_TURN_SCORING_VARIANTS, format_claif_scoring_prompt, format_scoring_prompt,
                                    scoring_messages)
 from multicsr_core.scoring.base import PairScore, unparsable_error
@@ -81,6 +82,38 @@ def _check_mode(mode: str) -> None:
 def _short(text: str | None, limit: int = 60) -> str:
     text = (text or "").strip().replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _complete_pairs(backend: OpenAIChatBackend, requests: Sequence[ChatRequest], premises: Sequence[str],
+                    hypotheses: Sequence[str], progress: Callable[[int, int], None] | None) -> BatchReport:
+    """``backend.complete`` for one request per pair. A prompt longer than the model's context
+    stops the call (no rerun can answer it); the error then names the pair, by its sentences."""
+    try:
+        return backend.complete(requests, progress=progress)
+    except ContextLengthExceeded as err:
+        if err.index is None or err.details is None or not 0 <= err.index < len(premises):
+            raise
+        i = err.index
+        chars = sum(len(str(message.get("content", ""))) for message in requests[i].messages)
+        pair = ContextLengthExceeded(
+            f"pair {i + 1} of {len(premises)} in this call (premise {_short(premises[i], 50)!r}, hypothesis "
+            f"{_short(hypotheses[i], 50)!r}; prompt {chars} characters) is longer than model {backend.model!r} "
+            f"accepts at {backend.endpoint} "
+            f"({_context_detail(backend, err.details['status'], err.details['error'])})",
+            hint="shorten or drop that row (input.max_chars caps a sentence), or score with a model with a longer "
+                 "context; replies so far are cached", index=i)
+        pair.details = err.details
+        raise pair from None
+
+
+def _context_detail(backend: OpenAIChatBackend, status: int | None, error) -> str:
+    """``400, context_length_exceeded: <the server's words, without keys>``."""
+    from multicsr_core.llm.openai_backend import _error_fields
+
+    code, kind, _, message = _error_fields(error)
+    said = backend._server_says(message, 160)
+    detail = ", ".join(part for part in (str(status) if status else "", code or kind) if part)
+    return f"{detail}: {said}" if detail and said else (detail or said)
 
 
 def text_verdict(text: str | None, parse: Callable[[str | None], float | None], parser_name: str) -> PairScore:
@@ -217,7 +250,10 @@ class OpenAIScorer:
     that starts with something else) the reply text goes through the parser. A reply that gives
     no score is the ``unparsable_score`` verdict: cached, never requested again. Only transport
     failures (HTTP errors, timeouts, malformed bodies, the budget cap) are failed pairs that the
-    next run retries. ``last_report`` holds the :class:`BatchReport` of the latest call.
+    next run retries. An error no rerun can fix (a rejected key, an unknown model, a prompt over
+    the context...) raises the backend's ``PermanentAPIError`` instead, at once; for a prompt
+    over the context it names the pair by its sentences. ``last_report`` holds the
+    :class:`BatchReport` of the latest call.
     """
 
     name = "openai"
@@ -262,7 +298,7 @@ class OpenAIScorer:
         requests = [ChatRequest(messages=system + scoring_messages(p, h, self.prompt_variant), params=self.params)
                     for p, h in zip(premises, hypotheses)]
         # No validator: every reply that arrives is an answer (a score or the unparsable verdict).
-        self.last_report = self.backend.complete(requests, progress=self.progress)
+        self.last_report = _complete_pairs(self.backend, requests, premises, hypotheses, self.progress)
         return [self._pair_score(result) for result in self.last_report.results]
 
     def _pair_score(self, result: ChatResult) -> PairScore:
@@ -321,7 +357,7 @@ class ClaifScorer:
         prompts = [format_claif_scoring_prompt(a, b) for a, b in zip(premises, hypotheses)]
         if isinstance(self.model, OpenAIChatBackend):
             requests = [ChatRequest.from_prompt(prompt, **self.params) for prompt in prompts]
-            self.last_report = self.model.complete(requests, progress=self.progress)
+            self.last_report = _complete_pairs(self.model, requests, premises, hypotheses, self.progress)
             results = self.last_report.results
         else:  # a LocalLM: greedy generate
             results = self.model.generate(prompts, max_new_tokens=self.max_tokens, progress=self.progress)
