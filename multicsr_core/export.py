@@ -15,6 +15,11 @@ Corpus formats (each folder gets a dataset card, :func:`multicsr_core.cards.data
 
 Rows: those curation kept (default), or every row with ``all_rows=True``.
 
+Reruns: ``--to`` must be a new or empty folder, or one that the same export wrote before: each
+export leaves a marker (``.multicsr-export.json``: what was exported, in which format, and the
+entries it writes), so running the same command again after a failed upload (the Hub unreachable)
+rewrites those entries and uploads again instead of refusing the folder. The marker is not uploaded.
+
 Uploads: :func:`push_folder` creates the repo (``exist_ok``) and uploads the folder with
 ``HfApi.upload_folder``. The token comes from ``HF_TOKEN`` only; it is handed to ``huggingface_hub``
 and written nowhere, and any error text is scrubbed of it before it is raised. ``HF_ENDPOINT``
@@ -33,12 +38,13 @@ import pyarrow.compute as pc
 
 from multicsr_core.errors import RetryableError, UserError
 
-__all__ = ["FORMATS", "ExportError", "export_corpus", "export_model", "push_folder"]
+__all__ = ["FORMATS", "MARKER", "ExportError", "export_corpus", "export_model", "push_folder"]
 
 FORMATS = ("hf", "simcse-csv", "jsonl")
 DATA_FILES = {"hf": "data/train-00000-of-00001.parquet", "simcse-csv": "train.csv", "jsonl": "train.jsonl"}
 # what a model folder carries to the Hub: not the trainer's checkpoints, not hidden temporaries
 _MODEL_SKIP = ("checkpoints",)
+MARKER = ".multicsr-export.json"  # what wrote this folder: a rerun of the same export may write it again
 
 
 class ExportError(UserError):
@@ -63,10 +69,46 @@ def _selected(table: pa.Table, all_rows: bool) -> pa.Table:
     return table.filter(pc.fill_null(table["kept"], False))
 
 
-def _ready_folder(out_dir: Path) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ExportError(f"{out_dir}: folder exists and is not empty; choose a new --to folder or empty it")
+def _read_marker(out_dir: Path) -> dict | None:
+    import json
+
+    try:
+        marker = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("entries"), list) else None
+
+
+def _ready_folder(out_dir: Path, identity: dict, entries: list[str]) -> None:
+    """Make ``out_dir`` ready for an export that writes the top-level ``entries``: a new or empty
+    folder, or one this same export (``identity``: kind, source, format) wrote before, whose
+    entries are removed to be written again. Anything else is refused (nothing is touched)."""
+    import json
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: is a file; give --to a new or empty folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        marker = _read_marker(out_dir)
+        if marker is None:
+            raise ExportError(f"{out_dir}: folder exists and is not empty (and no multicsr export wrote it); "
+                              "choose a new --to folder or empty it")
+        if {k: marker.get(k) for k in identity} != identity:
+            raise ExportError(f"{out_dir}: holds another export ({marker.get('kind')} {marker.get('source')}, "
+                              f"format {marker.get('format')}); choose a new --to folder, or remove this one")
+        ours = set(marker["entries"]) | set(entries) | {MARKER}
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
+        if foreign:
+            raise ExportError(f"{out_dir}: holds files the export did not write ({', '.join(foreign[:5])}); "
+                              "move them out, or choose a new --to folder")
+        for name in ours - {MARKER}:  # the earlier (maybe unfinished) export of the same source: write it again
+            path = out_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).write_text(json.dumps({**identity, "entries": sorted(set(entries))}, indent=2) + "\n",
+                                  encoding="utf-8")
 
 
 def export_corpus(corpus: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "hf", all_rows: bool = False,
@@ -89,7 +131,8 @@ def export_corpus(corpus: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
         raise ExportError(str(exc)) from None
     provenance = read_provenance(corpus)
     out_dir = Path(out_dir)
-    _ready_folder(out_dir)
+    _ready_folder(out_dir, {"kind": "corpus", "source": str(corpus.resolve()), "format": fmt, "all_rows": all_rows},
+                  [DATA_FILES[fmt].split("/")[0], "README.md"])
     rows = _selected(table, all_rows)
     selection = "every row, with its scores, `kept` and `reject_reason`" if all_rows else "the rows curation kept"
     data_path = out_dir / DATA_FILES[fmt]
@@ -127,7 +170,8 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_
     if not (model_dir / TRAINING_FILE).is_file():
         raise ExportError(f"{model_dir}: not trained by multicsr (no {TRAINING_FILE}); its card cannot be written")
     out_dir = Path(out_dir)
-    _ready_folder(out_dir)
+    copied = [p.name for p in model_dir.iterdir() if p.name not in _MODEL_SKIP and not p.name.startswith(".")]
+    _ready_folder(out_dir, {"kind": "model", "source": str(model_dir), "format": None}, [*copied, "README.md"])
     shutil.copytree(model_dir, out_dir, dirs_exist_ok=True,
                     ignore=lambda folder, names: [n for n in names if n in _MODEL_SKIP or n.startswith(".")])
     card = write_model_card(out_dir, model_ref=repo_id or str(out_dir.resolve()), repo_id=repo_id, license=license)
@@ -168,10 +212,16 @@ def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "datas
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
-                                 commit_message=commit_message or f"multicsr export ({repo_type})")
+                                 commit_message=commit_message or f"multicsr export ({repo_type})",
+                                 ignore_patterns=[MARKER])
     except HfHubHTTPError as exc:  # the Hub answered: bad token, no write access, bad name...
         raise ExportError(f"upload to {repo_id} failed: {_scrub(str(exc), token)}") from None
     except (OSError, TransportError) as exc:  # no answer (offline, DNS, refused, timeout): retry later
+        from multicsr_core.errors import machine_error_of
+
+        machine = machine_error_of(exc, folder, "--to")  # a full disk (the client's own cache), not the network
+        if machine is not None:
+            raise machine from None
         raise RetryableError(f"upload to {repo_id} failed: {_scrub(str(exc), token)}; "
                              "run the same command again") from None
     return str(getattr(info, "commit_url", info))

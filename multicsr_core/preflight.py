@@ -32,18 +32,23 @@ FALLBACK_MODEL = "bundled:all-MiniLM-L6-v2"
 
 # ------------------------------------------------------------------------------ files
 def check_input_file(path: str | Path, flag: str = "input") -> Path:
-    """``path`` is an existing, readable, non-empty file."""
+    """``path`` is an existing, readable, non-empty file, or a stream (a pipe such as ``<(cmd)``,
+    ``/dev/stdin``, a FIFO), which is not touched here: its reader reads it once, with a deadline.
+    A symlink loop, a dangling symlink, a directory, a socket say so."""
+    import stat
+
+    from multicsr_core.io.inputs import input_stat
+
     path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError("file not found", path=path, hint=f"check {flag}")
-    if path.is_dir():
-        raise InputError("is a directory, not a file", path=path, hint=f"give a file as {flag}")
+    st = input_stat(path, flag)
+    if not stat.S_ISREG(st.st_mode):
+        return path  # reading even a byte here would take it from the reader
     try:
         with open(path, "rb") as fh:
             fh.read(1)
     except OSError as exc:
-        raise InputError(f"cannot be read ({exc.strerror})", path=path) from None
-    if path.stat().st_size == 0:
+        raise InputError(f"cannot be read ({exc.strerror})", path=path, hint=f"check {flag}") from None
+    if st.st_size == 0:
         raise InputError("is empty (0 bytes)", path=path, hint=f"give a file with data as {flag}")
     return path
 
@@ -201,28 +206,126 @@ def check_prompt_set(value: str | None, flag: str = "--prompt-set") -> None:
                      "(.yaml, .yml or .json)")
 
 
+def _get(url: str, timeout_s: float) -> tuple[int, str, bytes]:
+    """(status, content type, first bytes) of a GET; HTTP errors are answers too."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (the user's own server)
+            return response.status, response.headers.get("content-type", ""), response.read(256)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("content-type", "") if exc.headers else "", b""
+
+
+def _is_prefect_health(status: int, body: bytes, content_type: str = "") -> bool:
+    """Prefect's ``GET /api/health`` answers 200 with the JSON ``true`` (any JSON answer is taken:
+    Prefect Cloud, proxies); a web page or a 404 is not Prefect."""
+    return status == 200 and (body.strip() == b"true" or "json" in content_type.lower())
+
+
 def check_prefect_server(url: str | None, timeout_s: float = 5.0) -> None:
-    """A configured Prefect API answers its health check (else the flow would fail after Prefect's
-    own retries with a long traceback)."""
+    """A configured Prefect API answers its health check as Prefect does (``/health`` is JSON
+    ``true``); a server that answers otherwise (a forgotten ``/api``: the UI's HTML or a 404; any
+    other web server) is named with the URL to use instead. Else the flow would fail after
+    Prefect's own retries with a long traceback."""
     if not url:
         return
     from multicsr_core.redaction import redact_url
 
     shown = redact_url(url)
-    health = url.rstrip("/") + "/health"
+    base = url.rstrip("/")
     try:
-        with urllib.request.urlopen(health, timeout=timeout_s) as response:  # noqa: S310 (the user's own server)
-            response.read(64)
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            return  # a server that wants credentials: it is there
-        raise ServerError(f"PREFECT_API_URL={shown} answers, but not as a Prefect API (HTTP {exc.code} for /health)",
-                          hint="point PREFECT_API_URL at the server's /api, e.g. http://127.0.0.1:4200/api") from None
+        status, content_type, body = _get(base + "/health", timeout_s)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise ServerError(f"PREFECT_API_URL={shown}: no Prefect server answers ({reason})",
                           hint="start one (`prefect server start`) or unset PREFECT_API_URL to run on a temporary "
                                "local server") from None
+    if status in (401, 403) or _is_prefect_health(status, body, content_type):
+        return  # Prefect, or a server that wants credentials: it is there
+    got = f"HTTP {status}" + (f", {content_type.split(';')[0]}" if content_type else "")
+    if not base.endswith("/api"):
+        try:
+            api_status, api_type, api_body = _get(base + "/api/health", timeout_s)
+        except (urllib.error.URLError, OSError, ValueError):
+            api_status, api_type, api_body = 0, "", b""
+        suggestion = redact_url(base + "/api")
+        if _is_prefect_health(api_status, api_body, api_type) or api_status in (401, 403):
+            raise ServerError(f"PREFECT_API_URL={shown} is the Prefect server without its API path (/health gave "
+                              f"{got})", hint=f"add /api: export PREFECT_API_URL={suggestion}")
+        raise ServerError(f"PREFECT_API_URL={shown} answers, but not as a Prefect API (/health gave {got})",
+                          hint=f"add /api if it is a Prefect server (PREFECT_API_URL={suggestion}), or point "
+                               "PREFECT_API_URL at one, or unset it to run on a temporary local server")
+    raise ServerError(f"PREFECT_API_URL={shown} answers, but not as a Prefect API (/health gave {got})",
+                      hint="point PREFECT_API_URL at a Prefect server's API (e.g. http://127.0.0.1:4200/api), or "
+                           "unset it to run on a temporary local server")
+
+
+# ------------------------------------------------------------------------------ Prefect home
+_DATABASE_URL_VARS = ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
+
+
+def prefect_home() -> Path:
+    """Prefect's home (``PREFECT_HOME``, default ``~/.prefect``), read without importing Prefect
+    (which warns on stderr, and goes on, when it cannot create it)."""
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+def _profile_api_url(home: Path) -> str | None:
+    """``PREFECT_API_URL`` of the active profile in Prefect's profiles file, if any."""
+    import tomllib
+
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
+    profile = (data.get("profiles") or {}).get(active) or {}
+    value = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
+    return str(value) if value else None
+
+
+def _check_writable_place(path: Path, variable: str, folder: bool = True) -> None:
+    """``path`` (a folder, or a file's folder) exists or can be created, and takes new files; the
+    one-line error names ``variable``, which moves it."""
+    import errno
+
+    from multicsr_core.errors import READ_ONLY, NO_PERMISSION, access_error
+
+    place = path if folder else path.parent
+    current = place
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    what = {"PREFECT_HOME": "Prefect's home: the temporary Prefect server keeps its database there"}.get(
+        variable, "the temporary Prefect server's database")
+    if not current.is_dir():
+        raise OutputError(f"is a file, not a folder ({what})", path=current,
+                          hint=f"set {variable} to a writable folder")
+    try:
+        with tempfile.TemporaryFile(dir=current, prefix=".multicsr-write-probe-"):
+            pass
+    except OSError as exc:
+        kind = READ_ONLY if exc.errno == errno.EROFS else NO_PERMISSION
+        raise access_error(place, kind, variable) from None
+
+
+def check_prefect_home(api_url: str | None = None) -> None:
+    """Before Prefect is imported: with no Prefect server configured (``PREFECT_API_URL`` in the
+    environment or the active profile), ``multicsr run`` starts a temporary one whose SQLite
+    database lives in Prefect's home (or ``PREFECT_SERVER_DATABASE_CONNECTION_URL``): that place
+    must take files. An unwritable home (a read-only root file system) would otherwise make the
+    server fail to start over and over, printing a traceback each time."""
+    home = prefect_home()
+    if api_url or os.environ.get("PREFECT_API_URL") or _profile_api_url(home):
+        return
+    for variable in _DATABASE_URL_VARS:
+        url = os.environ.get(variable)
+        if url:
+            if not url.startswith("sqlite") or ":memory:" in url:
+                return  # the server's database is elsewhere (PostgreSQL)
+            database = url.split("///", 1)[-1].split("?", 1)[0]
+            _check_writable_place(Path(database).expanduser(), variable, folder=False)
+            return
+    _check_writable_place(home, "PREFECT_HOME")
 
 
 # ------------------------------------------------------------------------------ per command
@@ -352,4 +455,5 @@ def preflight_run(cfg, workdir: str | Path, prefect_api_url: str | None = None) 
         _training_models(cfg, "training.base_model", "training.guide_model")
         if cfg.evaluation.enabled:
             check_senteval(expand_path(cfg.evaluation.data_dir), "--data-dir")
+    check_prefect_home(prefect_api_url)
     check_prefect_server(prefect_api_url)

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 from multicsr_core.config import PipelineConfig, expand_path
 from multicsr_core.io.corpus import PREMISE_SCHEMA, make_provenance, with_provenance, write_parquet_atomic
-from multicsr_core.io.inputs import read_premises, read_triplets
+from multicsr_core.io.inputs import input_stat, materialize_stream, read_premises, read_triplets
 from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
 
 TASK_OPTIONS = dict(cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
@@ -43,8 +43,9 @@ def load_input(cfg: PipelineConfig, workdir: str | Path) -> dict:
         path, task_fn, kind = expand_path(cfg.input.premises), load_premises_task, "premises"
     else:
         raise ValueError("config names no input: set input.premises or input.triplets")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: input file not found")
+    input_stat(path, "input.triplets" if kind == "triplets" else "input.premises")  # one line naming what it is
+    # a pipe or process substitution is read once into the workdir: the run can then resume from it
+    path = materialize_stream(path, Path(workdir) / ".multicsr" / "inputs")
     result = run_cached(task_fn, workdir, source_path=str(path), source_hash=content_hash(path),
                         input_config=cfg.input.model_dump(mode="json"))
     return {**result, "kind": kind}

@@ -321,3 +321,22 @@ def test_paths_that_are_no_file(tmp_path):
                    "--corpus")
     one_line_error(sh(curate("/dev/null", out)), "/dev/null: no usable triplets: nothing came through it (0 bytes)")
     assert not out.exists()
+
+
+def test_run_reads_a_piped_input_once_into_the_workdir_and_resumes_from_it(tmp_path):
+    """`multicsr run` with its triplets on a pipe: the stream is read once into the workdir
+    (named by its sha256), so the run completes and the same command again is served from cache."""
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text(GOOD)
+    workdir = tmp_path / "w"
+    command = (f"cat {csv_path} | {MULTICSR} run --preset demo-snli --workdir {workdir} "
+               "--set input.triplets=/dev/stdin --set training.enabled=false")
+    done = sh(command, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (copy,) = (workdir / ".multicsr" / "inputs").iterdir()
+    assert copy.name.startswith("stream-") and copy.read_text() == GOOD
+    summary = json.loads((workdir / "run_summary.json").read_text())
+    assert summary["funnel"]["total"] == len(ROWS)
+    again = sh(command, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(list((workdir / ".multicsr" / "inputs").iterdir())) == 1

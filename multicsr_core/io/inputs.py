@@ -226,6 +226,25 @@ def _read_bytes(path: Path) -> bytes | bytearray:
         raise _os_error(path, exc) from None
 
 
+def materialize_stream(path: str | Path, folder: str | Path) -> Path:
+    """``path`` itself for a regular file; for a pipe, FIFO or device its content (read once) in a
+    file under ``folder`` named by its sha256, so a run that reads its input as a stream can be
+    resumed and cached like one that read a file."""
+    import hashlib
+
+    path = Path(path)
+    if not is_stream(path):
+        return path
+    data = bytes(_read_bytes(path))
+    target = Path(folder) / f"stream-{hashlib.sha256(data).hexdigest()[:16]}"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + f".{os.getpid()}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    return target
+
+
 # Known binary formats a text input might really be (a renamed or compressed file).
 _MAGIC = ((b"\x1f\x8b", "is gzip-compressed, not text", "decompress it first (gunzip)"),
           (b"PK\x03\x04", "is a zip archive (an .xlsx workbook?), not text", "export the sheet as UTF-8 csv"),

@@ -18,7 +18,12 @@ one item keep the first answer. A ``failed`` row is retried by the next run, and
 A damaged file (empty, not SQLite, failing ``PRAGMA quick_check``) is moved aside to
 ``responses.sqlite.corrupt-<time>`` when the cache is opened, named in a warning, and a new cache
 is started (``multicsr_core.sqlite_health``); :func:`merge_quarantined` (``multicsr cache merge``)
-copies the rows SQLite can still read from such a file back into a live cache.
+copies the rows still stored in such a file (through SQLite, or read off its pages when a damaged
+b-tree page hides them) back into a live cache, and counts the keys it lists but cannot recover.
+
+A full disk or a read-only file system under the cache (SQLite: "database or disk is full",
+"attempt to write a readonly database") is raised as ``multicsr_core.errors.MachineError`` naming
+the cache file: one line, exit 2; every answer committed before it stays.
 """
 
 from __future__ import annotations
@@ -158,6 +163,11 @@ class ResponseCache:
                 conn.execute(f"PRAGMA synchronous = {self._synchronous}")
                 conn.execute(_SCHEMA)
             except sqlite3.DatabaseError as err:
+                from multicsr_core.errors import machine_error_of
+
+                machine = machine_error_of(err, self.path)
+                if machine is not None:
+                    raise machine from err
                 raise RuntimeError(f"{self.path}: cannot open the response cache: {err}") from err
             self._local.conn = conn
             with self._connections_lock:
@@ -255,9 +265,15 @@ class ResponseCache:
             now,
         )
 
+    def _writing(self):
+        from multicsr_core.errors import machine_errors
+
+        return machine_errors(self.path)  # a full disk or read-only mount: one line naming the cache
+
     def put(self, entry: CacheEntry) -> None:
         """Store one response, committed before returning. An existing ok row is kept."""
-        self._connection().execute(_UPSERT, self._values(entry, time.time()))
+        with self._writing():
+            self._connection().execute(_UPSERT, self._values(entry, time.time()))
 
     def put_many(self, entries: Sequence[CacheEntry]) -> None:
         """Store a batch (e.g. one local forward pass) in one committed transaction."""
@@ -266,37 +282,67 @@ class ResponseCache:
         now = time.time()
         values = [self._values(entry, now) for entry in entries]
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(_UPSERT, values)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._writing():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_UPSERT, values)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+
+def _newer(row: tuple, other: tuple | None) -> bool:
+    """Whether ``row`` (merge column order) should replace ``other`` for the same key: an ok row
+    over a failed one, else the one updated last."""
+    if other is None:
+        return True
+    if (row[2] == OK) != (other[2] == OK):
+        return row[2] == OK
+    return (row[11] or 0) > (other[11] or 0)
+
+
+def _is_response_row(row: tuple) -> bool:
+    key, model, status, request = row[:4]
+    return (isinstance(key, str) and isinstance(model, str) and status in (OK, FAILED) and isinstance(request, str)
+            and all(isinstance(v, (int, float)) for v in row[10:12])
+            and all(isinstance(v, int) for v in row[7:10]))
 
 
 def merge_quarantined(source: str | Path, target: ResponseCache) -> dict[str, int]:
-    """Copy every row SQLite can still read from a damaged (quarantined) response cache into
-    ``target``. An ok row of ``target`` stays as it is; a recovered ok row replaces a failed one.
-    Returns counts: recovered (rows read), merged (rows written), unreadable (rows lost)."""
-    from multicsr_core.sqlite_health import readable_rows
+    """Copy every row still stored in a damaged (quarantined) response cache into ``target``: what
+    SQLite reads through the table, plus what is read off the file's pages (and its WAL) when a
+    damaged b-tree page hides rows from SQLite. An ok row of ``target`` stays as it is; a recovered
+    ok row replaces a failed one. Returns counts: recovered (distinct keys read back), merged (rows
+    written), unreadable (keys the file's index still lists, or rows its table counts, that could
+    not be read back: lost)."""
+    from multicsr_core.sqlite_health import index_values, readable_rows, scan_rows
 
     columns = ("key, model, status, request, response, raw, error, prompt_tokens, completion_tokens, attempts, "
                "created_at, updated_at")
-    rows, lost = readable_rows(source, "responses", columns)
+    through_sql, lost = readable_rows(source, "responses", columns)
+    best: dict[str, tuple] = {}
+    for row in [*through_sql, *scan_rows(source, 12)]:
+        if _is_response_row(row) and _newer(row, best.get(row[0])):
+            best[row[0]] = row
+    listed = index_values(source, "responses", "key")
+    unreadable = len(set(listed) - set(best)) if listed is not None else lost
     conn = target._connection()
     before = conn.total_changes
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.executemany(
-            f"INSERT INTO responses ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET status = excluded.status, response = excluded.response, "
-            "raw = excluded.raw, error = excluded.error, prompt_tokens = excluded.prompt_tokens, "
-            "completion_tokens = excluded.completion_tokens, updated_at = excluded.updated_at "
-            "WHERE responses.status != 'ok' AND excluded.status = 'ok'",
-            [r for r in rows if r[2] in (OK, FAILED)])
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return {"recovered": len(rows), "merged": conn.total_changes - before, "unreadable": lost}
+    with target._writing():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                f"INSERT INTO responses ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET status = excluded.status, response = excluded.response, "
+                "raw = excluded.raw, error = excluded.error, prompt_tokens = excluded.prompt_tokens, "
+                "completion_tokens = excluded.completion_tokens, updated_at = excluded.updated_at "
+                "WHERE responses.status != 'ok' AND excluded.status = 'ok'",
+                list(best.values()))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return {"recovered": len(best), "merged": conn.total_changes - before, "unreadable": unreadable}

@@ -13,6 +13,9 @@ Errors (one path for every command; new commands reuse it):
   on stderr and exits 2. A ``RetryableError`` or transport failure exits 1 with "run the same
   command again to resume"; anything else exits 1 with one line saying it is unexpected. With
   ``--debug`` (``multicsr --debug CMD``) or ``MULTICSR_DEBUG=1`` the traceback is printed too.
+- Register where the command writes, ``_writes((out, "--out"), ...)``: a full disk or a read-only
+  file system met by a library that names no file (pyarrow, safetensors, torch) is then reported
+  as one line naming that output, the free space there and the option that moves it (exit 2).
 - Before any work, call the command's ``multicsr_core.preflight`` check (inputs readable and
   non-empty, outputs writable, models resolvable, data present): a bad ``--out`` fails first.
 - Validate option values in the declaration: a ``Literal[...]`` type for a fixed set (typer's choices),
@@ -202,14 +205,29 @@ def _guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from multicsr_core.errors import clear_outputs
+
+        clear_outputs()
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise  # typer's own exits and usage errors, Ctrl-C (exit 130)
         except Exception as exc:  # noqa: BLE001  (classified by report_error: user error or real failure)
             raise typer.Exit(report_error(exc)) from None
+        finally:
+            clear_outputs()
 
     return wrapper
+
+
+def _writes(*outputs: tuple[Optional[Path], str]) -> None:
+    """Register where the command writes, with the option naming each place: a full disk or a
+    read-only file system met by a library that names no file (pyarrow, safetensors, torch) is
+    reported at the registered output it hit (``multicsr_core.errors.machine_error_of``)."""
+    from multicsr_core.errors import register_output
+
+    for path, flag in outputs:
+        register_output(path, flag)
 
 
 @app.command()
@@ -331,8 +349,12 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
     if dry_run:
         _print_estimate(cfg, workdir, as_json=False)
         return
-    from multicsr_core.preflight import preflight_run
+    _writes((workdir, "--workdir"))
+    from multicsr_core.preflight import check_prefect_home, preflight_run
 
+    # before Prefect is imported: Prefect only warns about a home it cannot create, and its temporary
+    # server then fails to open its database, over and over
+    check_prefect_home()
     preflight_run(cfg, workdir, prefect_api_url=_prefect_api_url())  # before any stage (and any server) starts
     workdir.mkdir(parents=True, exist_ok=True)
     from multicsr.flows.pipeline import multicsr_pipeline
@@ -353,7 +375,7 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
 
     try:
         # one run per workdir; the temporary Prefect server (if any) dies with this process
-        with workdir_lock(workdir, wait=wait_lock), ephemeral_prefect_server():
+        with workdir_lock(workdir, wait=wait_lock), ephemeral_prefect_server(log_dir=workdir / ".multicsr"):
             # URL credentials stay out of the flow's parameters (Prefect's database, the UI)
             state = flow(config=hold_url_credentials(cfg.to_dict()), workdir=str(workdir), return_state=True)
             outputs = state.result() if state.is_completed() else _raise_flow_failure(state)  # while the server is up
@@ -431,6 +453,7 @@ def generate(
                   input__premises=str(premises), input__column=column, input__triplets=None)
     from multicsr_core.preflight import preflight_generate
 
+    _writes((out_path, "--out"), (workdir, "--workdir"))
     preflight_generate(cfg, out_path, workdir)
     from multicsr.progress import ProgressReporter
 
@@ -463,6 +486,7 @@ def score(
                   scoring__mode=mode, scoring__prompt=prompt, scoring__batch_api=batch_api or None)
     from multicsr_core.preflight import preflight_score
 
+    _writes((out_path, "--out"), (workdir, "--workdir"))
     preflight_score(cfg, corpus, out_path, workdir)
     from multicsr.progress import ProgressReporter
 
@@ -498,6 +522,7 @@ def curate(
     cfg = _config(preset, set_, curation__rule=rule, curation__alpha=alpha, curation__beta=beta, curation__gamma=gamma)
     c = cfg.curation
     report_dir = report_dir or out_path.parent / f"{out_path.stem}_report"
+    _writes((out_path, "--out"), (report_dir, "--report-dir"))
     preflight_curate(cfg, corpus, out_path, report_dir)
     table = read_any_corpus(corpus, cfg.input.max_chars)  # a scored corpus Parquet, or scored triplets of any format
     curated = curate_table(table, c.rule, c.alpha, c.beta, c.gamma, c.enabled, swap_mode)
@@ -539,6 +564,7 @@ def train(
                   training__sigma=sigma, training__batch_size=batch_size, training__max_steps=max_steps)
     from multicsr_core.preflight import preflight_train
 
+    _writes((out_dir, "--out"), (out_dir.parent / ".multicsr-cache", "--out"))
     preflight_train(cfg, corpus, out_dir)
     from multicsr.progress import ProgressReporter
 
@@ -567,6 +593,7 @@ def evaluate(
     from multicsr_core.preflight import preflight_evaluate
 
     md_path = markdown or output.with_suffix(".md")
+    _writes((output, "--output"), (md_path, "--markdown"))
     senteval = preflight_evaluate(model, output, data_dir, md_path)
     from multicsr.progress import ProgressReporter
 
@@ -645,6 +672,7 @@ def export(
         raise ExportError("HF_TOKEN is not set: export a Hugging Face token with write access and run again")
     with tempfile.TemporaryDirectory(prefix="multicsr-export-") as scratch:
         folder = to if to is not None else Path(scratch) / "export"
+        _writes((folder, "--to" if to is not None else "TMPDIR"))
         if corpus is not None:
             done = export_corpus(corpus, folder, fmt, all_rows=all_rows, repo_id=push_to_hub, license=license)
         else:
@@ -667,12 +695,18 @@ def data_download(to: Annotated[Optional[Path], typer.Option("--to", help="data 
     from multicsr_core.io.download import download_data
 
     root = (to or Path.home() / ".cache" / "multicsr" / "data").expanduser()
+    _writes((root, "--to"))
     from multicsr_core.preflight import check_output_dir
 
     check_output_dir(root, "--to")
     try:
         done = download_data(root, [w.strip() for w in what.split(",") if w.strip()], log=lambda m: console.print(m))
     except OSError as exc:
+        from multicsr_core.errors import machine_error_of
+
+        machine = machine_error_of(exc, root, "--to")  # a full disk is the machine's, not the network's
+        if machine is not None:
+            raise machine from None
         _fail(f"download failed ({exc}); nothing partial was left in {root}", code=1)
     _print_json(done)
 
@@ -695,6 +729,13 @@ def cache_merge(quarantined: Annotated[Path, typer.Argument(help="a damaged resp
 
     if not quarantined.is_file():
         _fail(f"{quarantined}: no such file (the warning that moved the cache aside names it)")
+    with open(quarantined, "rb") as fh:
+        from multicsr_core.sqlite_health import SQLITE_HEADER
+
+        if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            _fail(f"{quarantined}: not a SQLite file (no rows to recover); give the responses.sqlite.corrupt-... file "
+                  "that the warning named")
+    _writes((workdir, "--workdir"))
     with ResponseCache(default_cache_path(workdir)) as cache:
         counts = merge_quarantined(quarantined, cache)
     _print_json({**counts, "into": str(default_cache_path(workdir))})
@@ -716,6 +757,7 @@ def experiment_false_negatives(
     from multicsr_core.preflight import check_model, check_output_file, check_senteval, check_triplets
     from multicsr_core.stages import run_false_negatives_cli
 
+    _writes((output, "--output"))
     check_output_file(output, "--output")
     check_model(model, "--model")
     check_model(guide, "--guide")

@@ -17,15 +17,33 @@ Three Dask layouts:
 
 Dask worker processes talk to the Prefect API themselves: point them at a real server
 (``PREFECT_API_URL``); in ephemeral mode every worker process starts a server of its own.
+
+Every worker process has a deadline on its start (``death_timeout``:
+``MULTICSR_WORKER_STARTUP_TIMEOUT_SECONDS``, default 180): a worker that cannot start, or cannot
+reach its scheduler, fails the run instead of leaving it waiting.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal, Sequence
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
 RunnerKind = Literal["threads", "dask"]
+WORKER_STARTUP_TIMEOUT_VAR = "MULTICSR_WORKER_STARTUP_TIMEOUT_SECONDS"
+
+
+def worker_startup_timeout_s() -> float:
+    """Seconds a Dask worker process may take to start and reach its scheduler."""
+    value = os.environ.get(WORKER_STARTUP_TIMEOUT_VAR, "").strip()
+    try:
+        seconds = float(value) if value else 180.0
+    except ValueError:
+        raise ValueError(f"{WORKER_STARTUP_TIMEOUT_VAR}={value!r} is not a number of seconds") from None
+    if seconds <= 0:
+        raise ValueError(f"{WORKER_STARTUP_TIMEOUT_VAR}={value!r}: give a positive number of seconds")
+    return seconds
 
 
 def build_task_runner(kind: RunnerKind = "threads", n_workers: int | None = None, address: str | None = None,
@@ -63,7 +81,7 @@ def build_task_runner(kind: RunnerKind = "threads", n_workers: int | None = None
     # One thread per worker: a worker runs one shard at a time with the whole model to itself.
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": n_workers or 2, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+                                          "dashboard_address": None, "death_timeout": worker_startup_timeout_s()})
 
 
 def gpu_cluster(cuda_devices: Sequence[str], asynchronous: bool = False, **kwargs):
@@ -74,7 +92,8 @@ def gpu_cluster(cuda_devices: Sequence[str], asynchronous: bool = False, **kwarg
     """
     from distributed import Nanny, Scheduler, SpecCluster
 
-    workers = {f"gpu-{device}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(device)}}}
+    workers = {f"gpu-{device}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(device)},
+                                                           "death_timeout": worker_startup_timeout_s()}}
                for device in cuda_devices}
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
     return SpecCluster(workers=workers, scheduler=scheduler, asynchronous=asynchronous, **kwargs)
