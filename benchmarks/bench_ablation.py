@@ -49,7 +49,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = (ROOT.parent / "shared" / "data").resolve()
 STS_TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness")
 LLMS = {
     # name: (model ref, prompt set, chat template)
