@@ -113,4 +113,5 @@ def openai_scorer(cfg: PipelineConfig, backend):
     from multicsr_core.prompts import SCORING_PROMPT_CHOICES
     from multicsr_core.scoring.llm import OpenAIScorer
 
-    return OpenAIScorer(backend, mode=cfg.scoring.mode, prompt_variant=SCORING_PROMPT_CHOICES[cfg.scoring.prompt])
+    return OpenAIScorer(backend, mode=cfg.scoring.mode, prompt_variant=SCORING_PROMPT_CHOICES[cfg.scoring.prompt],
+                        context_tokens=cfg.scoring.context_tokens)

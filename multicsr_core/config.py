@@ -109,6 +109,10 @@ class ScoringConfig(_Section):
                     "unparsable (rejected, not retried). 0.25 from SmolLM2-135M on SNLI pairs: prose-answering "
                     "pairs hold <= 0.041, digit-answering ones >= 0.91 (benchmarks/bench_judges.py)")
     base_url: str | None = None
+    context_tokens: int | None = Field(
+        None, ge=1, description="the API model's context in tokens (scorer=openai, and generation.backend=openai): "
+                                "a prompt over it (less max_tokens) is rejected as prompt_too_long, never sent; "
+                                "counted as `multicsr estimate` counts. None: no check")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (never stored)")
     api_key_secret_block: str | None = Field(None, description="Prefect Secret block name holding the API key")
     concurrency: int = Field(16, ge=1)

@@ -11,11 +11,13 @@ Two rules, both pure functions of the two scores a = sim(x, x+) and b = sim(x, x
     keep as is; elif ``e <= 4 and e <= c`` swap x+ and x-; else drop.
   - ``corpus`` (an existing corpus such as SynCSE or NLI): swap iff ``a <= beta and b >= alpha``.
 
-A triplet with either score missing is never kept. Its reason says why: ``unparsable_score``
-when the model answered something that is not a score (a final verdict, scoring/base.py; the
-reply stays in ``entailment_reply`` / ``contradiction_reply``), ``unscored`` when a request
-failed and the next run will retry it. An unparsable side decides, even if the other side's
-request failed: no retry can make that triplet kept.
+A triplet with either score missing is never kept. Its reason says why: ``prompt_too_long``
+when a side's prompt does not fit the scoring model's context (measured before it was run or
+sent, never run: a final verdict, scoring/base.py), ``unparsable_score`` when the model answered
+something that is not a score (a final verdict; the reply stays in ``entailment_reply`` /
+``contradiction_reply``), ``unscored`` when a request failed and the next run will retry it. A
+side with a verdict decides, even if the other side's request failed: no retry can make that
+triplet kept; of the two verdicts, ``prompt_too_long`` (the input's length) is named first.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from typing import Literal
 
 import pyarrow as pa
 
-from multicsr_core.scoring.base import UNPARSABLE, is_unparsable_error
+from multicsr_core.scoring.base import PROMPT_TOO_LONG, UNPARSABLE, is_prompt_too_long_error, is_unparsable_error
 
 REASON_UNSCORED = "unscored"
 REASON_UNPARSABLE = UNPARSABLE  # "unparsable_score"
+REASON_PROMPT_TOO_LONG = PROMPT_TOO_LONG  # "prompt_too_long"
 REASON_LOW_ENTAILMENT = "entailment_below_alpha"
 REASON_HIGH_CONTRADICTION = "contradiction_above_beta"
 REASON_SMALL_MARGIN = "margin_below_gamma"
@@ -113,8 +116,10 @@ def curate_table(table: pa.Table, rule: Literal["paper", "official"] = "paper", 
         if cols["swapped"][i]:
             swap_row(i)  # back to the order the scores were computed in
         a, b = cols["entailment_score"][i], cols["contradiction_score"][i]
-        if (a is None or b is None) and any(is_unparsable_error(cols[f"{side}_score_error"][i])
-                                            for side in ("entailment", "contradiction")):
+        errors = [cols[f"{side}_score_error"][i] for side in ("entailment", "contradiction")]
+        if (a is None or b is None) and any(is_prompt_too_long_error(error) for error in errors):
+            decision = Decision(False, REASON_PROMPT_TOO_LONG)
+        elif (a is None or b is None) and any(is_unparsable_error(error) for error in errors):
             decision = Decision(False, REASON_UNPARSABLE)
         elif not enabled:
             decision = Decision(a is not None and b is not None, None if (a is not None and b is not None) else REASON_UNSCORED)

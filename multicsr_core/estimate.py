@@ -205,6 +205,14 @@ def _message_text(request) -> str:
     return "".join(str(message.get("content", "")) for message in request.messages)
 
 
+def api_prompt_tokens(counter: TokenCounter, request) -> int:
+    """The prompt tokens of one API request (a ``ChatRequest``): its messages' text counted with
+    ``counter`` (:func:`api_token_counter`) plus the chat overhead. The one count of an API prompt:
+    this estimate's, and the context check before stage 1 and 2 send anything
+    (``scoring.llm.api_over_long``)."""
+    return counter.count(_message_text(request)) + counter.chat_overhead
+
+
 # ---------------------------------------------------------------- the stages
 def _price(cfg: PipelineConfig, prompt_tokens: int, completion_tokens: int, factor: float) -> float:
     s = cfg.scoring
@@ -239,7 +247,7 @@ def _generation_stage(cfg: PipelineConfig, premises: Sequence[str], workdir) -> 
         per_request = []
         for request, premise, key in zip(collector.requests, lengths_source, keys):
             maximum = int(request.params.get("max_tokens") or g.max_new_tokens)
-            per_request.append((counter.count(_message_text(request)) + counter.chat_overhead,
+            per_request.append((api_prompt_tokens(counter, request),
                                 min(maximum, counter.count(premise)), maximum, key in cached_keys))
         stage = StageEstimate("generation", g.llm, "openai", len(texts), True, sum(p for p, *_ in per_request),
                               sum(c for _, c, _, _ in per_request), sum(m for _, _, m, _ in per_request),
@@ -299,7 +307,7 @@ def _scoring_stage(cfg: PipelineConfig, premises: Sequence[str], hypotheses: Seq
         counter = api_token_counter(ref)
         keys = [collector.key_for(r) for r in collector.requests]
         found = _cached_keys(workdir, keys) if exact else set()
-        per_request = [(counter.count(_message_text(r)) + counter.chat_overhead, 1,
+        per_request = [(api_prompt_tokens(counter, r), 1,
                         int(r.params.get("max_tokens") or 1), key in found)
                        for r, key in zip(collector.requests, keys)]
         stage = StageEstimate("scoring", ref, "openai", n, exact, sum(p for p, *_ in per_request),

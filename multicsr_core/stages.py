@@ -84,23 +84,51 @@ def generation_prompts(cfg: PipelineConfig, premises: Sequence[str]):
 def _generate_with_api(cfg: PipelineConfig, prompts, workdir: str | Path, api_key: str | None,
                        progress: Progress | None):
     """Stage 1 through an OpenAI-compatible API: plain generation (API models expose no logits, so
-    no contrast: the paper's ChatGPT path). Every reply goes through the workdir's response cache."""
+    no contrast: the paper's ChatGPT path). Every reply goes through the workdir's response cache.
+
+    With ``scoring.context_tokens`` set, each prompt is first counted in tokens as ``multicsr
+    estimate`` counts it (``scoring.llm.api_over_long``): a premise with a prompt over that less
+    ``generation.max_new_tokens`` is sent on neither side and comes back rejected as
+    ``prompt_too_long`` on the side(s) over it, as a local model's premise does."""
     from multicsr_core.builders import build_openai_backend
     from multicsr_core.generation.cleaning import clean_generation
-    from multicsr_core.generation.engine import GeneratedTriplet
-    from multicsr_core.scoring.llm import generate_with_api
+    from multicsr_core.generation.engine import REJECT_PROMPT_TOO_LONG, GeneratedTriplet
+    from multicsr_core.scoring.llm import api_over_long, generate_with_api, generation_requests
 
     g = cfg.generation
     backend = build_openai_backend(cfg, workdir, g.llm, g.base_url, api_key, g.shard_size if g.batch_api else None)
-    texts = [p.entailment_prompt for p in prompts] + [p.contradiction_prompt for p in prompts]
-    report = generate_with_api(backend, texts, progress=progress, **api_generation_params(cfg))
-    failed = [r for r in report.results if not r.ok]
+    params = api_generation_params(cfg)
+    over: dict[int, list[str]] = {}  # premise index -> the sides whose prompt is over the context
+    if cfg.scoring.context_tokens is not None:
+        sides = ([("entailment", k, p.entailment_prompt) for k, p in enumerate(prompts)]
+                 + [("contradiction", k, p.contradiction_prompt) for k, p in enumerate(prompts)])
+        measured = api_over_long(backend.model, generation_requests([text for *_, text in sides], **params),
+                                 cfg.scoring.context_tokens)
+        for j in sorted(measured):
+            over.setdefault(sides[j][1], []).append(sides[j][0])
+        if over:
+            log.warning("%d of %d premises have a prompt longer than the context of model %r allows "
+                        "(scoring.context_tokens %d less %d new tokens): rejected as %s, not sent", len(over),
+                        len(prompts), backend.model, cfg.scoring.context_tokens, g.max_new_tokens,
+                        REJECT_PROMPT_TOO_LONG)
+    sent = [p for k, p in enumerate(prompts) if k not in over]
+    texts = [p.entailment_prompt for p in sent] + [p.contradiction_prompt for p in sent]
+    report = generate_with_api(backend, texts, progress=progress, **params) if texts else None
+    failed = [r for r in report.results if not r.ok] if report is not None else []
     if failed:
         raise GenerationFailures(f"{len(failed)} of {len(texts)} API generations failed after retries "
                                  f"(first: {report.first_errors(3)}); replies received are cached: run again to retry")
     rows = []
+    answered = iter(range(len(sent)))
     for k, p in enumerate(prompts):
-        ent, con = report.results[k].text, report.results[len(prompts) + k].text
+        if k in over:
+            rows.append(GeneratedTriplet(p.premise, "", "", p.entailment_prompt, p.contradiction_prompt,
+                                         p.entailment_prompt_id, p.contradiction_prompt_id, "", "",
+                                         ";".join(f"{side}:{REJECT_PROMPT_TOO_LONG}" for side in over[k]),
+                                         entailment_finished=False, contradiction_finished=False))
+            continue
+        j = next(answered)
+        ent, con = report.results[j].text, report.results[len(sent) + j].text
         ent_c, con_c = clean_generation(ent, p.premise), clean_generation(con, p.premise)
         reasons = [f"{side}:{c.reject_reason}" for side, c in (("entailment", ent_c), ("contradiction", con_c))
                    if c.reject_reason]
@@ -219,7 +247,8 @@ def score_corpus_file(cfg: PipelineConfig, corpus: str | Path, out_path: str | P
     """``multicsr score``: score every pair not yet scored; LLM replies are cached under ``workdir``."""
     table = read_any_corpus(corpus, cfg.input.max_chars)
     scorer = build_scorer(cfg, workdir)
-    scored = score_corpus(table, scorer, progress=progress, chunk_size=scoring_chunk_rows(cfg, table.num_rows))
+    scored = score_corpus(table, scorer, progress=progress, chunk_size=scoring_chunk_rows(cfg, table.num_rows),
+                          path=corpus)
     # failed: requests that got no answer (retried by the next run); unparsable: replies that are
     # not a score (final verdicts, rejected by curation as unparsable_score)
     outcomes = scoring_outcomes(scored)

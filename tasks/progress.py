@@ -3,7 +3,9 @@ artifact in the UI (0-100), updated at most once a second."""
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -30,16 +32,123 @@ def stage_progress(stage: str, unit: str = "items") -> ProgressReporter:
     return ProgressReporter(stage, unit, sinks=[_ArtifactSink(key, f"{stage}: {unit} done")])
 
 
+def _logger():
+    """The flow run's logger (the Prefect UI and the console), or this module's outside a run."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def _wrapped(future):
+    """The runner's own future under a Prefect future (a thread pool's, Dask's), or None."""
+    return getattr(future, "wrapped_future", None)
+
+
+def _as_user_error(outcome) -> BaseException | None:
+    """``outcome`` if it is a ``UserError`` (no rerun fixes it: a rejected key, an unknown model, a
+    prompt over the context, a full disk...) or was raised from one, else None."""
+    from multicsr_core.errors import user_error_of
+
+    return outcome if isinstance(outcome, BaseException) and user_error_of(outcome) is not None else None
+
+
+def _user_error_of_state(state) -> BaseException | None:
+    """The ``UserError`` a failed task's final state holds, else None."""
+    from prefect.states import State
+
+    if not isinstance(state, State) or not state.is_failed():
+        return None
+    return _as_user_error(state.result(raise_on_failure=False))
+
+
+def _user_error(future) -> BaseException | None:
+    """The ``UserError`` a finished task failed with, else None (a cancelled one: None)."""
+    wrapped = _wrapped(future)
+    if wrapped is not None and getattr(wrapped, "cancelled", lambda: False)():
+        return None
+    return _as_user_error(future.result(raise_on_failure=False))  # a failed task's exception, else its result
+
+
+class ShardFamily:
+    """The shards of one stage, submitted to the flow's task runner, that stop together.
+
+    The first shard to fail with a ``UserError`` (no rerun fixes it, and every other shard would
+    meet it too: a rejected key, an unknown model...) cancels every shard not started yet, from
+    its done callback: a thread pool runs that callback in its worker before the worker takes the
+    next shard, so none starts after it (Dask: the pending ones are cancelled as soon as it is
+    told). ``stopped`` tells the submitter to submit no more. Gather with
+    :func:`gather_with_progress`, which raises that error.
+    """
+
+    def __init__(self) -> None:
+        self.futures: list = []
+        self.stopped = False
+        self._lock = threading.Lock()
+
+    def add(self, future):
+        with self._lock:
+            self.futures.append(future)
+        wrapped = _wrapped(future)
+        if wrapped is not None and hasattr(wrapped, "add_done_callback"):
+            wrapped.add_done_callback(self._on_done)
+        return future
+
+    def _on_done(self, wrapped) -> None:
+        if self.stopped or getattr(wrapped, "cancelled", lambda: False)():
+            return
+        try:
+            if _user_error_of_state(wrapped.result()) is None:
+                return
+        except Exception:  # noqa: BLE001  (its error is met when gathered; this only stops the rest early)
+            return
+        self.stopped = True
+        with self._lock:
+            others = list(self.futures)
+        _cancel_unstarted(others)
+
+
+def _cancel_unstarted(futures: list) -> int:
+    """Cancel the submitted tasks that have not started (a thread pool's queue, Dask's pending
+    ones); a running one finishes. Returns how many were cancelled."""
+    cancelled = 0
+    for future in futures:
+        wrapped = _wrapped(future)
+        try:
+            if wrapped is not None and not wrapped.done() and wrapped.cancel():
+                cancelled += 1
+        except Exception:  # noqa: BLE001  (a runner whose futures cannot be cancelled: they run)
+            pass
+    return cancelled
+
+
 def gather_with_progress(futures: list, stage: str, unit: str = "shards", workdir=None) -> list:
     """Wait for a family of submitted tasks, reporting shards done of total as they finish;
-    the results come back in submission order (their paths rebased under ``workdir``)."""
+    the results come back in submission order (their paths rebased under ``workdir``).
+
+    A task that fails with a ``UserError`` (no rerun fixes it: every other shard would meet it
+    too, or the user must act first) ends the gathering at once: the tasks not started yet are
+    cancelled (at once where they were submitted through a :class:`ShardFamily`), and that error
+    is raised, so it is met and logged once, not once per shard. Any other failure (a retryable
+    one) lets the other shards finish first, so their work is kept."""
     from prefect.futures import as_completed
 
     from multicsr.tasks.caching import rebase
 
     with stage_progress(stage, unit) as progress:
         progress(0, len(futures))
-        for done, _ in enumerate(as_completed(futures), start=1):
+        for done, future in enumerate(as_completed(futures), start=1):
             progress(done, len(futures))
+            error = _user_error(future)
+            if error is not None:
+                _cancel_unstarted(futures)
+                cancelled = sum(1 for f in futures if getattr(_wrapped(f), "cancelled", lambda: False)())
+                if cancelled:
+                    _logger().warning("%s: %d of %d %s not started (one failed with an error no rerun fixes)",
+                                      stage, cancelled, len(futures), unit)
+                raise error
     results = [future.result() for future in futures]
     return results if workdir is None else [rebase(r, workdir) for r in results]

@@ -14,7 +14,7 @@ from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenanc
 from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
 from multicsr_core.stages import scoring_chunk_rows
 from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
-from multicsr.tasks.progress import gather_with_progress, stage_progress
+from multicsr.tasks.progress import ShardFamily, gather_with_progress, stage_progress
 
 
 class ScoringFailures(RetryableError):  # a RuntimeError: rerunning retries the failed requests
@@ -40,8 +40,10 @@ def score_shard_task(workdir: str, output_path: str, source_path: str, source_ha
     table = read_corpus(source_path).slice(row_start, row_end - row_start)
     scorer = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg))
     with stage_progress(f"score rows {row_start}-{row_end}", "triplets") as progress:
-        scored = score_corpus(table, scorer, progress=progress, chunk_size=scoring_chunk_rows(cfg, table.num_rows))
-    outcomes = scoring_outcomes(scored)  # failed: transport only (retried); unparsable: final verdicts
+        # a prompt the server refuses as over the context names its row of source_path
+        scored = score_corpus(table, scorer, progress=progress, chunk_size=scoring_chunk_rows(cfg, table.num_rows),
+                              path=source_path, row_offset=row_start)
+    outcomes = scoring_outcomes(scored)  # failed: transport only (retried); unparsable, prompt_too_long: final
     prov = make_provenance("score", scorer=scorer_fingerprint, rows=[row_start, row_end], **outcomes)
     write_parquet_atomic(with_provenance(scored, prov), output_path)
     if outcomes["failed"]:
@@ -50,15 +52,29 @@ def score_shard_task(workdir: str, output_path: str, source_path: str, source_ha
     if outcomes["unparsable"]:
         get_run_logger().info("%d replies in rows %d-%d are not a score (rejected as unparsable_score)",
                               outcomes["unparsable"], row_start, row_end)
+    if outcomes.get("prompt_too_long"):
+        get_run_logger().warning("%d pairs in rows %d-%d have a prompt longer than the model's context (rejected as "
+                                 "prompt_too_long, never run or sent)", outcomes["prompt_too_long"], row_start, row_end)
     return {"path": workdir_relative(output_path, workdir), "rows": scored.num_rows, **outcomes}
 
 
 def api_client_settings(cfg: PipelineConfig) -> dict:
-    """The scoring section's client settings (limits, prices, key source): API generation uses them too."""
+    """The scoring section's client settings (limits, prices, key source, the model's context):
+    API generation uses them too. ``context_tokens`` only when set: unset, a generation shard's
+    key (these settings are one of its parameters) is what it was before the setting existed."""
     keep = ("api_key_env", "api_key_secret_block", "concurrency", "timeout_s", "max_retries", "requests_per_minute",
             "tokens_per_minute", "price_input_per_1m", "price_output_per_1m", "budget_usd", "batch_poll_interval_s",
             "batch_max_wait_s", "batch_price_factor", "batch_max_requests")
-    return {k: v for k, v in cfg.scoring.model_dump(mode="json").items() if k in keep}
+    settings = {k: v for k, v in cfg.scoring.model_dump(mode="json").items() if k in keep}
+    if cfg.scoring.context_tokens is not None:
+        settings["context_tokens"] = cfg.scoring.context_tokens
+    return settings
+
+
+def _scoring_key_section(scoring: dict) -> dict:
+    """The scoring section as a shard's key holds it: ``context_tokens`` only when set, so shards
+    scored before the setting existed keep their keys."""
+    return {k: v for k, v in scoring.items() if not (k == "context_tokens" and v is None)}
 
 
 def _has_failures(path: Path) -> bool:
@@ -71,7 +87,10 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
     """Score a corpus file in shards of ``scoring.shard_size`` rows, each shard cached by content.
 
     A shard holding failed pairs is not reused as is: the next run calls it again, and the
-    item-level response cache answers every pair already scored without a new request.
+    item-level response cache answers every pair already scored without a new request. A shard
+    that fails with an error no rerun fixes (a ``UserError``: a rejected key, an unknown model, a
+    prompt the server refuses as over the context...) ends the stage at once: the shards not
+    started yet never start (``gather_with_progress``), so the error is met, and logged, once.
     """
     fingerprint = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg)).fingerprint()
     rows = pq.read_metadata(corpus["path"]).num_rows
@@ -80,17 +99,19 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
     # Only the parts of the config that scores depend on enter the key: changing a training
     # setting must not re-score.
     config_for_key = {
-        "scoring": config["scoring"],
+        "scoring": _scoring_key_section(config["scoring"]),
         "generation": {k: config["generation"][k] for k in ("llm", "revision")},  # the default scoring LLM
         "training": {k: config["training"][k] for k in ("guide_model", "guide_pooling")},  # the guide scorer
     }
-    shards = []
+    shards = ShardFamily()  # a shard failing for good (a UserError) cancels the ones not started
     for start in range(0, rows, cfg.scoring.shard_size):
+        if shards.stopped:
+            break
         end = min(start + cfg.scoring.shard_size, rows)
-        shards.append(run_cached(score_shard_task, workdir, refresh_if=_has_failures, submit=True,
-                                 source_path=corpus["path"], source_hash=source_hash, row_start=start, row_end=end,
-                                 scorer_fingerprint=fingerprint, config=config_for_key))
-    return gather_with_progress(shards, "score shards", workdir=workdir)
+        shards.add(run_cached(score_shard_task, workdir, refresh_if=_has_failures, submit=True,
+                              source_path=corpus["path"], source_hash=source_hash, row_start=start, row_end=end,
+                              scorer_fingerprint=fingerprint, config=config_for_key))
+    return gather_with_progress(shards.futures, "score shards", workdir=workdir)
 
 
 def check_scoring_failures(shards: list[dict], cfg: PipelineConfig) -> None:

@@ -27,6 +27,14 @@ answer with a number at all; the scorer calls a pair unparsable below ``min_scor
 Both methods go through the :class:`~multicsr_core.llm.cache.ResponseCache`; the cache key holds
 the model name (and revision), the exact prompt and the mode with its parameters, so a
 distribution and a generated text for the same prompt are separate items.
+
+Before any forward, each prompt not answered by the cache is measured in tokens as the model
+is fed it (chat template applied where used) against :meth:`LocalLM.context_limit`: the
+model's ``max_position_embeddings``, less the new tokens in ``generate`` (no limit for an
+encoder-decoder model, whose positions are relative). A prompt over it is never run: it comes
+back with status ``prompt_too_long`` and the error ``"prompt_too_long: <n> tokens > <limit>"``
+(a verdict, scoring/base.py), and that verdict is cached like an answer, so no later run
+measures it again.
 """
 
 from __future__ import annotations
@@ -38,11 +46,15 @@ from typing import Callable, Mapping, Sequence, Union
 import torch
 
 from multicsr_core.llm.cache import FAILED, OK, CacheEntry, ResponseCache, cache_key
+from multicsr_core.scoring.base import PROMPT_TOO_LONG, prompt_too_long_error
 
 log = logging.getLogger(__name__)
 
 DISTRIBUTION_MODE = "next-token-distribution"
 GENERATE_MODE = "greedy-generate"
+
+#: ``LocalResult.status`` of a prompt longer than the model's context: never run (a verdict).
+TOO_LONG = PROMPT_TOO_LONG
 
 # A prompt: a text (sent as one user turn where there is a chat template) or chat messages.
 Prompt = Union[str, Sequence[Mapping[str, str]]]
@@ -93,7 +105,7 @@ def candidate_token_ids(tokenizer, candidates: Sequence[str], name: str = "token
 class LocalResult:
     """One prompt's outcome: a text (generate) or a distribution over candidates (one forward)."""
 
-    status: str  # ok | failed
+    status: str  # ok | failed | prompt_too_long (not run: longer than the context; ``error`` says by how much)
     text: str | None = None
     distribution: dict[str, float] | None = None  # candidate -> probability, renormalised over candidates
     mass: float | None = None  # probability the model put on all candidates together, before renormalising
@@ -212,6 +224,37 @@ class LocalLM:
                                add_special_tokens=not self.use_chat_template)
         return {name: batch[name].to(self.device) for name in ("input_ids", "attention_mask")}
 
+    def context_limit(self, new_tokens: int = 0) -> int | None:
+        """The most prompt tokens the model takes with ``new_tokens`` more: its config's
+        ``max_position_embeddings`` less ``new_tokens`` (stage 1's ``context_limit``); None for an
+        encoder-decoder model or a config with no absolute limit."""
+        from multicsr_core.generation.engine import context_limit
+
+        return context_limit(self.model, new_tokens)
+
+    def prompt_tokens(self, prompts: Sequence[Prompt]) -> list[int]:
+        """Each prompt's length in tokens as the model is fed it (chat template applied where used)."""
+        texts = self._model_input(prompts)
+        if not texts:
+            return []
+        ids = self.tokenizer(texts, add_special_tokens=not self.use_chat_template)["input_ids"]
+        return [len(row) for row in ids]
+
+    def over_long(self, prompts: Sequence[Prompt], limit: int | None) -> dict[int, int]:
+        """{index: tokens} of the prompts longer than ``limit`` tokens as fed (None: no limit).
+
+        Byte-level vocabularies give at most one token per UTF-8 byte (SentencePiece with byte
+        fallback too, plus a word-start piece), and a chat template adds a few dozen: a prompt of
+        no more bytes than half the limit fits without being templated and tokenized.
+        """
+        if limit is None:
+            return {}
+        size = [len(p.encode("utf-8")) if isinstance(p, str) else
+                sum(len(str(m.get("content", "")).encode("utf-8")) for m in p) for p in prompts]
+        candidates = [i for i, n in enumerate(size) if n > limit // 2]
+        tokens = self.prompt_tokens([prompts[i] for i in candidates])
+        return {i: n for i, n in zip(candidates, tokens) if n > limit}
+
     def _batches(self, prompts: Sequence[str]) -> list[list[int]]:
         """Indices grouped into batches of similar length (less padding), longest first."""
         length = [len(p) if isinstance(p, str) else sum(len(m["content"]) for m in p) for p in prompts]
@@ -261,8 +304,9 @@ class LocalLM:
         Each result also holds ``mass``, the probability of all candidate tokens together before
         renormalising. ``validate`` may turn a result into a failure (stored as failed, computed
         again by the next run); scorers do not use it for low mass, which is a verdict (see
-        :mod:`multicsr_core.scoring.base`). Raises ValueError if a candidate has no single-token
-        spelling (use :meth:`generate`).
+        :mod:`multicsr_core.scoring.base`). A prompt longer than ``max_position_embeddings``
+        tokens is not run (status ``prompt_too_long``). Raises ValueError if a candidate has no
+        single-token spelling (use :meth:`generate`).
         """
         token_ids = self.candidate_token_ids(candidates)
         if token_ids is None:
@@ -271,7 +315,7 @@ class LocalLM:
         # The spellings enter the key: a distribution summed over other tokens is another answer.
         params = {"mode": DISTRIBUTION_MODE, "candidates": list(candidates), "spellings": token_ids}
         return self._run(prompts, params, lambda idx: self._distribution_batch(prompts, idx, token_ids, validate),
-                         progress)
+                         progress, self.context_limit(0))
 
     def _distribution_batch(self, prompts, indices, token_ids, validate) -> list[tuple[str, dict, str | None, str | None]]:
         probs = torch.softmax(self.first_token_logits([prompts[i] for i in indices]), dim=-1)
@@ -293,10 +337,11 @@ class LocalLM:
         validate: TextValidator | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[LocalResult]:
-        """Greedy ``model.generate`` per batch; the decoded reply of each prompt (cached)."""
+        """Greedy ``model.generate`` per batch; the decoded reply of each prompt (cached). A prompt
+        that leaves no room for ``max_new_tokens`` in the context is not run (``prompt_too_long``)."""
         params = {"mode": GENERATE_MODE, "max_new_tokens": max_new_tokens}
         return self._run(prompts, params, lambda idx: self._generate_batch(prompts, idx, max_new_tokens, validate),
-                         progress)
+                         progress, self.context_limit(max_new_tokens))
 
     @torch.inference_mode()
     def _generate_batch(self, prompts, indices, max_new_tokens, validate) -> list:
@@ -312,7 +357,7 @@ class LocalLM:
         return rows
 
     # -- shared batching and caching ---------------------------------------------------
-    def _run(self, prompts, params, compute, progress) -> list[LocalResult]:
+    def _run(self, prompts, params, compute, progress, limit: int | None = None) -> list[LocalResult]:
         keys = [self._key(prompt, params) for prompt in prompts]
         cached = self._cached(keys)
         results: list[LocalResult | None] = [None] * len(prompts)
@@ -326,6 +371,23 @@ class LocalLM:
         if progress is not None:
             progress(done, len(prompts))
         unique = list(todo.values())
+        # measured before any forward: a prompt over the context is a verdict, cached, never run
+        over = self.over_long([prompts[i] for i in unique], limit)
+        if over:
+            log.warning("%s: %d of %d prompts are longer than its context allows (%d tokens): rejected as %s, "
+                        "not run", self.name, len(over), len(unique), limit, PROMPT_TOO_LONG)
+            entries = []
+            for j, tokens in over.items():
+                index = unique[j]
+                response = {PROMPT_TOO_LONG: {"tokens": tokens, "limit": limit}}
+                results[index] = self._result(OK, response, None, False)
+                entries.append(CacheEntry(keys[index], self.name, {"prompt": prompts[index], "params": params}, OK,
+                                          response=response, error=results[index].error))
+            self._store(entries)
+            done += len(over)
+            if progress is not None:
+                progress(done, len(prompts))
+            unique = [index for j, index in enumerate(unique) if j not in over]
         for batch in self._batches([prompts[i] for i in unique]):
             indices = [unique[j] for j in batch]
             rows = compute(indices)
@@ -349,5 +411,9 @@ class LocalLM:
     @staticmethod
     def _result(status: str, response: dict | None, error: str | None, cached: bool) -> LocalResult:
         response = response or {}
+        if PROMPT_TOO_LONG in response:  # the verdict on a prompt over the context (stored ok: final)
+            measured = response[PROMPT_TOO_LONG]
+            return LocalResult(TOO_LONG, error=prompt_too_long_error(measured["tokens"], measured["limit"]),
+                               cached=cached)
         return LocalResult(status, text=response.get("text"), distribution=response.get("distribution"),
                            mass=response.get("mass"), error=error, cached=cached)

@@ -2,7 +2,7 @@
 
 A scorer rates sim(x, h) for a list of (premise, hypothesis) pairs on the 0-5 scale of the
 paper (CLAIF scorers use 0-1). Every pair comes back as a :class:`PairScore`, never as an
-exception that aborts the batch. There are three outcomes, and one rule for every backend:
+exception that aborts the batch. There are four outcomes, and one rule for every backend:
 
 - **scored**: ``score`` holds the number.
 - **unparsable** (a verdict): the model answered, but its answer is not a score (prose, an
@@ -11,6 +11,12 @@ exception that aborts the batch. There are three outcomes, and one rule for ever
   as an ordinary answer, curation rejects the triplet with the reason ``unparsable_score``,
   and no later run asks again (at temperature 0 it would get the same answer).
   ``error`` starts with :data:`UNPARSABLE` (that is how the corpus file records it).
+- **prompt too long** (a verdict): the pair's prompt, measured in tokens before it is run,
+  does not fit the model's context (a local model's ``max_position_embeddings``, less the new
+  tokens when it generates; an API model's ``scoring.context_tokens`` less ``max_tokens``). It is
+  never run or sent: final like an unparsable answer (no rerun can make it fit), curation
+  rejects the triplet with the reason ``prompt_too_long``, and the run does not fail for it.
+  ``error`` reads ``"prompt_too_long: <n> tokens > <limit>"`` (:data:`PROMPT_TOO_LONG`).
 - **failed** (transport): no answer arrived (HTTP error, timeout, the budget cap). ``score``
   and the error are kept; the next run asks again, and the run exits non-zero meanwhile.
 """
@@ -35,6 +41,26 @@ def is_unparsable_error(error: str | None) -> bool:
     return bool(error) and error.startswith(UNPARSABLE)
 
 
+#: The reason curation gives for a triplet whose prompt does not fit the scoring model's context,
+#: and the prefix of the error text such a pair carries (the same name as stage 1's reject reason).
+PROMPT_TOO_LONG = "prompt_too_long"
+
+
+def prompt_too_long_error(tokens: int, limit: int) -> str:
+    """The stored error text of an over-long prompt: ``"prompt_too_long: <n> tokens > <limit>"``."""
+    return f"{PROMPT_TOO_LONG}: {tokens} tokens > {limit}"
+
+
+def is_prompt_too_long_error(error: str | None) -> bool:
+    """Whether a stored error is the prompt-too-long verdict (final: never run, never retried)."""
+    return bool(error) and error.startswith(PROMPT_TOO_LONG)
+
+
+def is_verdict_error(error: str | None) -> bool:
+    """Whether a stored error is a final verdict (unparsable, prompt too long), not a failure."""
+    return is_unparsable_error(error) or is_prompt_too_long_error(error)
+
+
 @dataclass(frozen=True)
 class PairScore:
     """The outcome of scoring one (premise, hypothesis) pair (see the module docstring)."""
@@ -55,9 +81,14 @@ class PairScore:
         return self.score is None and is_unparsable_error(self.error)
 
     @property
+    def too_long(self) -> bool:
+        """The prompt does not fit the model's context: never run, a final verdict."""
+        return self.score is None and is_prompt_too_long_error(self.error)
+
+    @property
     def failed(self) -> bool:
         """No answer arrived (transport, budget): the next run asks again."""
-        return self.score is None and not is_unparsable_error(self.error)
+        return self.score is None and not is_verdict_error(self.error)
 
 
 @runtime_checkable

@@ -13,7 +13,11 @@ How a score is read (``mode``, ``scoring.mode`` in the config, ``multicsr score 
 
 One rule for every backend (:mod:`multicsr_core.scoring.base`): an answer that is not a score
 is a verdict, ``unparsable_score``, cached like any answer and never asked again; only a
-transport failure is retried by the next run. For the one-forward modes "not a score" means the
+transport failure is retried by the next run. A prompt longer than the model's context is
+measured before it is run and is the verdict ``prompt_too_long``, never run or sent: a local
+model's tokens as it is fed them against its ``max_position_embeddings`` (``LocalLM``), an API
+model's tokens as ``multicsr estimate`` counts them against ``scoring.context_tokens`` less
+``max_tokens`` (:func:`api_over_long`; API generation in stage 1 too). For the one-forward modes "not a score" means the
 score tokens hold less than ``min_score_mass`` of the first token's probability: the model was
 going to say something else, and reading the argmax over the digits anyway would invent a score
 it never gave (SmolLM2-135M with the zero-shot prompt puts about 2% there). Each pair records
@@ -33,7 +37,7 @@ from multicsr_core.llm.openai_backend import (BatchReport, ChatRequest, ChatResu
                                               OpenAIChatBackend)
 from multicsr_core.prompts import (MULTI_TURN_SCORING_VARIANTS, format_claif_scoring_prompt, format_scoring_prompt,
                                    scoring_messages)
-from multicsr_core.scoring.base import PairScore, unparsable_error
+from multicsr_core.scoring.base import PROMPT_TOO_LONG, PairScore, prompt_too_long_error, unparsable_error
 from multicsr_core.scoring.parsing import SCORE_CHARS, get_parser
 
 if TYPE_CHECKING:  # torch is imported only by callers that score locally
@@ -84,17 +88,42 @@ def _short(text: str | None, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def api_over_long(model: str, requests: Sequence[ChatRequest], context_tokens: int | None
+                  ) -> dict[int, tuple[int, int]]:
+    """{index: (prompt tokens, limit)} of the requests whose prompt is longer than an API model's
+    context allows: ``context_tokens`` less the request's ``max_tokens``. Tokens are counted as
+    ``multicsr estimate`` counts them (``estimate.api_prompt_tokens``: tiktoken's encoding of the
+    model where it is on disk, else characters / 4, plus the chat overhead). None: no check."""
+    if context_tokens is None or not requests:
+        return {}
+    from multicsr_core.estimate import api_prompt_tokens, api_token_counter
+
+    counter = api_token_counter(model)
+    over = {}
+    for i, request in enumerate(requests):
+        limit = context_tokens - int(request.params.get("max_tokens") or 0)
+        tokens = api_prompt_tokens(counter, request)
+        if tokens > limit:
+            over[i] = (tokens, limit)
+    return over
+
+
 def _complete_pairs(backend: OpenAIChatBackend, requests: Sequence[ChatRequest], premises: Sequence[str],
-                    hypotheses: Sequence[str], progress: Callable[[int, int], None] | None) -> BatchReport:
-    """``backend.complete`` for one request per pair. A prompt longer than the model's context
-    stops the call (no rerun can answer it); the error then names the pair, by its sentences."""
+                    hypotheses: Sequence[str], progress: Callable[[int, int], None] | None,
+                    pairs: Sequence[int] | None = None) -> BatchReport:
+    """``backend.complete`` for one request per pair. A prompt longer than the model's context stops
+    the call (no rerun can answer it); the error then names the pair, by its sentences, and its
+    ``index`` is the pair's. ``pairs``: the pair (index into ``premises``) of each request, where
+    not every pair is sent (default: request i is pair i)."""
     try:
         return backend.complete(requests, progress=progress)
     except ContextLengthExceeded as err:
-        if err.index is None or err.details is None or not 0 <= err.index < len(premises):
+        if err.index is None or err.details is None or not 0 <= err.index < len(requests):
             raise
-        i = err.index
-        chars = sum(len(str(message.get("content", ""))) for message in requests[i].messages)
+        i = err.index if pairs is None else pairs[err.index]
+        if not 0 <= i < len(premises):
+            raise
+        chars = sum(len(str(message.get("content", ""))) for message in requests[err.index].messages)
         pair = ContextLengthExceeded(
             f"pair {i + 1} of {len(premises)} in this call (premise {_short(premises[i], 50)!r}, hypothesis "
             f"{_short(hypotheses[i], 50)!r}; prompt {chars} characters) is longer than model {backend.model!r} "
@@ -127,6 +156,10 @@ def text_verdict(text: str | None, parse: Callable[[str | None], float | None], 
 
 class LocalLLMScorer:
     """MultiCSR stage-2 scoring with a local Hugging Face model.
+
+    A pair whose prompt is longer than the model's context (``max_position_embeddings``, less
+    ``max_new_tokens`` in ``generate`` mode, measured as the model is fed it) is not run: it is
+    the ``prompt_too_long`` verdict (``LocalLM``), cached and final, like an unparsable answer.
 
     Args:
         lm: the model (``LocalLM.from_pretrained(model_id, cache=ResponseCache(workdir / ...))``).
@@ -253,7 +286,11 @@ class OpenAIScorer:
     next run retries. An error no rerun can fix (a rejected key, an unknown model, a prompt over
     the context...) raises the backend's ``PermanentAPIError`` instead, at once; for a prompt
     over the context it names the pair by its sentences. ``last_report`` holds the
-    :class:`BatchReport` of the latest call.
+    :class:`BatchReport` of the latest call (of the pairs sent).
+
+    ``context_tokens`` (``scoring.context_tokens``): the model's context in tokens. A pair whose
+    prompt is longer than that less ``max_tokens`` (:func:`api_over_long`) is not sent: it is the
+    ``prompt_too_long`` verdict. None: no check (the server's 400 is the only guard).
     """
 
     name = "openai"
@@ -271,10 +308,14 @@ class OpenAIScorer:
         max_tokens: int = 8,
         system: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        context_tokens: int | None = None,
     ):
         _check_mode(mode)
+        if context_tokens is not None and context_tokens < 1:
+            raise ValueError(f"context_tokens must be at least 1, not {context_tokens}")
         self.backend = backend
         self.mode = mode
+        self.context_tokens = context_tokens
         self.use_logprobs = use_logprobs and mode != "generate"
         self.top_logprobs = top_logprobs
         self.prompt_variant = prompt_variant
@@ -289,17 +330,37 @@ class OpenAIScorer:
         format_scoring_prompt("x", "y", prompt_variant)  # fail now on an unknown variant
 
     def fingerprint(self) -> dict:
-        return {"scorer": self.name, **self.backend.fingerprint(), "mode": self.mode, "parser": self.parser_name,
-                "prompt_variant": self.prompt_variant, "system": self.system, "params": self.params}
+        fingerprint = {"scorer": self.name, **self.backend.fingerprint(), "mode": self.mode,
+                       "parser": self.parser_name, "prompt_variant": self.prompt_variant, "system": self.system,
+                       "params": self.params}
+        if self.context_tokens is not None:  # only when set: unset, the fingerprint (a cache key) is as before
+            fingerprint["context_tokens"] = self.context_tokens
+        return fingerprint
 
     def score_pairs(self, premises: Sequence[str], hypotheses: Sequence[str]) -> list[PairScore]:
         _check_pairs(premises, hypotheses)
         system = [{"role": "system", "content": self.system}] if self.system else []
         requests = [ChatRequest(messages=system + scoring_messages(p, h, self.prompt_variant), params=self.params)
                     for p, h in zip(premises, hypotheses)]
+        over = api_over_long(self.backend.model, requests, self.context_tokens)
+        if over:
+            log.warning("%d of %d pairs have a prompt longer than the context of model %r allows (scoring."
+                        "context_tokens %d less max_tokens): rejected as %s, not sent", len(over), len(requests),
+                        self.backend.model, self.context_tokens, PROMPT_TOO_LONG)
+        sent = [i for i in range(len(requests)) if i not in over]
+        scores: list[PairScore | None] = [PairScore(score=None, error=prompt_too_long_error(*over[i])) if i in over
+                                          else None for i in range(len(requests))]
         # No validator: every reply that arrives is an answer (a score or the unparsable verdict).
-        self.last_report = _complete_pairs(self.backend, requests, premises, hypotheses, self.progress)
-        return [self._pair_score(result) for result in self.last_report.results]
+        if sent:
+            self.last_report = _complete_pairs(self.backend, [requests[i] for i in sent], premises, hypotheses,
+                                               self.progress, sent if over else None)
+        else:  # nothing to send (an empty call, or every prompt over the context)
+            from multicsr_core.llm.accounting import UsageTotals
+
+            self.last_report = BatchReport([], UsageTotals())
+        for i, result in zip(sent, self.last_report.results):
+            scores[i] = self._pair_score(result)
+        return scores  # type: ignore[return-value]
 
     def _pair_score(self, result: ChatResult) -> PairScore:
         if not result.ok:
@@ -391,9 +452,15 @@ def generate_with_api(
     decoding; extra ``params`` (top_p, stop, seed...) go to the API. Empty replies are failures
     (retried by the next run). Per-item texts and errors are ``report.results[i].text / .error``.
     """
-    requests = [ChatRequest.from_prompt(prompt, system, temperature=temperature, max_tokens=max_tokens, **params)
-                for prompt in prompts]
+    requests = generation_requests(prompts, temperature=temperature, max_tokens=max_tokens, system=system, **params)
     return backend.complete(requests, validate=_non_empty, progress=progress)
+
+
+def generation_requests(prompts: Sequence[str], *, temperature: float = 0.0, max_tokens: int = 128,
+                        system: str | None = None, **params) -> list[ChatRequest]:
+    """The requests :func:`generate_with_api` sends for ``prompts`` (one user turn each)."""
+    return [ChatRequest.from_prompt(prompt, system, temperature=temperature, max_tokens=max_tokens, **params)
+            for prompt in prompts]
 
 
 def generate_claif_with_api(
