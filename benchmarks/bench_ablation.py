@@ -30,6 +30,13 @@ the LLM's tokens.
 writes ``ablation.json``, ``ablation.md`` and ``ablation.png`` under ``--out``. ``--llms`` picks
 the LLMs (default both bundled ones), ``--only-generate`` runs stage 1 and 2 only (to warm the
 caches), ``--report-only`` assembles the table from what has finished.
+
+``--generated DIR`` takes stage 1 from elsewhere, e.g. a GPU machine
+(``benchmarks/gpu_ablation_stage1.sh``, which writes ``DIR/<llm>-w0.0.parquet``,
+``DIR/<llm>-w0.3.parquet`` and ``DIR/stage1_gpu.json``): an LLM with both files enters every
+variant at stage 2 (``input.triplets``, the corpus ``multicsr generate`` wrote), and its stage-1
+figures come from those files and the generate reports. Scoring, curation, training and
+evaluation still run here, each variant one ``multicsr run``.
 """
 
 from __future__ import annotations
@@ -164,6 +171,29 @@ def stage1_quality(workdir: Path, llm_ref: str) -> dict:
     """Stage 1 of one (LLM, w) workdir: the cleaning funnel (run_summary.json) and, over the rows
     cleaning kept (corpus.parquet), the guide's cos(x, x+), cos(x, x-), their gap, the share where
     x+ is closer, and the mean length of the raw outputs in the LLM's tokens."""
+    funnel = json.loads((workdir / "run_summary.json").read_text())["funnel"]
+    return _stage1_figures(funnel, workdir / "corpus.parquet", llm_ref)
+
+
+def generated_stage1(generated: Path, llm: str, omega: float) -> tuple[Path, dict] | None:
+    """The corpus ``multicsr generate`` wrote for (llm, w) under ``--generated`` and the funnel of
+    its report (stage1_gpu.json), in run_summary's keys; None when either is missing."""
+    corpus = generated / f"{llm}-w{omega}.parquet"
+    summary = generated / "stage1_gpu.json"
+    if not corpus.is_file() or not summary.is_file():
+        return None
+    for run in json.loads(summary.read_text())["runs"]:
+        if run["llm"] == llm and float(run["omega"]) == omega and run["status"] == "ok":
+            rejects = run["report"]["rejects"]
+            funnel = {"premises": run["report"]["premises"]["kept"], "generation_rejected": rejects["rejected"],
+                      **{f"generation_rejected:{k}": v for k, v in rejects.items() if ":" in k},
+                      "generation_wall_s": run["wall_s"], "generation_device": json.loads(summary.read_text())["gpu"],
+                      "decoding": run["report"].get("decoding")}
+            return corpus, funnel
+    return None
+
+
+def _stage1_figures(funnel: dict, corpus: Path, llm_ref: str) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
     from sentence_transformers import SentenceTransformer
@@ -171,8 +201,7 @@ def stage1_quality(workdir: Path, llm_ref: str) -> dict:
 
     from multicsr_core.models import resolve_model_ref
 
-    funnel = json.loads((workdir / "run_summary.json").read_text())["funnel"]
-    rows = pq.read_table(workdir / "corpus.parquet").to_pylist()
+    rows = pq.read_table(corpus).to_pylist()
     guide = SentenceTransformer(resolve_model_ref("bundled:all-MiniLM-L6-v2"), device="cpu")
     emb = {k: guide.encode([r[k] for r in rows], batch_size=128, normalize_embeddings=True)
            for k in ("premise", "entailment", "contradiction")}
@@ -183,7 +212,8 @@ def stage1_quality(workdir: Path, llm_ref: str) -> dict:
                for r in rows for k in ("entailment_raw", "contradiction_raw")]
     reasons = {k.split(":", 1)[1]: v for k, v in funnel.items() if k.startswith("generation_rejected:")}
     copies = sum(v for k, v in reasons.items() if k.endswith("copy_of_premise"))
-    return {"premises": funnel.get("premises"), "cleaning_rejected": funnel.get("generation_rejected", 0),
+    extra = {k: funnel[k] for k in ("generation_wall_s", "generation_device", "decoding") if k in funnel}
+    return {**extra, "premises": funnel.get("premises"), "cleaning_rejected": funnel.get("generation_rejected", 0),
             "copy_sides": copies, "reject_reasons": reasons, "scored_rows": len(rows),
             "cos_pos": float(np.mean(cos_pos)), "cos_neg": float(np.mean(cos_neg)),
             "cos_gap": float(np.mean(cos_pos - cos_neg)), "pos_closer": float(np.mean(cos_pos > cos_neg)),
@@ -206,6 +236,10 @@ def variant_runs(args, premises: Path, gold: Path) -> list[tuple[str, str, Path,
             gen = [f"input.premises={premises}", f"generation.llm={ref}", f"generation.omega={omega}",
                    f"generation.prompt_set={prompt_set}", f"generation.use_chat_template={str(chat).lower()}"]
             workdir = args.workdir / "runs" / f"{llm}-w{omega}"
+            pregenerated = generated_stage1(args.generated, llm, omega) if args.generated else None
+            if pregenerated is not None:  # stage 1 ran elsewhere: enter at stage 2 with its corpus
+                gen = [f"input.triplets={pregenerated[0]}"]
+                workdir = args.workdir / "runs" / f"{llm}-w{omega}-pregenerated-{args.premises}"
             for seed in args.seeds:
                 runs.append((llm, variant, workdir, gen + [f"curation.enabled={str(curation).lower()}",
                                                            f"training.mask={str(mask).lower()}",
@@ -228,8 +262,11 @@ def main() -> None:
     parser.add_argument("--no-gold", action="store_true")
     parser.add_argument("--only-generate", action="store_true")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--generated", type=Path, default=None,
+                        help="folder with <llm>-w<omega>.parquet and stage1_gpu.json: stage 1 made elsewhere")
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
+    args.generated = args.generated.resolve() if args.generated else None
     print(f"load average at start: {os.getloadavg()}", flush=True)
 
     premises, gold = prepare_data(args.workdir, args.premises)
@@ -260,14 +297,23 @@ def main() -> None:
         ran = run_multicsr(config_path, workdir, overrides, log_path)
         if args.only_generate:
             continue
+        pregenerated = (generated_stage1(args.generated, llm, VARIANTS[variant][0])
+                        if args.generated and llm in LLMS else None)
         record = {"llm": llm, "variant": variant, "seed": seed, "overrides": overrides, **ran,
                   "sts": sts_figures(workdir / "results.json"),
                   "baseline": baseline,
                   "corpus": corpus_sizes(workdir)}
+        if pregenerated is not None:
+            record["corpus"]["premises"] = pregenerated[1]["premises"]
+        trained = workdir / "model" / "multicsr_training.json"  # the Eq. 7 mask's share of in-batch negatives removed
+        if trained.is_file():
+            record["masked_fraction"] = json.loads(trained.read_text()).get("masked_fraction")
         if variant.startswith("2") or variant.startswith("1"):
             quality_path = workdir / "stage1_quality.json"
             if not quality_path.is_file():
-                quality_path.write_text(json.dumps(stage1_quality(workdir, LLMS[llm][0])))
+                quality = (_stage1_figures(pregenerated[1], pregenerated[0], LLMS[llm][0]) if pregenerated
+                           else stage1_quality(workdir, LLMS[llm][0]))
+                quality_path.write_text(json.dumps(quality))
             record["stage1"] = json.loads(quality_path.read_text())
         record_path.write_text(json.dumps(record, indent=2))
         records.append(record)
@@ -323,6 +369,12 @@ def write_report(records: list[dict], args) -> None:
             quality.append(f"| {row['llm']} | {w} | {q['premises']} | {q['cleaning_rejected']} | {q['copy_sides']} | "
                            f"{q['cos_pos']:.3f} | {q['cos_neg']:.3f} | {q['cos_gap']:+.3f} | "
                            f"{100 * q['pos_closer']:.0f}% | {q['mean_raw_tokens']:.1f} |")
+    elsewhere = [f"{row['llm']} at w = {'0' if row['variant'].startswith('1') else '0.3'}: "
+                 f"{row['stage1']['generation_wall_s']:.0f} s on {row['stage1']['generation_device']}"
+                 for row in rows if row.get("stage1", {}).get("generation_device")]
+    if elsewhere:
+        quality.append("\nStage 1 made by `benchmarks/gpu_ablation_stage1.sh` (float32, greedy, batch 128) and read "
+                       "in at stage 2 (`input.triplets`), model conversion included: " + "; ".join(elsewhere) + ".")
     text = (f"STS Spearman x 100, mean over seeds {args.seeds} (sd of the average in brackets); "
             f"{args.premises} SNLI premises; all-MiniLM-L6-v2 trained {args.steps} steps at batch "
             f"{args.batch_size}, lr {args.learning_rate}; total CPU {total_cpu / 3600:.2f} h.\n\n"
