@@ -1,4 +1,4 @@
-"""The paper's ablation (MultiCSR Table 5, in spirit) measured on real models, end to end.
+"""The paper's ablation (MultiCSR Table 3, in spirit) measured on real models, end to end.
 
 Fixed for every variant: one premise set (a seeded sample of SNLI dev+test premises that have a
 gold triplet), the encoder (all-MiniLM-L6-v2, also the guide), the training steps, batch size and
@@ -9,6 +9,12 @@ learning rate, and the seeds. Per LLM the variants are::
     3 +curation    w = 0.3, paper rule (guide scores), unmasked loss
     4 +mask        w = 0.3, paper rule, the Eq. 7 in-batch mask: full MultiCSR
     5 gold         the gold SNLI triplets of the same premises, unmasked loss (shared by the LLMs)
+
+and one control per LLM, after variant 3 has run::
+
+    3r subset      w = 0.3, no curation, unmasked loss, trained on a seeded random sample of the
+                   rows cleaning kept, as many as curation kept in variant 3: what curation does
+                   beyond making the corpus smaller
 
 Each variant and seed is one ``multicsr run`` with ``--set`` overrides of a config this script
 writes. Variants of one (LLM, w) share a workdir, so generation and scoring run once per
@@ -319,9 +325,60 @@ def main() -> None:
         records.append(record)
         print(f"   STS avg {record['sts']['avg']:.2f} (baseline {record['baseline']['avg']:.2f}), "
               f"kept {record['corpus']['kept']}, {ran['wall_s']} s", flush=True)
-    if args.only_generate or not records:
+    if args.only_generate:
+        return
+    for llm, workdir, overrides, seed in subset_control_runs(args, records):
+        key = __import__("hashlib").sha256(json.dumps([config, overrides], sort_keys=True).encode()).hexdigest()[:16]
+        record_path = store / f"{key}.json"
+        if record_path.is_file():
+            records.append(json.loads(record_path.read_text()))
+            continue
+        if args.report_only:
+            continue
+        print(f"{time.strftime('%H:%M:%S')} {llm} | {SUBSET} | seed {seed}", flush=True)
+        ran = run_multicsr(config_path, workdir, overrides, log_path)
+        record = {"llm": llm, "variant": SUBSET, "seed": seed, "overrides": overrides, **ran,
+                  "sts": sts_figures(workdir / "results.json"), "baseline": baseline,
+                  "corpus": corpus_sizes(workdir)}
+        record["corpus"]["premises"] = args.premises
+        record_path.write_text(json.dumps(record, indent=2))
+        records.append(record)
+        print(f"   STS avg {record['sts']['avg']:.2f} (baseline {record['baseline']['avg']:.2f}), "
+              f"kept {record['corpus']['kept']}, {ran['wall_s']} s", flush=True)
+    if not records:
         return
     write_report(records, args)
+
+
+SUBSET = "3r random subset, size of 3"
+
+
+def subset_control_runs(args, records: list[dict]) -> list[tuple[str, Path, list[str], int]]:
+    """(llm, workdir, overrides, seed) of the size-matched control: a seeded random sample of the
+    w = 0.3 rows cleaning kept, as many rows as variant 3's curation kept, trained without curation."""
+    import pyarrow.parquet as pq
+
+    runs = []
+    for llm in args.llms:
+        curated = [r for r in records if r["llm"] == llm and r["variant"] == "3 +curation"]
+        source = args.workdir / "runs" / f"{llm}-w0.3"
+        if args.generated and generated_stage1(args.generated, llm, 0.3):
+            source = args.workdir / "runs" / f"{llm}-w0.3-pregenerated-{args.premises}"
+        if not curated or not (source / "corpus.parquet").is_file():
+            continue
+        size = curated[0]["corpus"]["kept"]
+        rows = pq.read_table(source / "corpus.parquet", columns=["premise", "entailment", "contradiction"]).to_pylist()
+        sample = random.Random(0).sample(rows, min(size, len(rows)))
+        path = args.workdir / "data" / f"subset-{llm}-{args.premises}-{size}.csv"
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["sent0", "sent1", "hard_neg"])
+            writer.writerows([r["premise"], r["entailment"], r["contradiction"]] for r in sample)
+        workdir = args.workdir / "runs" / f"{llm}-subset-{args.premises}-{size}"
+        for seed in args.seeds:
+            runs.append((llm, workdir, [f"input.triplets={path}", "curation.enabled=false", "training.mask=false",
+                                        f"training.seed={seed}"], seed))
+    return runs
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:

@@ -26,6 +26,40 @@ if str(REPO) not in sys.path:  # `from tests.openai_server import ...` under pla
     sys.path.insert(0, str(REPO))
 
 
+_SMALL_DEV_PAIRS = 200
+
+
+def small_dev_senteval() -> Path:
+    """The real SentEval folder with STS-B dev cut to its first 200 pairs, for tests that train only
+    to exercise the pipeline. Training scores STS-B dev before its first step and at each eval step
+    (checkpoint selection); on 2 cores the 1,500 pairs cost ~5 s each time, for a figure those tests
+    never read. Every other file, the STS test sets included, is the real one (a symlink), so
+    evaluation results are unchanged. Built once per process, under the temp folder."""
+    global _small_dev_dir
+    if _small_dev_dir is None:
+        real = SHARED_DATA / "senteval"
+        root = Path(tempfile.mkdtemp(prefix="multicsr-senteval-small-dev-"))
+        for entry in real.iterdir():
+            if entry.name != "STS":
+                (root / entry.name).symlink_to(entry)
+        (root / "STS").mkdir()
+        for entry in (real / "STS").iterdir():
+            if entry.name != "STSBenchmark":
+                (root / "STS" / entry.name).symlink_to(entry)
+        stsb = root / "STS" / "STSBenchmark"
+        stsb.mkdir()
+        for entry in (real / "STS" / "STSBenchmark").iterdir():
+            if entry.name != "sts-dev.csv":
+                (stsb / entry.name).symlink_to(entry)
+        lines = (real / "STS" / "STSBenchmark" / "sts-dev.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+        (stsb / "sts-dev.csv").write_text("".join(lines[:_SMALL_DEV_PAIRS]), encoding="utf-8")
+        _small_dev_dir = root
+    return _small_dev_dir
+
+
+_small_dev_dir: Path | None = None
+
+
 def snli_triplets_csv(path: Path, n: int) -> Path:
     """The first ``n`` SNLI triplets (``sent0,sent1,hard_neg``, with the header) as a CSV at ``path``."""
     lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()

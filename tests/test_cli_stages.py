@@ -11,7 +11,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from multicsr_core.io.corpus import read_provenance
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, small_dev_senteval
 
 MINILM = "bundled:all-MiniLM-L6-v2"
 
@@ -78,7 +78,7 @@ def test_train_cli_then_evaluate_cli(scored):
     done = cli("train", "--corpus", str(curated), "--model", MINILM, "--out", str(model_dir),
                "--guide", MINILM, "--loss", "paper", "--sigma", "0.9", "--batch-size", "8", "--max-steps", "2",
                "--set", "training.pooling=mean", "--set", "training.mlp_only_train=false",
-               "--set", "training.eval_steps=2")
+               "--set", "training.eval_steps=2", "--set", f"evaluation.data_dir={small_dev_senteval()}")
     assert done.returncode == 0, done.stderr[-3000:]
     # the trainer prints its own log dicts first; our report is the last JSON block
     stdout = "\n" + done.stdout
@@ -122,7 +122,7 @@ def test_train_cli_supervised_setting_and_no_mask_ablation(scored):
     done = cli("train", "--corpus", str(curated), "--model", MINILM, "--out", str(out), "--batch-size", "8",
                "--max-steps", "1", "--set", "training.pooling=mean", "--set", "training.mlp_only_train=false",
                "--set", "training.mask=false", "--set", f"training.supervised_nli={nli}",
-               "--set", "training.eval_steps=100")
+               "--set", "training.eval_steps=100", "--set", f"evaluation.data_dir={small_dev_senteval()}")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "multicsr_training.json").read_text())
     assert report["loss"] == "simcse"

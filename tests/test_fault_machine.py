@@ -35,11 +35,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import small_dev_senteval
+
 pytest_plugins = ["card_fixtures"]
 
 MINILM = "bundled:all-MiniLM-L6-v2"
 SMALL_RUN = ["input.limit=48", "scoring.shard_size=24", "training.max_steps=2", "training.batch_size=16",
-             "training.eval_steps=2", "evaluation.sts_tasks=[STS16]", "evaluation.evaluate_baseline=false"]
+             "training.eval_steps=2", "evaluation.sts_tasks=[STS16]", "evaluation.evaluate_baseline=false",
+             f"evaluation.data_dir={small_dev_senteval()}"]  # STS-B dev cut to 200 pairs for checkpoint selection
 TOKEN = "hf_test_0123456789abcdefSECRET"
 
 

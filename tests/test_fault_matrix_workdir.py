@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, small_dev_senteval
 from tests.openai_server import ChatCompletionsServer
 
 SECRET = "Zq7-not-a-real-url-password-41"
@@ -34,6 +34,7 @@ SMALL = [
     "training.eval_steps=2",
     "evaluation.sts_tasks=[STS16]",
     "evaluation.evaluate_baseline=false",
+    f"evaluation.data_dir={small_dev_senteval()}",  # STS-B dev cut to 200 pairs for checkpoint selection
     # credentials in a base URL (unused by the guide scorer, but part of the config every output records)
     f"scoring.base_url=http://alice:{SECRET}@127.0.0.1:9/v1",
     f"generation.base_url=http://alice:{SECRET}@127.0.0.1:9/v1",
@@ -342,13 +343,14 @@ def test_sigterm_during_generation_ends_the_run_within_seconds(tmp_path):
     workdir = tmp_path / "run"
     stderr_path = tmp_path / "stderr.txt"
     cmd = [sys.executable, "-m", "multicsr.cli", "run", "--preset", "demo-offline", "--workdir", str(workdir),
-           "--set", "input.limit=64", "--set", "generation.shard_size=64", "--set", "evaluation.sts_tasks=[STS16]"]
+           "--set", "input.limit=64", "--set", "generation.shard_size=64", "--set", "evaluation.sts_tasks=[STS16]",
+           "--set", "generation.batch_size=4"]  # progress after 4 premises, not 16: the signal comes sooner
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None \
-                and "16/64 premises" not in stderr_path.read_text(errors="replace"):
+                and "8/64 premises" not in stderr_path.read_text(errors="replace"):
             time.sleep(0.2)
         assert proc.poll() is None, stderr_path.read_text()[-3000:]
         servers = [p for p, c in _children(proc.pid).items() if "uvicorn" in c]
@@ -398,7 +400,7 @@ def test_train_stdout_is_json(base_run, tmp_path):
     done = _cli([sys.executable, "-m", "multicsr.cli", "train", "--corpus", str(workdir / "corpus.parquet"),
                  "--model", "bundled:all-MiniLM-L6-v2", "--guide", "bundled:all-MiniLM-L6-v2", "--out",
                  str(tmp_path / "model"), "--max-steps", "2", "--batch-size", "16", "--preset", "demo-snli",
-                 "--set", "training.eval_steps=2"], timeout=600)
+                 "--set", "training.eval_steps=2", "--set", f"evaluation.data_dir={small_dev_senteval()}"], timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["steps"] == 2

@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 
 from multicsr_core.config import load_config, parse_override
 from multicsr_core.io.corpus import read_corpus, read_provenance
-from tests.conftest import task_states
+from tests.conftest import small_dev_senteval, task_states
 
 SMALL = [
     "input.limit=96",
@@ -24,6 +24,7 @@ SMALL = [
     "training.eval_steps=2",
     "evaluation.sts_tasks=[STS16]",
     "scoring.shard_size=48",
+    f"evaluation.data_dir={small_dev_senteval()}",  # STS-B dev cut to 200 pairs for checkpoint selection
 ]
 
 
