@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import random
@@ -287,33 +288,48 @@ def main() -> None:
 
     baseline = None if args.only_generate else baseline_sts(args.workdir)
     records = []
-    for llm, variant, workdir, overrides, seed in variant_runs(args, premises, gold):
-        if args.only_generate:
-            overrides = overrides + ["training.enabled=false"]
-            if seed != args.seeds[0] or "3 +curation" in variant or "4" in variant[:1]:
-                continue
-        key = __import__("hashlib").sha256(json.dumps([config, overrides], sort_keys=True).encode()).hexdigest()[:16]
-        record_path = store / f"{key}.json"
-        if record_path.is_file():
-            records.append(json.loads(record_path.read_text()))
-            continue
-        if args.report_only:
-            continue
+
+    def stored(overrides: list[str]) -> tuple[Path, dict | None]:
+        """A run's record file (keyed by the config and its overrides) and its record if it finished."""
+        key = hashlib.sha256(json.dumps([config, overrides], sort_keys=True).encode()).hexdigest()[:16]
+        path = store / f"{key}.json"
+        return path, (json.loads(path.read_text()) if path.is_file() else None)
+
+    def measure(llm: str, variant: str, workdir: Path, overrides: list[str], seed: int) -> dict:
+        """One `multicsr run`, and the record of what it gave."""
         print(f"{time.strftime('%H:%M:%S')} {llm} | {variant} | seed {seed}", flush=True)
         ran = run_multicsr(config_path, workdir, overrides, log_path)
-        if args.only_generate:
-            continue
-        pregenerated = (generated_stage1(args.generated, llm, VARIANTS[variant][0])
-                        if args.generated and llm in LLMS else None)
         record = {"llm": llm, "variant": variant, "seed": seed, "overrides": overrides, **ran,
-                  "sts": sts_figures(workdir / "results.json"),
-                  "baseline": baseline,
+                  "sts": sts_figures(workdir / "results.json"), "baseline": baseline,
                   "corpus": corpus_sizes(workdir)}
-        if pregenerated is not None:
-            record["corpus"]["premises"] = pregenerated[1]["premises"]
         trained = workdir / "model" / "multicsr_training.json"  # the Eq. 7 mask's share of in-batch negatives removed
         if trained.is_file():
             record["masked_fraction"] = json.loads(trained.read_text()).get("masked_fraction")
+        return record
+
+    def keep(record: dict, path: Path) -> None:
+        path.write_text(json.dumps(record, indent=2))
+        records.append(record)
+        print(f"   STS avg {record['sts']['avg']:.2f} (baseline {record['baseline']['avg']:.2f}), "
+              f"kept {record['corpus']['kept']}, {record['wall_s']} s", flush=True)
+
+    for llm, variant, workdir, overrides, seed in variant_runs(args, premises, gold):
+        if args.only_generate:
+            if seed == args.seeds[0] and variant[:1] in "12":
+                print(f"{time.strftime('%H:%M:%S')} {llm} | {variant} | stage 1 and 2", flush=True)
+                run_multicsr(config_path, workdir, overrides + ["training.enabled=false"], log_path)
+            continue
+        record_path, record = stored(overrides)
+        if record is not None:
+            records.append(record)
+            continue
+        if args.report_only:
+            continue
+        record = measure(llm, variant, workdir, overrides, seed)
+        pregenerated = (generated_stage1(args.generated, llm, VARIANTS[variant][0])
+                        if args.generated and llm in LLMS else None)
+        if pregenerated is not None:
+            record["corpus"]["premises"] = pregenerated[1]["premises"]
         if variant.startswith("2") or variant.startswith("1"):
             quality_path = workdir / "stage1_quality.json"
             if not quality_path.is_file():
@@ -321,30 +337,17 @@ def main() -> None:
                            else stage1_quality(workdir, LLMS[llm][0]))
                 quality_path.write_text(json.dumps(quality))
             record["stage1"] = json.loads(quality_path.read_text())
-        record_path.write_text(json.dumps(record, indent=2))
-        records.append(record)
-        print(f"   STS avg {record['sts']['avg']:.2f} (baseline {record['baseline']['avg']:.2f}), "
-              f"kept {record['corpus']['kept']}, {ran['wall_s']} s", flush=True)
+        keep(record, record_path)
     if args.only_generate:
         return
     for llm, workdir, overrides, seed in subset_control_runs(args, records):
-        key = __import__("hashlib").sha256(json.dumps([config, overrides], sort_keys=True).encode()).hexdigest()[:16]
-        record_path = store / f"{key}.json"
-        if record_path.is_file():
-            records.append(json.loads(record_path.read_text()))
-            continue
-        if args.report_only:
-            continue
-        print(f"{time.strftime('%H:%M:%S')} {llm} | {SUBSET} | seed {seed}", flush=True)
-        ran = run_multicsr(config_path, workdir, overrides, log_path)
-        record = {"llm": llm, "variant": SUBSET, "seed": seed, "overrides": overrides, **ran,
-                  "sts": sts_figures(workdir / "results.json"), "baseline": baseline,
-                  "corpus": corpus_sizes(workdir)}
-        record["corpus"]["premises"] = args.premises
-        record_path.write_text(json.dumps(record, indent=2))
-        records.append(record)
-        print(f"   STS avg {record['sts']['avg']:.2f} (baseline {record['baseline']['avg']:.2f}), "
-              f"kept {record['corpus']['kept']}, {ran['wall_s']} s", flush=True)
+        record_path, record = stored(overrides)
+        if record is not None:
+            records.append(record)
+        elif not args.report_only:
+            record = measure(llm, SUBSET, workdir, overrides, seed)
+            record["corpus"]["premises"] = args.premises
+            keep(record, record_path)
     if not records:
         return
     write_report(records, args)
