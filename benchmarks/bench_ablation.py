@@ -274,6 +274,9 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     args.generated = args.generated.resolve() if args.generated else None
+    if args.generated and not (args.generated / "stage1_gpu.json").is_file():
+        raise SystemExit(f"error: --generated {args.generated}: no stage1_gpu.json there "
+                         "(the folder benchmarks/gpu_ablation_stage1.sh writes)")
     print(f"load average at start: {os.getloadavg()}", flush=True)
 
     premises, gold = prepare_data(args.workdir, args.premises)

@@ -56,7 +56,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    gguf = models.gguf_file_for(args.llm) or Path(args.llm)
+    try:
+        gguf = models.gguf_file_for(args.llm)
+    except models.ModelRefError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if gguf is None:
+        raise SystemExit(f"error: {args.llm} is not a GGUF file or a bundled GGUF model")
     print(f"load average at start: {os.getloadavg()}  file: {gguf} ({gguf.stat().st_size / 2**20:.0f} MiB)", flush=True)
     times: dict[str, list[float]] = {"transformers alone": [], "one shared reader": []}
     digests: dict[str, set[str]] = {k: set() for k in times}

@@ -9,6 +9,10 @@
 # wall seconds and the GPU). bench_ablation.py --generated OUT then trains on these corpora
 # (input.triplets) instead of generating on the CPU. A model that fails is reported and skipped.
 set -uo pipefail
+if [ $# -lt 3 ] || [ ! -f "$1" ]; then
+  echo "usage: bash benchmarks/gpu_ablation_stage1.sh PREMISES OUT NAME=FILE.gguf [NAME=FILE.gguf ...] (PREMISES must be a file)" >&2
+  exit 2
+fi
 premises=$1 out=$2
 shift 2
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
