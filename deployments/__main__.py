@@ -37,14 +37,20 @@ def list_() -> None:
 def register(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="deployment name (repeatable; default: all)")] = None,
     workdir_root: Annotated[Optional[Path], typer.Option(help="each deployment works in <root>/<name> on the worker "
-                                                          "(default $MULTICSR_WORKDIR_ROOT, else ./runs/deployments)")] = None,
+                                                          "(default $MULTICSR_WORKDIR_ROOT, else ~/.cache/multicsr/runs)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="config override section.key=value")] = None,
     cpu_pool: Annotated[str, typer.Option(help="work pool of CPU deployments")] = "multicsr-cpu",
     gpu_pool: Annotated[str, typer.Option(help="work pool of GPU deployments")] = "multicsr-gpu",
-    paused: Annotated[bool, typer.Option("--paused", help="register the rebuild schedules inactive")] = False,
+    paused: Annotated[bool, typer.Option("--paused/--active", envvar="MULTICSR_PAUSE_SCHEDULES",
+                                         help="register the cron schedules (the nightly GPU rebuilds) inactive: "
+                                              "use --paused where no GPU worker polls the pool")] = False,
     create_pools: Annotated[bool, typer.Option("--create-pools", help="create missing process work pools")] = False,
 ) -> None:
-    """Create or update the deployments on the server PREFECT_API_URL names."""
+    """Create or update the deployments on the server PREFECT_API_URL names.
+
+    Each carries the data root, workdir root and model caches, resolved here to absolute paths, in
+    its `env` job variable (set MULTICSR_DATA_ROOT and MULTICSR_MODEL_CACHE to choose them).
+    """
     from multicsr.deployments.register import register as do_register
     from multicsr.deployments.specs import default_workdir_root
 

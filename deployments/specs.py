@@ -16,13 +16,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from multicsr_core.config import PipelineConfig, load_config, parse_override
+from multicsr_core.config import DATA_ROOT_ENV, PipelineConfig, load_config, parse_override
 
 FLOW_NAME = "multicsr-pipeline"
 ENTRYPOINT = "multicsr.flows.pipeline:multicsr_pipeline"
 CPU_POOL = "multicsr-cpu"
 GPU_POOL = "multicsr-gpu"
 WORKDIR_ROOT_ENV = "MULTICSR_WORKDIR_ROOT"
+MODEL_CACHE_ENV = "MULTICSR_MODEL_CACHE"  # multicsr_core.models.model_cache_root
+# what a worker's flow run needs; every deployment carries them in its `env` job variable
+WORKER_ENV_NAMES = (DATA_ROOT_ENV, WORKDIR_ROOT_ENV, MODEL_CACHE_ENV)
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,26 @@ def get_deployment(name: str) -> PipelineDeployment:
 
 
 def default_workdir_root() -> Path:
-    """``$MULTICSR_WORKDIR_ROOT``, else ``./runs/deployments`` (absolute: workers run elsewhere)."""
-    return Path(os.environ.get(WORKDIR_ROOT_ENV) or Path.cwd() / "runs" / "deployments").expanduser().resolve()
+    """``$MULTICSR_WORKDIR_ROOT``, else ``~/.cache/multicsr/runs``; absolute, because a process worker runs
+    each flow in a temporary folder (a relative root would land there and vanish with it)."""
+    root = os.environ.get(WORKDIR_ROOT_ENV) or Path.home() / ".cache" / "multicsr" / "runs"
+    return Path(root).expanduser().resolve()
+
+
+def worker_environment(workdir_root: str | Path | None = None) -> dict[str, str]:
+    """The environment a worker's flow run needs, as absolute paths resolved on the registering machine.
+
+    A process worker starts each flow run in a temporary folder, where the core's relative
+    ``../shared/data`` fallback finds nothing: the deployments carry these in their ``env`` job
+    variable instead (it overrides the worker's own environment). Each value comes from the core's own
+    resolution (the variable if set, else its default), so each fact lives in one place.
+    """
+    from multicsr_core.config import default_data_root
+    from multicsr_core.models import model_cache_root
+
+    root = Path(workdir_root).expanduser().resolve() if workdir_root else default_workdir_root()
+    return {DATA_ROOT_ENV: str(default_data_root().expanduser().resolve()), WORKDIR_ROOT_ENV: str(root),
+            MODEL_CACHE_ENV: str(model_cache_root().resolve())}
 
 
 def deployment_config(spec: PipelineDeployment, overrides: list[str] | None = None) -> PipelineConfig:
