@@ -185,9 +185,10 @@ def check_senteval(data_dir: str | Path | None, flag: str = "--data-dir") -> Pat
     try:
         return resolve_senteval_dir(where)
     except FileNotFoundError:
-        raise DataDirError("no SentEval data here (expected STS/ and SICK/ folders, or senteval/ holding them)",
-                           path=where, hint=f"point {flag} (or MULTICSR_DATA_ROOT) at the data root, or fetch it "
-                                            "with `multicsr data download`") from None
+        from multicsr_core.io.download import data_root_hint
+
+        raise DataDirError("no SentEval data here (no STS/ folder, nor senteval/STS/)", path=where,
+                           hint=data_root_hint(flag)) from None
 
 
 def check_prompt_set(value: str | None, flag: str = "--prompt-set") -> None:
@@ -439,9 +440,10 @@ def preflight_run(cfg, workdir: str | Path, prefect_api_url: str | None = None) 
     if configured and "{data_root}" in configured and not expand_path(configured).exists():
         from multicsr_core.config import default_data_root
 
+        from multicsr_core.io.download import data_root_hint
+
         raise DataDirError(f"not found under the data root {default_data_root()}", path=expand_path(configured),
-                           hint="point --data-dir (or MULTICSR_DATA_ROOT) at the data root holding senteval/ and nli/, "
-                                "or fetch it with `multicsr data download`")
+                           hint=data_root_hint())
     if i.triplets:
         check_triplets(expand_path(i.triplets), "input.triplets")
     elif i.premises:

@@ -26,8 +26,9 @@ def resolve_senteval_dir(path: str | Path) -> Path:
         return path.resolve()
     if (path / "senteval" / "STS").is_dir():
         return (path / "senteval").resolve()
-    raise FileNotFoundError(f"{path}: no SentEval data here (expected STS/ and SICK/ folders, or senteval/); "
-                            "set --data-dir or MULTICSR_DATA_ROOT, or run `multicsr data download`")
+    from multicsr_core.io.download import data_root_hint
+
+    raise FileNotFoundError(f"{path}: no SentEval data here (no STS/ folder, nor senteval/STS/); {data_root_hint()}")
 
 
 def load_sentence_model(ref: str, device: str | None = None):
@@ -44,8 +45,11 @@ def evaluate_model(model_ref_or_model, data_dir: str | Path, tasks: Sequence[str
     Sentences are encoded untruncated, up to the backbone's own limit, as SentEval does, whatever
     ``max_seq_length`` the model folder holds (a model trained at 32 tokens is still read in full);
     an explicit ``max_seq_length`` truncates there instead.
+
+    ``progress(done, total)`` is called after every encoded batch, in sentences, with one count that
+    runs on from the STS suite into the transfer tasks (``total`` grows as each task is read).
     """
-    from multicsr_core.evaluation.sts import encoder_from_sentence_transformer, evaluate_sts
+    from multicsr_core.evaluation.sts import RunningProgress, encoder_from_sentence_transformer, evaluate_sts
 
     unknown = set(tasks) - {"sts", "transfer"}
     if unknown:
@@ -54,12 +58,14 @@ def evaluate_model(model_ref_or_model, data_dir: str | Path, tasks: Sequence[str
     model = load_sentence_model(model_ref_or_model, device) if isinstance(model_ref_or_model, str) else model_ref_or_model
     encode = encoder_from_sentence_transformer(model, batch_size=batch_size, max_seq_length=max_seq_length)
     results: dict = {}
+    running = RunningProgress(progress)
     if "sts" in tasks:
-        results.update(evaluate_sts(encode, data_dir, tasks=sts_tasks, batch_size=batch_size, progress=progress).as_dict())
+        results.update(evaluate_sts(encode, data_dir, tasks=sts_tasks, batch_size=batch_size, progress=running).as_dict())
+        running.next_phase()
     if "transfer" in tasks:
         from multicsr_core.evaluation.transfer import evaluate_transfer
 
-        results["transfer"] = evaluate_transfer(encode, data_dir)
+        results["transfer"] = evaluate_transfer(encode, data_dir, progress=running)
     return results
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "STS_TASKS",
     "Encoder",
     "ProgressCallback",
+    "RunningProgress",
     "SentenceTransformerEncoder",
     "StsResults",
     "StsTaskResult",
@@ -64,6 +65,26 @@ Encoder = Callable[[list[str]], np.ndarray]
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(sentences_done, sentences_total)`` after every encoded batch."""
+
+
+class RunningProgress:
+    """A :data:`ProgressCallback` over consecutive phases (the tasks of an evaluation) that each count
+    from 0: it reports one running count, so ``done`` never goes back and ``total`` grows as each
+    phase starts. Call :meth:`next_phase` when a phase ends."""
+
+    def __init__(self, progress: ProgressCallback | None) -> None:
+        self._progress = progress
+        self._before = 0  # sentences of the finished phases
+        self._current = 0  # the running phase's total
+
+    def __call__(self, done: int, total: int) -> None:
+        self._current = total
+        if self._progress is not None:
+            self._progress(self._before + done, self._before + total)
+
+    def next_phase(self) -> None:
+        self._before += self._current
+        self._current = 0
 
 
 @dataclass(frozen=True)

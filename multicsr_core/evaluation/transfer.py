@@ -42,6 +42,7 @@ from threadpoolctl import threadpool_limits
 from multicsr_core.evaluation.sts import (
     Encoder,
     ProgressCallback,
+    RunningProgress,
     check_task_names,
     encode_unique,
     senteval_average,
@@ -216,21 +217,24 @@ def evaluate_transfer_detailed(
         batch_size: sentences per ``encode`` call.
         max_examples: if set, a seeded random subsample of at most this many examples per split (for quick
             checks; the published protocol uses everything).
-        progress: optional ``progress(done, total)`` callback per encoded batch, restarting for each task.
+        progress: optional ``progress(done, total)`` callback per encoded batch, in sentences, counted over
+            all tasks: ``total`` grows as each task's sentences are read, ``done`` never goes back.
     """
     if kfold < 2:
         raise ValueError(f"kfold must be >= 2, got {kfold}")
     results: dict[str, TransferResult] = {}
+    task_progress = RunningProgress(progress)  # one count over all tasks
+
     for task in check_task_names(tasks, TRANSFER_TASKS, "transfer"):
         fitter = _Fitter(seed)
         if task in ("MR", "CR", "SUBJ", "MPQA"):
             data = _sorted_sentences(read_binary_task(data_dir, task), max_examples, seed)
-            table = encode_unique(encode, data.sentences, batch_size, progress)
+            table = encode_unique(encode, data.sentences, batch_size, task_progress)
             devacc, acc, chosen = inner_kfold_accuracy(_embed(table, data.sentences), data.labels, kfold, fitter)
             results[task] = TransferResult(task, acc, devacc, len(data), len(data), chosen, None, fitter.unconverged)
         elif task == "SST2":
             splits = {s: _sorted_sentences(read_sst2(data_dir, s), max_examples, seed) for s in ("train", "dev", "test")}
-            table = encode_unique(encode, [t for d in splits.values() for t in d.sentences], batch_size, progress)
+            table = encode_unique(encode, [t for d in splits.values() for t in d.sentences], batch_size, task_progress)
             x = {s: _embed(table, d.sentences) for s, d in splits.items()}
             y = {s: d.labels for s, d in splits.items()}
             devacc, acc, c = split_accuracy(x, y, fitter)
@@ -240,7 +244,7 @@ def evaluate_transfer_detailed(
         elif task == "TREC":
             train = _sorted_sentences(read_trec(data_dir, "train"), max_examples, seed)
             test = _sorted_sentences(read_trec(data_dir, "test"), max_examples, seed)
-            table = encode_unique(encode, train.sentences + test.sentences, batch_size, progress)
+            table = encode_unique(encode, train.sentences + test.sentences, batch_size, task_progress)
             devacc, acc, c, _ = kfold_accuracy(
                 _embed(table, train.sentences), train.labels, _embed(table, test.sentences), test.labels,
                 kfold, fitter,
@@ -250,7 +254,7 @@ def evaluate_transfer_detailed(
             train = _sorted_pairs(read_mrpc(data_dir, "train"), max_examples, seed)
             test = _sorted_pairs(read_mrpc(data_dir, "test"), max_examples, seed)
             sentences = train.sentences1 + train.sentences2 + test.sentences1 + test.sentences2
-            table = encode_unique(encode, sentences, batch_size, progress)
+            table = encode_unique(encode, sentences, batch_size, task_progress)
 
             def features(pairs: LabelledPairs) -> np.ndarray:
                 a, b = _embed(table, pairs.sentences1), _embed(table, pairs.sentences2)
@@ -261,6 +265,7 @@ def evaluate_transfer_detailed(
             )
             f1 = _pct(f1_score(test.labels, predictions))
             results[task] = TransferResult(task, acc, devacc, len(train), len(test), (c,), f1, fitter.unconverged)
+        task_progress.next_phase()
     return results
 
 

@@ -24,6 +24,14 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+def data_root_hint(flag: str = "--data-dir") -> str:
+    """What a data root must hold and how to get one: the hint of every error that finds data missing."""
+    return ("a data root holds senteval/ (SentEval's downstream folder: STS/STS12-en-test .. STS/STS16-en-test, "
+            "STS/STSBenchmark/sts-{dev,test}.csv, SICK/SICK_test_annotated.txt; MR CR SUBJ MPQA SST TREC MRPC for "
+            "transfer) and nli/ (the NLI triplet csv and premise file a preset names); fetch one with `multicsr data "
+            f"download` and point {flag} (or MULTICSR_DATA_ROOT) at it")
+
+
 HF = "https://huggingface.co/datasets/princeton-nlp/datasets-for-simcse/resolve/main"
 SOURCES = {
     "senteval": (f"{HF}/senteval.tar", "senteval"),

@@ -10,7 +10,8 @@ functions return are the published ones. Sentences come back the way SentEval's 
 model: tokenised with ``str.split()`` and re-joined with single spaces.
 
 Bad input (missing file, a line with the wrong number of fields, an unparsable score) raises ``ValueError``
-naming the file and the 1-based line number.
+naming the file and the 1-based line number; a missing file raises its subclass ``DataDirError``, whose line
+also says what the data root must hold and how to fetch it.
 """
 
 from __future__ import annotations
@@ -77,9 +78,16 @@ def _rejoin(sentence: str) -> str:
     return " ".join(sentence.split())
 
 
+def _missing(path: Path) -> ValueError:
+    from multicsr_core.errors import DataDirError
+    from multicsr_core.io.download import data_root_hint
+
+    return DataDirError("file not found", path=path, hint=data_root_hint())
+
+
 def _read_text(path: Path) -> str:
     if not path.is_file():
-        raise ValueError(f"{path}: file not found")
+        raise _missing(path)
     try:
         return io.open(path, encoding="utf8").read()
     except UnicodeDecodeError as err:
@@ -243,7 +251,7 @@ class LabelledPairs:
 
 def _read_lines(path: Path, encoding: str) -> list[str]:
     if not path.is_file():
-        raise ValueError(f"{path}: file not found")
+        raise _missing(path)
     if encoding == "utf8":
         text = _read_text(path)
     else:

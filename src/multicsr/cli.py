@@ -21,11 +21,22 @@ Errors (one path for every command; new commands reuse it):
 - Validate option values in the declaration: a ``Literal[...]`` type for a fixed set (typer's choices),
   ``min=`` for numbers, ``callback=_csv_choice(...)``/``_int_list`` for comma-separated lists,
   so typer reports them (one line, via :func:`main`) with the choices in ``--help``.
+
+Options (``tests/test_cli_options.py`` walks every command and holds them to this):
+
+- Every option has help text and shows its default in ``--help``; an option whose default is
+  "nothing" or is worked out at run time says so in words (``show_default="..."``).
+- A boolean option is a flag pair, ``_flag("dry-run", ...)``: ``--dry-run/--no-dry-run``, no value.
+- An option that sets a config field is declared with ``_config_option("section.key", ...)`` and
+  defaults to ``_config_default("section.key")``, the pydantic field's own default (stated once, in
+  ``multicsr_core.config``); the command passes ``_given(ctx, "name")`` on to :func:`_config`, so a
+  preset's value stands unless the option is on the command line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -35,6 +46,8 @@ from typing import Annotated, Literal, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from multicsr.runners import DASK_LOCAL_WORKERS
 
 # Before Prefect is imported anywhere: no telemetry (machines may be offline) and a start-up
 # timeout that a slow CI box can meet. Users' own settings win.
@@ -54,14 +67,58 @@ app.add_typer(cache_app, name="cache")
 console = Console(stderr=True)
 out = Console()
 
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="preset name (see `multicsr presets`) or YAML path")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config field: section.key=value (repeatable)")]
+
+def _flag(name: str, help: str, **kwargs):
+    """A boolean option as the pair ``--NAME/--no-NAME``: it takes no value, and --help shows no
+    ``<bool>`` that would invite ``--NAME true``."""
+    return typer.Option(f"--{name}/--no-{name}", help=help, metavar="", **kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_config():
+    from multicsr_core.config import PipelineConfig
+
+    return PipelineConfig()
+
+
+def _config_default(dotted: str):
+    """The default of config field ``section.key``, read from the pydantic model (stated there once)."""
+    section, key = dotted.split(".")
+    return getattr(getattr(_default_config(), section), key)
+
+
+def _config_option(dotted: str, *names: str, help: str, **kwargs):
+    """An option that sets config field ``dotted``; declare it ``= _config_default(dotted)`` and pass
+    ``_given(ctx, name)`` on, so a preset's value stands unless the option is on the command line."""
+    return typer.Option(*names, help=f"{help} (sets {dotted}; when not given: the preset's value, else this default)", **kwargs)
+
+
+def _given(ctx: typer.Context, name: str):
+    """The value of option ``name`` if the command line gave it, else None (the preset's value, or the
+    config's default, stands): the option's own default only documents the config's."""
+    source = ctx.get_parameter_source(name)
+    return None if source is None or source.name in ("DEFAULT", "DEFAULT_MAP") else ctx.params[name]
+
+
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="preset name (see `multicsr presets`) or YAML path",
+                                                  show_default="none: the config's built-in defaults")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config field: section.key=value (repeatable)",
+                                                     show_default="none")]
 WorkdirOpt = Annotated[Path, typer.Option("--workdir", "-w", help="where stage outputs, caches and results go")]
-BatchApiOpt = Annotated[bool, typer.Option("--batch-api", help="through the OpenAI Batch API: half the price, answers "
-                                           "within 24 h; a killed run picks its batches up again (scoring.batch_*)")]
+
+
+def _batch_api_option(dotted: str):
+    """``--batch-api/--no-batch-api`` for the stage whose config field is ``dotted``."""
+    return _config_option(dotted, "--batch-api/--no-batch-api", metavar="",
+                          help="through the OpenAI Batch API: half the price, answers within 24 h; a killed run picks "
+                               "its batches up again (scoring.batch_*)")
+
+
 # evaluation.sts_tasks's names (the config's Literal), for --sts-tasks
 STS_TASKS = ("STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness")
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="data root (holding senteval/ and nli/) or the SentEval folder; default $MULTICSR_DATA_ROOT, ../shared/data, ~/.cache/multicsr/data")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="data root (holding senteval/ and nli/) or the SentEval folder",
+                                                    show_default="$MULTICSR_DATA_ROOT, else ../shared/data, else "
+                                                                 "~/.cache/multicsr/data")]
 
 
 def _print_json(obj) -> None:
@@ -100,8 +157,8 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _main_options(debug: Annotated[bool, typer.Option("--debug", help="print the traceback of an error "
-                                                      "(also MULTICSR_DEBUG=1)")] = False,
+def _main_options(debug: Annotated[bool, _flag("debug", help="print the traceback of an error "
+                                                 "(also MULTICSR_DEBUG=1)")] = False,
                   version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                                         help="print the version and exit")] = False) -> None:
     """MultiCSR: LLM-built contrastive corpora and sentence-embedding training as one Prefect DAG."""
@@ -165,6 +222,16 @@ def _config(preset: Optional[str], sets: Optional[list[str]], **fields):
     if named:
         overrides.append(named)
     return load_config(preset, overrides)
+
+
+def _pipeline_config(preset: Optional[str], sets: Optional[list[str]]):
+    """The config of a whole run (``run``, ``estimate``). The built-in config names no input, so a
+    command line without --preset (and without input.*) is told to pass one."""
+    cfg = _config(preset, sets)
+    if not preset and not (cfg.input.premises or cfg.input.triplets):
+        _fail("no preset given: pass --preset NAME (`multicsr presets` lists them) or --preset FILE.yaml "
+              "(or name the input with --set input.triplets=FILE or --set input.premises=FILE)")
+    return cfg
 
 
 RESUME_HINT = "everything finished is cached: run the same command again to resume"
@@ -244,7 +311,7 @@ def presets() -> None:
 @_guarded
 def show_config(preset: PresetOpt = None, set_: SetOpt = None,
                 diff: Annotated[Optional[tuple[str, str]], typer.Option(
-                    "--diff", metavar="PRESET_A PRESET_B",
+                    "--diff", metavar="PRESET_A PRESET_B", show_default="off: print the whole config",
                     help="print only the keys whose resolved values differ between two presets (--set applies to both)")] = None,
                 ) -> None:
     """Print the resolved config (YAML) and its hash, or with --diff A B the keys where two presets differ."""
@@ -324,13 +391,14 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
         task_runner: Annotated[Literal["threads", "dask"], typer.Option("--task-runner", help="threads: shards one after another in this "
                                                  "process; dask: shards spread over Dask workers")] = "threads",
         dask_workers: Annotated[Optional[int], typer.Option("--dask-workers", help="worker processes of a local Dask "
-                                                            "cluster (default 2)")] = None,
+                                                            "cluster", show_default=str(DASK_LOCAL_WORKERS))] = None,
         dask_address: Annotated[Optional[str], typer.Option("--dask-address", help="scheduler of a running Dask "
-                                                            "cluster, e.g. tcp://host:8786")] = None,
-        wait_lock: Annotated[bool, typer.Option("--wait-lock", help="if another run holds the workdir, wait for it "
-                                                "(default: exit 2 naming its pid)")] = False,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="print what `multicsr estimate` prints (LLM requests, "
-                                              "tokens, cost, cache hits, budget) and run nothing")] = False) -> None:
+                                                            "cluster, e.g. tcp://host:8786",
+                                                            show_default="none: a local cluster")] = None,
+        wait_lock: Annotated[bool, _flag("wait-lock", help="if another run holds the workdir, wait for it "
+                                         "(--no-wait-lock: exit 2 naming its pid)")] = False,
+        dry_run: Annotated[bool, _flag("dry-run", help="print what `multicsr estimate` prints (LLM requests, "
+                                       "tokens, cost, cache hits, budget) and run nothing")] = False) -> None:
     """Run the whole pipeline (load -> generate -> score -> curate -> train -> evaluate) as one flow.
 
     Prints a JSON report (the published files and the config hash) on stdout; logs go to stderr."""
@@ -344,7 +412,7 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
     if task_runner == "dask" and not os.environ.get("PREFECT_API_URL"):
         console.print("[yellow]warning:[/] with no PREFECT_API_URL every Dask worker process starts a Prefect server "
                       "of its own; start one (`prefect server start`) and export PREFECT_API_URL")
-    cfg = _config(preset, set_)
+    cfg = _pipeline_config(preset, set_)
     workdir = workdir.expanduser().resolve()
     if dry_run:
         _print_estimate(cfg, workdir, as_json=False)
@@ -416,41 +484,48 @@ def _print_estimate(cfg, workdir: Path, as_json: bool) -> None:
 @_guarded
 def estimate(preset: PresetOpt = None, set_: SetOpt = None, workdir: WorkdirOpt = Path("runs/default"),
              data_dir: DataDirOpt = None,
-             as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+             as_json: Annotated[bool, _flag("json", help="machine-readable output")] = False) -> None:
     """LLM requests per stage, prompt and completion tokens, cost at the configured prices, what the
     workdir's response cache already answers, and whether scoring.budget_usd covers it. Calls no LLM
     and no network."""
     _apply_data_dir(data_dir)
-    _print_estimate(_config(preset, set_), workdir.expanduser().resolve(), as_json)
+    _print_estimate(_pipeline_config(preset, set_), workdir.expanduser().resolve(), as_json)
 
 
 @app.command()
 @_guarded
 def generate(
+    ctx: typer.Context,
     llm: Annotated[str, typer.Option(help="generator: HF hub id, local folder, .gguf file or "
                                            "bundled:smollm2-135m-instruct")],
     premises: Annotated[Path, typer.Option(help="premise file (.txt lines, SimCSE NLI csv, csv/tsv/jsonl/parquet)")],
     out_path: Annotated[Path, typer.Option("--out", help="output Parquet")],
-    omega: Annotated[Optional[float], typer.Option("--omega", help="contrast weight w (paper default 0.3)")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option()] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    prompt_set: Annotated[Optional[str], typer.Option(help="syncse-pool | official-2shot | prompt file (.yaml/.json)",
-                                                      callback=_prompt_set_option)] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    column: Annotated[Optional[str], typer.Option(help="sentence column of a table file")] = None,
-    backend: Annotated[Optional[Literal["local", "openai"]], typer.Option(help="local (contrastive decoding) | openai (plain, through an API)")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint for --backend openai")] = None,
-    batch_api: BatchApiOpt = False,
+    omega: Annotated[float, _config_option("generation.omega", help="contrast weight w in l_t - w * l_hat_t "
+                                           "(paper App. C)")] = _config_default("generation.omega"),
+    max_new_tokens: Annotated[int, _config_option("generation.max_new_tokens", help="longest generated "
+                                                  "sentence, in tokens")] = _config_default("generation.max_new_tokens"),
+    batch_size: Annotated[int, _config_option("generation.batch_size", help="premises per generation "
+                                              "batch")] = _config_default("generation.batch_size"),
+    prompt_set: Annotated[str, _config_option("generation.prompt_set", help="syncse-pool | official-2shot | prompt "
+                                              "file (.yaml/.json)", callback=_prompt_set_option)] = _config_default("generation.prompt_set"),
+    seed: Annotated[int, _config_option("generation.seed", help="seed of the prompt draw and of sampling")] = _config_default("generation.seed"),
+    column: Annotated[Optional[str], _config_option("input.column", help="sentence column of a table file",
+                                                    show_default="sent0, sentence or text")] = None,
+    backend: Annotated[Literal["local", "openai"], _config_option("generation.backend", help="local (contrastive "
+                                                                  "decoding) | openai (plain, through an API)")] = _config_default("generation.backend"),
+    base_url: Annotated[Optional[str], _config_option("generation.base_url", help="OpenAI-compatible endpoint for "
+                                                      "--backend openai", show_default="none")] = None,
+    batch_api: Annotated[bool, _batch_api_option("generation.batch_api")] = _config_default("generation.batch_api"),
     workdir: WorkdirOpt = Path("runs/default"),
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
     """Stage 1: write an entailment and a contradiction for each premise (contrastive decoding)."""
     from multicsr_core.stages import generate_corpus
 
-    cfg = _config(preset, set_, generation__llm=llm, generation__omega=omega, generation__max_new_tokens=max_new_tokens,
-                  generation__batch_size=batch_size, generation__prompt_set=prompt_set, generation__seed=seed,
-                  generation__backend=backend, generation__base_url=base_url, generation__batch_api=batch_api or None,
-                  input__premises=str(premises), input__column=column, input__triplets=None)
+    given = {name: _given(ctx, name) for name in ("omega", "max_new_tokens", "batch_size", "prompt_set", "seed",
+                                                   "column", "backend", "base_url", "batch_api")}
+    cfg = _config(preset, set_, generation__llm=llm, input__premises=str(premises), input__triplets=None,
+                  input__column=given.pop("column"), **{f"generation__{k}": v for k, v in given.items()})
     from multicsr_core.preflight import preflight_generate
 
     _writes((out_path, "--out"), (workdir, "--workdir"))
@@ -465,14 +540,21 @@ def generate(
 @app.command()
 @_guarded
 def score(
+    ctx: typer.Context,
     corpus: Annotated[Path, typer.Option(help="corpus Parquet (or sent0,sent1,hard_neg csv)")],
     out_path: Annotated[Path, typer.Option("--out", help="output Parquet")],
-    scorer: Annotated[Optional[Literal["guide", "local", "openai"]], typer.Option(help="guide | local | openai")] = None,
-    llm: Annotated[Optional[str], typer.Option(help="scoring model (hub id, path, .gguf file, bundled:..., API model name, or guide model)")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint")] = None,
-    mode: Annotated[Optional[Literal["argmax", "expected", "generate"]], typer.Option(help="argmax | expected (one forward) | generate (generate + official parser)")] = None,
-    prompt: Annotated[Optional[Literal["official", "official-verbatim", "few-shot"]], typer.Option(help="official | official-verbatim | few-shot")] = None,
-    batch_api: BatchApiOpt = False,
+    scorer: Annotated[Literal["guide", "local", "openai"], _config_option("scoring.scorer", help="guide | local | "
+                                                                          "openai")] = _config_default("scoring.scorer"),
+    llm: Annotated[Optional[str], _config_option("scoring.llm", help="scoring model (hub id, path, .gguf file, "
+                                                 "bundled:..., API model name, or guide model)",
+                                                 show_default="the generation LLM (self-curation)")] = None,
+    base_url: Annotated[Optional[str], _config_option("scoring.base_url", help="OpenAI-compatible endpoint",
+                                                      show_default="none")] = None,
+    mode: Annotated[Literal["argmax", "expected", "generate"], _config_option("scoring.mode", help="argmax | expected "
+                                                                              "(one forward) | generate (generate + "
+                                                                              "official parser)")] = _config_default("scoring.mode"),
+    prompt: Annotated[Literal["official", "official-verbatim", "few-shot"], _config_option("scoring.prompt", help="official | official-verbatim | few-shot")] = _config_default("scoring.prompt"),
+    batch_api: Annotated[bool, _batch_api_option("scoring.batch_api")] = _config_default("scoring.batch_api"),
     workdir: WorkdirOpt = Path("runs/default"),
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
@@ -482,8 +564,8 @@ def score(
     requests make the exit status 1, and running the same command again retries them."""
     from multicsr_core.stages import score_corpus_file
 
-    cfg = _config(preset, set_, scoring__scorer=scorer, scoring__llm=llm, scoring__base_url=base_url,
-                  scoring__mode=mode, scoring__prompt=prompt, scoring__batch_api=batch_api or None)
+    cfg = _config(preset, set_, **{f"scoring__{name}": _given(ctx, name)
+                                   for name in ("scorer", "llm", "base_url", "mode", "prompt", "batch_api")})
     from multicsr_core.preflight import preflight_score
 
     _writes((out_path, "--out"), (workdir, "--workdir"))
@@ -502,14 +584,19 @@ def score(
 @app.command()
 @_guarded
 def curate(
+    ctx: typer.Context,
     corpus: Annotated[Path, typer.Option(help="scored corpus Parquet")],
     out_path: Annotated[Path, typer.Option("--out", help="output Parquet")],
-    rule: Annotated[Optional[Literal["paper", "official"]], typer.Option(help="paper | official")] = None,
-    alpha: Annotated[Optional[float], typer.Option()] = None,
-    beta: Annotated[Optional[float], typer.Option()] = None,
-    gamma: Annotated[Optional[float], typer.Option()] = None,
+    rule: Annotated[Literal["paper", "official"], _config_option("curation.rule", help="paper | official")] = _config_default("curation.rule"),
+    alpha: Annotated[float, _config_option("curation.alpha", help="keep a triplet whose "
+                                           "entailment score a >= alpha")] = _config_default("curation.alpha"),
+    beta: Annotated[float, _config_option("curation.beta", help="... whose contradiction score "
+                                          "b <= beta")] = _config_default("curation.beta"),
+    gamma: Annotated[float, _config_option("curation.gamma", help="... and a >= b + "
+                                           "gamma")] = _config_default("curation.gamma"),
     swap_mode: Annotated[Literal["generation", "corpus"], typer.Option(help="official rule's swap: generation | corpus")] = "generation",
-    report_dir: Annotated[Optional[Path], typer.Option(help="write the curation report here (default: beside --out)")] = None,
+    report_dir: Annotated[Optional[Path], typer.Option(help="write the curation report here",
+                                                       show_default="beside --out: OUT_report/")] = None,
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
     """Stage 2b: apply the keep rule (no LLM call); write the curated corpus and its report."""
@@ -519,7 +606,7 @@ def curate(
     from multicsr_core.preflight import preflight_curate
     from multicsr_core.stages import read_any_corpus
 
-    cfg = _config(preset, set_, curation__rule=rule, curation__alpha=alpha, curation__beta=beta, curation__gamma=gamma)
+    cfg = _config(preset, set_, **{f"curation__{name}": _given(ctx, name) for name in ("rule", "alpha", "beta", "gamma")})
     c = cfg.curation
     report_dir = report_dir or out_path.parent / f"{out_path.stem}_report"
     _writes((out_path, "--out"), (report_dir, "--report-dir"))
@@ -544,15 +631,22 @@ def curate(
 @app.command()
 @_guarded
 def train(
+    ctx: typer.Context,
     corpus: Annotated[Path, typer.Option(help="curated corpus Parquet (kept rows train) or sent0,sent1,hard_neg csv")],
     model: Annotated[str, typer.Option("--model", help="base model: hub id, path or bundled:all-MiniLM-L6-v2")],
     out_dir: Annotated[Path, typer.Option("--out", help="output model folder (SentenceTransformer)")],
-    guide: Annotated[Optional[str], typer.Option(help="frozen guide model P_eta")] = None,
-    loss: Annotated[Optional[Literal["paper", "official", "simcse", "unsup-simcse",
-                                                                         "claif", "clhaif"]], typer.Option(help="paper | official | simcse | unsup-simcse | claif | clhaif")] = None,
-    sigma: Annotated[Optional[float], typer.Option()] = None,
-    batch_size: Annotated[Optional[int], typer.Option()] = None,
-    max_steps: Annotated[Optional[int], typer.Option()] = None,
+    guide: Annotated[str, _config_option("training.guide_model", "--guide", help="frozen guide model "
+                                         "P_eta")] = _config_default("training.guide_model"),
+    loss: Annotated[Literal["paper", "official", "simcse", "unsup-simcse", "claif", "clhaif"],
+                    _config_option("training.loss", help="paper | official | simcse | unsup-simcse | claif | "
+                                   "clhaif")] = _config_default("training.loss"),
+    sigma: Annotated[float, _config_option("training.sigma", help="guide cosine at or above which an in-batch "
+                                           "negative is masked")] = _config_default("training.sigma"),
+    batch_size: Annotated[int, _config_option("training.batch_size", help="triplets per training "
+                                              "batch")] = _config_default("training.batch_size"),
+    max_steps: Annotated[Optional[int], _config_option("training.max_steps", help="stop after this many "
+                                                       "optimizer steps", show_default="none: training.epochs "
+                                                       "decide")] = None,
     data_dir: DataDirOpt = None,
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
@@ -560,8 +654,8 @@ def train(
     _apply_data_dir(data_dir)
     from multicsr_core.stages import train_from_corpus
 
-    cfg = _config(preset, set_, training__base_model=model, training__guide_model=guide, training__loss=loss,
-                  training__sigma=sigma, training__batch_size=batch_size, training__max_steps=max_steps)
+    cfg = _config(preset, set_, training__base_model=model, training__guide_model=_given(ctx, "guide"),
+                  **{f"training__{name}": _given(ctx, name) for name in ("loss", "sigma", "batch_size", "max_steps")})
     from multicsr_core.preflight import preflight_train
 
     _writes((out_dir, "--out"), (out_dir.parent / ".multicsr-cache", "--out"))
@@ -580,12 +674,12 @@ def evaluate(
     output: Annotated[Path, typer.Option("--output", "-o", help="results JSON")],
     data_dir: DataDirOpt = None,
     tasks: Annotated[str, typer.Option(help="comma-separated: sts, transfer", callback=_csv_choice(("sts", "transfer")))] = "sts",
-    batch_size: Annotated[int, typer.Option(min=1)] = 128,
-    sts_tasks: Annotated[Optional[str], typer.Option(help="comma-separated subset of STS12..STS16, STSBenchmark, SICKRelatedness (default: all seven)",
-                                                     callback=_csv_choice(STS_TASKS))] = None,
-    markdown: Annotated[Optional[Path], typer.Option(help="Markdown report (default: beside --output)")] = None,
-    card: Annotated[bool, typer.Option("--card/--no-card", help="a folder trained by multicsr: put these results "
-                                       "in its model card (README.md)")] = True,
+    batch_size: Annotated[int, typer.Option(min=1, help="sentences per encoding batch (evaluation.batch_size)")] = _config_default("evaluation.batch_size"),
+    sts_tasks: Annotated[Optional[str], typer.Option(help="comma-separated subset of STS12..STS16, STSBenchmark, SICKRelatedness",
+                                                     callback=_csv_choice(STS_TASKS), show_default="all seven")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Markdown report", show_default="beside --output, .md")] = None,
+    card: Annotated[bool, _flag("card", help="a folder trained by multicsr: put these results in its model card "
+                                "(README.md)")] = True,
 ) -> None:
     """SentEval STS12-16, STS-B, SICK-R Spearman (and transfer tasks), exactly as SimCSE's SentEval fork."""
     from multicsr_core.evaluation.report import markdown_comparison
@@ -616,8 +710,8 @@ def evaluate(
 @_guarded
 def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
             rows: Annotated[int, typer.Option(min=0, help="sample rows to print")] = 5,
-            as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (rows, sample, funnel, "
-                                                  "scores, provenance with the config) instead of tables")] = False) -> None:
+            as_json: Annotated[bool, _flag("json", help="print one JSON object (rows, sample, funnel, "
+                                           "scores, provenance with the config) instead of tables")] = False) -> None:
     """Print rows, kept/rejected by reason, score summaries and provenance of a corpus file."""
     from multicsr_core.inspect import corpus_summary
     from multicsr_core.preflight import check_input_file
@@ -646,18 +740,22 @@ def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
 @app.command()
 @_guarded
 def export(
-    corpus: Annotated[Optional[Path], typer.Option(help="curated corpus Parquet to export")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="model folder trained by multicsr to export")] = None,
-    to: Annotated[Optional[Path], typer.Option("--to", help="new (or empty) output folder; default with "
-                                               "--push-to-hub: a temporary one")] = None,
+    corpus: Annotated[Optional[Path], typer.Option(help="curated corpus Parquet to export (this or --model)",
+                                                   show_default="none")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="model folder trained by multicsr to export (this or --corpus)",
+                                                  show_default="none")] = None,
+    to: Annotated[Optional[Path], typer.Option("--to", help="new (or empty) output folder",
+                                               show_default="none; with --push-to-hub a temporary one")] = None,
     fmt: Annotated[Literal["hf", "simcse-csv", "jsonl"], typer.Option("--format", help="corpus format: hf (Parquet + "
                                                                       "card, the Hub's layout), simcse-csv "
                                                                       "(sent0,sent1,hard_neg), jsonl")] = "hf",
-    all_rows: Annotated[bool, typer.Option("--all", help="every row, not only the kept ones")] = False,
+    all_rows: Annotated[bool, _flag("all", help="every row, not only the kept ones")] = False,
     push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="upload the folder to this Hub repo "
-                                                       "(OWNER/NAME; token from $HF_TOKEN)")] = None,
-    private: Annotated[bool, typer.Option(help="create the Hub repo private")] = False,
-    license: Annotated[Optional[str], typer.Option(help="license id for the card (default: the source data's)")] = None,
+                                                       "(OWNER/NAME; token from $HF_TOKEN)",
+                                                       show_default="none: no upload")] = None,
+    private: Annotated[bool, _flag("private", help="create the Hub repo private")] = False,
+    license: Annotated[Optional[str], typer.Option(help="license id for the card",
+                                                   show_default="the source data's")] = None,
 ) -> None:
     """Export a corpus (datasets folder, SimCSE csv, JSONL) or a model, with its card; optionally push it to the Hub."""
     import tempfile
@@ -688,7 +786,8 @@ def export(
 
 @data_app.command("download")
 @_guarded
-def data_download(to: Annotated[Optional[Path], typer.Option("--to", help="data root (default ~/.cache/multicsr/data)")] = None,
+def data_download(to: Annotated[Optional[Path], typer.Option("--to", help="data root",
+                                                              show_default="~/.cache/multicsr/data")] = None,
                   what: Annotated[str, typer.Option(help="comma-separated: senteval, nli, wiki1m",
                                                     callback=_csv_choice(("senteval", "nli", "wiki1m")))] = "senteval,nli") -> None:
     """Fetch the public evaluation and premise data (needs internet)."""
@@ -745,10 +844,11 @@ def cache_merge(quarantined: Annotated[Path, typer.Argument(help="a damaged resp
 @_guarded
 def experiment_false_negatives(
     output: Annotated[Path, typer.Option("--output", "-o", help="results JSON (a PNG plot and Markdown table beside it)")],
-    model: Annotated[str, typer.Option("--model")] = "bundled:all-MiniLM-L6-v2",
-    guide: Annotated[str, typer.Option("--guide")] = "bundled:all-MiniLM-L6-v2",
+    model: Annotated[str, typer.Option("--model", help="encoder trained with and without the mask")] = "bundled:all-MiniLM-L6-v2",
+    guide: Annotated[str, typer.Option("--guide", help="frozen guide model of the mask")] = "bundled:all-MiniLM-L6-v2",
     ks: Annotated[str, typer.Option("--ks", help="comma-separated duplicate counts K", callback=_int_list)] = "1,32,128",
-    triplets: Annotated[Optional[Path], typer.Option(help="SNLI triplets csv (default: data root nli/)")] = None,
+    triplets: Annotated[Optional[Path], typer.Option(help="SNLI triplets csv",
+                                                     show_default="the data root's nli/snli_devtest_for_simcse.csv")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Paper Fig. 4: duplicate one triplet K times; train with and without the mask; STS-B dev per K."""

@@ -28,9 +28,10 @@ from __future__ import annotations
 import os
 from typing import Literal, Sequence
 
-from prefect.task_runners import ThreadPoolTaskRunner
-
+# No Prefect import at module level: the CLI reads DASK_LOCAL_WORKERS for its --help before it has
+# set Prefect's environment (multicsr.cli), and Prefect reads it once, on import.
 RunnerKind = Literal["threads", "dask"]
+DASK_LOCAL_WORKERS = 2  # worker processes of the LocalCluster when n_workers is not given
 WORKER_STARTUP_TIMEOUT_VAR = "MULTICSR_WORKER_STARTUP_TIMEOUT_SECONDS"
 
 
@@ -54,11 +55,13 @@ def build_task_runner(kind: RunnerKind = "threads", n_workers: int | None = None
         kind: ``threads`` (shards one after another in the flow process, unless ``n_workers``
             allows more threads) or ``dask``.
         n_workers: threads for ``threads`` (default 1: one model, one device); worker processes
-            of the LocalCluster for ``dask`` (default 2).
+            of the LocalCluster for ``dask`` (default :data:`DASK_LOCAL_WORKERS`).
         address: scheduler address of a running Dask cluster (``dask`` only).
         cuda_devices: one Dask worker process per listed device (``dask`` only).
     """
     if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
         if address or cuda_devices:
             raise ValueError("address and cuda_devices need kind='dask'")
         return ThreadPoolTaskRunner(max_workers=n_workers or 1)
@@ -80,7 +83,7 @@ def build_task_runner(kind: RunnerKind = "threads", n_workers: int | None = None
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     # One thread per worker: a worker runs one shard at a time with the whole model to itself.
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": n_workers or 2, "threads_per_worker": 1, "processes": True,
+                          cluster_kwargs={"n_workers": n_workers or DASK_LOCAL_WORKERS, "threads_per_worker": 1, "processes": True,
                                           "dashboard_address": None, "death_timeout": worker_startup_timeout_s()})
 
 
