@@ -69,7 +69,7 @@ def build_openai_backend(cfg: PipelineConfig, workdir: str | Path, model: str, b
                              timeout_s=s.timeout_s, max_retries=s.max_retries, requests_per_minute=s.requests_per_minute,
                              tokens_per_minute=s.tokens_per_minute,
                              pricing=Pricing(s.price_input_per_1m, s.price_output_per_1m), budget_usd=s.budget_usd,
-                             batch_api=batch_api)
+                             batch_api=batch_api, max_tokens_field=s.max_tokens_field)
 
 
 def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None = None):

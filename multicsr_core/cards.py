@@ -132,16 +132,67 @@ _CITATIONS = {"MultiCSR": MULTICSR_CITATION, "SimCSE": SIMCSE_CITATION, "CLAIF":
 _HUB_IDS = {"bundled:all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
             "bundled:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
             "bundled:gemma-3-270m": "google/gemma-3-270m"}
-# The licenses of the bundled models (the Hub's license ids). Gemma is not Apache: its weights and
-# what it generates come under the Gemma Terms of Use (https://ai.google.dev/gemma/terms).
-_MODEL_LICENSES = {"bundled:all-minilm-l6-v2": "apache-2.0", "bundled:smollm2-135m-instruct": "apache-2.0",
-                   "bundled:gemma-3-270m": "gemma"}
-_LICENSE_NAMES = {"apache-2.0": "Apache-2.0", "gemma": "the Gemma Terms of Use (https://ai.google.dev/gemma/terms)"}
+# The licenses (the Hub's license ids, as their model cards declare them) of the models multicsr
+# bundles or its presets name, by lower-cased hub id: what a card says when the model's own card is
+# not at hand (offline, not downloaded). Gemma is not Apache: its weights and what it generates come
+# under the Gemma Terms of Use (https://ai.google.dev/gemma/terms).
+_MODEL_LICENSES = {
+    "sentence-transformers/all-minilm-l6-v2": "apache-2.0", "huggingfacetb/smollm2-135m-instruct": "apache-2.0",
+    "google/gemma-3-270m": "gemma", "google/flan-t5-xl": "apache-2.0",
+    "bert-base-uncased": "apache-2.0", "google-bert/bert-base-uncased": "apache-2.0",
+    "roberta-base": "mit", "facebookai/roberta-base": "mit",
+}
+_LICENSE_NAMES = {"apache-2.0": "Apache-2.0", "mit": "MIT",
+                  "gemma": "the Gemma Terms of Use (https://ai.google.dev/gemma/terms)"}
+# What a license means for a model trained on what the licensed model wrote (the model card only).
+_TRAINED_ON_OUTPUT_NOTES = {
+    "gemma": ("The Gemma Terms of Use (section 1.1(e), \"Model Derivatives\") count a model trained on Gemma's "
+              "synthetic outputs \"to perform similarly to Gemma\" as a derivative of Gemma, bound by those terms; "
+              "whether that covers this sentence encoder is for its publisher to judge: multicsr does not decide it."),
+}
+UNKNOWN_LICENSE = "other"  # the Hub's id for a license that is none of its list: here, one not determined
+
+
+def _own_card_license(ref: str) -> str | None:
+    """The ``license`` of the model's own card where it is on this machine: a local folder's
+    ``README.md``, or a hub id's card in the Hugging Face cache (never downloaded here)."""
+    from huggingface_hub import ModelCard, try_to_load_from_cache
+
+    folder = Path(ref).expanduser()
+    if (folder / "README.md").is_file():
+        path: str | Path | None = folder / "README.md"
+    elif _hub_id(ref) == ref:
+        try:
+            path = try_to_load_from_cache(ref, "README.md")
+        except Exception:  # an id the cache cannot hold: nothing known
+            path = None
+    else:
+        path = None
+    if not isinstance(path, (str, Path)):
+        return None
+    try:
+        license = ModelCard.load(path).data.license
+    except Exception:  # a README without a readable YAML header: not a license
+        return None
+    return license if isinstance(license, str) and license else None
 
 
 def model_license(ref: str | None) -> str | None:
-    """The Hub license id of a bundled model (None where multicsr does not know it)."""
-    return _MODEL_LICENSES.get(str(ref or "").lower())
+    """The Hub license id of a model: its own card's where that is on this machine, else multicsr's
+    table of the models it bundles or names (None: not determined)."""
+    if not ref:
+        return None
+    ref = str(ref)
+    if not ref.lower().startswith("bundled:"):  # a bundled GGUF is not looked into (it converts on resolve)
+        own = _own_card_license(ref)
+        if own:
+            return own
+    return _MODEL_LICENSES.get((_HUB_IDS.get(ref.lower()) or ref).lower())
+
+
+def license_name(license_id: str | None) -> str | None:
+    """A license id as a reader names it (``Apache-2.0``, ``the Gemma Terms of Use (URL)``)."""
+    return _LICENSE_NAMES.get(license_id, license_id) if license_id else None
 
 # What a known input file is, and its license (the corpus derives from it).
 _SOURCES = {
@@ -305,7 +356,8 @@ def run_facts(config: Mapping[str, Any]) -> dict:
     generator_license = model_license(generator)
     return {
         "generator": generator,
-        "generator_license": _LICENSE_NAMES.get(generator_license, generator_license),
+        "generator_license_id": generator_license,
+        "generator_license": license_name(generator_license),
         "generation_backend": ("contrastive decoding, l - w * l_hat" if g.get("backend", "local") == "local"
                                else "plain generation through an API (no logits, no contrast)"),
         "omega": g.get("omega"),
@@ -319,6 +371,25 @@ def run_facts(config: Mapping[str, Any]) -> dict:
         "rule": c.get("rule", "paper") if c.get("enabled", True) else "no (curation disabled; every scored)",
         "alpha": c.get("alpha"), "beta": c.get("beta"), "gamma": c.get("gamma"),
     }
+
+
+def corpus_license_text(facts: Mapping[str, Any], source: Mapping[str, Any], license: str | None = None) -> str:
+    """Where a run's corpus comes from and under which terms: its source data's license and the
+    generator's terms for generated text. Both cards say it (the model card of a model trained on the
+    corpus, the dataset card of the corpus). ``facts``: :func:`run_facts`; ``source``:
+    :func:`source_data`; ``license``: the corpus's own (default the source's)."""
+    license = license or source["license"] or UNKNOWN_LICENSE
+    text = [f"The premises{'' if facts['generator'] else ' and their x+ / x-'} come from {source['description']}."]
+    if source["license"]:
+        text.append(f"License of the source: {source['license']}; the derived corpus carries the same license "
+                    f"(`{license}`).")
+    else:
+        text.append(f"License of the corpus: `{license}` (the source's license is not known to multicsr: check it).")
+    if facts["generator"]:
+        terms = f" ({facts['generator_license']})" if facts.get("generator_license") else \
+            " (whose license multicsr could not determine: check it)"
+        text.append(f"Generated text is subject to the terms of use of the generator `{facts['generator']}`{terms}.")
+    return " ".join(text)
 
 
 def _config_yaml(config: Mapping[str, Any]) -> str:
@@ -374,9 +445,21 @@ def _version(name: str = "multicsr") -> str:
 # ----------------------------------------------------------------------------- the model card
 
 
+def sts_average_tasks(results: Mapping[str, Any] | None) -> list[str]:
+    """The STS tasks a results dict's ``avg`` is the mean of: those that ran (the evaluation averages
+    what it ran; ``evaluation.sts_tasks`` may restrict it), in the papers' order."""
+    from multicsr_core.evaluation.report import STS_COLUMNS
+
+    return [key for key in STS_COLUMNS if isinstance((results or {}).get(key), (int, float))]
+
+
 def _eval_results(model_name: str, results: Mapping[str, Any] | None) -> list[dict]:
     """``model-index`` of the final SentEval evaluation: one entry per STS task (Spearman x 100),
-    the STS average, and one per transfer task (accuracy)."""
+    the STS average, and one per transfer task (accuracy).
+
+    The average is ``senteval/sts-avg`` only when it is the papers' (all seven tasks); the mean of a
+    subset is ``senteval/sts-avg-N`` with the tasks as its config (``STS12,STS13,STSBenchmark``) and
+    in its name, so it is never read as the seven-task figure. One task alone gets no average."""
     from huggingface_hub import EvalResult
     from huggingface_hub.repocard_data import eval_results_to_model_index
 
@@ -394,12 +477,19 @@ def _eval_results(model_name: str, results: Mapping[str, Any] | None) -> list[di
                 dataset_split="all" if key.startswith("STS1") else "test",
                 metric_type="spearman_cosine", metric_name="Spearman (cosine) x 100",
                 metric_value=round(float(results[key]), 2), **source))
-    if isinstance(results.get("avg"), (int, float)):
+    averaged = sts_average_tasks(results)
+    if isinstance(results.get("avg"), (int, float)) and len(averaged) >= 2:
+        titles = ", ".join(STS_COLUMNS[key] for key in averaged)
+        if len(averaged) == len(STS_COLUMNS):  # the papers' average: its own name
+            kind = {"dataset_type": "senteval/sts-avg", "dataset_name": f"SentEval STS average ({titles})"}
+        else:  # a subset's mean: another dataset, named by its count, its tasks in the config
+            kind = {"dataset_type": f"senteval/sts-avg-{len(averaged)}", "dataset_config": ",".join(averaged),
+                    "dataset_name": f"SentEval STS average of {len(averaged)} of the {len(STS_COLUMNS)} tasks "
+                                    f"({titles})"}
         entries.append(EvalResult(
-            task_type="sentence-similarity", task_name="Semantic Textual Similarity",
-            dataset_type="senteval/sts-avg", dataset_name="SentEval STS average", dataset_split="test",
-            metric_type="spearman_cosine", metric_name="Spearman (cosine) x 100, mean of the STS tasks",
-            metric_value=round(float(results["avg"]), 2), **source))
+            task_type="sentence-similarity", task_name="Semantic Textual Similarity", dataset_split="test",
+            metric_type="spearman_cosine", metric_name=f"Spearman (cosine) x 100, mean of {titles}",
+            metric_value=round(float(results["avg"]), 2), **kind, **source))
     transfer = results.get("transfer") if isinstance(results.get("transfer"), Mapping) else {}
     for key, title in TRANSFER_COLUMNS.items():
         if isinstance(transfer.get(key), (int, float)):
@@ -460,6 +550,21 @@ def _sts_tables(results: Mapping[str, Any] | None, baseline: Mapping[str, Any] |
     return sts, transfer
 
 
+def _model_license(given: str | None, base_ref: str | None) -> tuple[str, str]:
+    """(the card's license id, the sentence saying where it comes from). A fine-tuned model carries
+    its base model's license; where that is not determined the card says ``other`` and why, rather
+    than naming a license nobody checked."""
+    if given:
+        return given, f"`{given}` (set by the publisher)"
+    found = model_license(base_ref)
+    if found:
+        return found, f"`{found}`: {license_name(found)}, the license of the base model `{base_ref}`"
+    return UNKNOWN_LICENSE, (f"`{UNKNOWN_LICENSE}`: the license of the base model `{base_ref}` was not determined "
+                             "(no model card with a license on this machine, and not a model multicsr knows); a "
+                             "fine-tuned model carries its base model's license: check it and set it with "
+                             "`multicsr export --license ID`")
+
+
 def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | None = None,
                     baseline: Mapping[str, Any] | None = None, model_ref: str | None = None,
                     repo_id: str | None = None, model=None, license: str | None = None,
@@ -476,6 +581,7 @@ def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | N
     from huggingface_hub import ModelCard
     from sentence_transformers import SentenceTransformer
 
+    from multicsr_core.evaluation.report import STS_COLUMNS
     from multicsr_core.io.corpus import read_corpus
 
     model_dir = Path(model_dir)
@@ -518,7 +624,15 @@ def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | N
     if isinstance(hyper.get("masked_fraction"), float):
         hyper["masked_fraction"] = round(hyper["masked_fraction"], 4)
     sts_table, transfer_table = _sts_tables(results, baseline, name, base_ref or "base model")
+    license, license_text = _model_license(license, base_ref)
+    source = source_data(config)
+    averaged = sts_average_tasks(results)
     facts.update({
+        "license_text": license_text,
+        "corpus_license": corpus_license_text(facts, source),
+        "trained_on_output_note": _TRAINED_ON_OUTPUT_NOTES.get(facts["generator_license_id"]),
+        "sts_average_of": (None if len(averaged) in (0, len(STS_COLUMNS)) else
+                           ", ".join(STS_COLUMNS[key] for key in averaged)),
         "base_model_ref": base_ref,
         "guide_model": t.get("guide_model") if loss in ("paper", "official") else None,
         "pooling": t.get("pooling"),
@@ -540,7 +654,6 @@ def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | N
         "model_ref": model_ref or repo_id or str(model_dir),
         "multicsr_version": _version(),
     })
-    source = source_data(config)
     card_data = MultiCSRModelCardData(
         model_name=model_name, model_id=repo_id, license=license, language="en",
         train_datasets=[], multicsr=facts, model_ref=model_ref or repo_id or str(model_dir),
@@ -625,7 +738,7 @@ def dataset_card_text(schema, provenance: Mapping[str, Any], rows: int, data_fil
     config = provenance.get("config") or {}
     facts = run_facts(config)
     source = source_data(config)
-    license = license or source["license"] or "other"
+    license = license or source["license"] or UNKNOWN_LICENSE
     features = _features_yaml(schema)
     builder = {"hf": "parquet", "simcse-csv": "csv", "jsonl": "json"}[fmt]
     where = repr(repo_id) if repo_id else "'DIR'"
@@ -659,15 +772,6 @@ def dataset_card_text(schema, provenance: Mapping[str, Any], rows: int, data_fil
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
         dataset_info=info,
     )
-    source_text = [f"The premises{'' if facts['generator'] else ' and their x+ / x-'} come from {source['description']}."]
-    if source["license"]:
-        source_text.append(f"License of the source: {source['license']}; this derived corpus carries the same "
-                           f"license (`{license}`).")
-    else:
-        source_text.append(f"License: `{license}` (the source's license is not known to multicsr: check it).")
-    if facts["generator"]:
-        terms = f" ({facts['generator_license']})" if facts.get("generator_license") else ""
-        source_text.append(f"Generated text is subject to the terms of use of the generator `{facts['generator']}`{terms}.")
     card = DatasetCard.from_template(
         card_data, template_path=str(TEMPLATES / "dataset_card.md"), pretty_name=pretty,
         d={**facts, "rows": rows, "selection": selection, "data_file": data_file,
@@ -675,7 +779,7 @@ def dataset_card_text(schema, provenance: Mapping[str, Any], rows: int, data_fil
                                   "simcse-csv": "SimCSE's training CSV: sent0, sent1, hard_neg",
                                   "jsonl": "JSON Lines, one row per line"}[fmt],
            "load_snippet": load_snippet, "funnel": dict(funnel), "columns": columns,
-           "source_description": " ".join(source_text), "config_hash": provenance.get("config_hash"),
+           "source_description": corpus_license_text(facts, source, license), "config_hash": provenance.get("config_hash"),
            "config_yaml": _config_yaml(config), "citation": MULTICSR_CITATION},
     )
     return card.content

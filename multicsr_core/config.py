@@ -113,6 +113,10 @@ class ScoringConfig(_Section):
         None, ge=1, description="the API model's context in tokens (scorer=openai, and generation.backend=openai): "
                                 "a prompt over it (less max_tokens) is rejected as prompt_too_long, never sent; "
                                 "counted as `multicsr estimate` counts. None: no check")
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="the request field of the reply-length limit (API scoring, and generation.backend="
+                                  "openai; direct and Batch API): max_completion_tokens for reasoning models (o-series, "
+                                  "gpt-5), which refuse max_tokens; max_tokens for servers that know only it")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (never stored)")
     api_key_secret_block: str | None = Field(None, description="Prefect Secret block name holding the API key")
     concurrency: int = Field(16, ge=1)

@@ -21,7 +21,10 @@ Errors no rerun can fix, in OpenAI's own JSON shape (``{"error": {"message", "ty
 "code"}}``, see :func:`openai_error`): ``auth_401`` (``invalid_api_key``), ``forbidden_403``
 (a project without access to the model), ``model_404`` (``model_not_found``), ``context_400``
 (``context_length_exceeded``), ``param_400`` (an unsupported request parameter),
-``quota_429`` (``insufficient_quota``: no credit left); and ``503`` (overloaded, retryable).
+``quota_429`` (``insufficient_quota``: no credit left), ``max_tokens_400`` (a reasoning model refusing
+``max_tokens``: "Use 'max_completion_tokens' instead"); and ``503`` (overloaded, retryable).
+``refuse_max_tokens=True`` answers every request whose body carries ``max_tokens`` with that 400, as
+OpenAI's reasoning models (o-series, gpt-5) do; they take ``max_completion_tokens``.
 Server-wide, ``api_key="sk-..."`` answers every request without that bearer key with the 401,
 and ``models=("test-model",)`` answers a request for any other model with the 404, as
 api.openai.com does; both can be changed while the server runs (a test's "fix").
@@ -42,7 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 FAULTS = ("429", "500", "400", "timeout", "malformed", "non_numeric", "empty_choices", "null_content", "html",
-          "auth_401", "forbidden_403", "model_404", "context_400", "param_400", "quota_429", "503")
+          "auth_401", "forbidden_403", "model_404", "context_400", "param_400", "quota_429", "503", "max_tokens_400")
 SCORE_TOKENS = tuple("012345")
 
 
@@ -96,6 +99,10 @@ def openai_error(kind: str, *, model: str = "test-model", api_key: str = "", par
         return 400, {"error": {"message": f"Invalid value for '{param}': integer above maximum value. Expected a value "
                                           "<= 5, but got 10 instead.",
                                "type": "invalid_request_error", "param": param, "code": "integer_above_max_value"}}
+    if kind == "max_tokens_400":  # OpenAI's words to a reasoning model's request with max_tokens
+        return 400, {"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                                          "'max_completion_tokens' instead.",
+                               "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}
     if kind == "quota_429":
         return 429, {"error": {"message": "You exceeded your current quota, please check your plan and billing "
                                           "details. For more information on this error, read the docs: "
@@ -107,7 +114,8 @@ def openai_error(kind: str, *, model: str = "test-model", api_key: str = "", par
     raise ValueError(f"no OpenAI error shape for {kind!r}")
 
 
-OPENAI_ERRORS = ("auth_401", "forbidden_403", "model_404", "context_400", "param_400", "quota_429", "503")
+OPENAI_ERRORS = ("auth_401", "forbidden_403", "model_404", "context_400", "param_400", "quota_429", "503",
+                 "max_tokens_400")
 
 
 def _last_user_message(body: dict) -> str:
@@ -131,6 +139,7 @@ class ChatCompletionsServer:
         timeout_sleep_s: float = 2.0,
         api_key: str | None = None,
         models: tuple[str, ...] | None = None,
+        refuse_max_tokens: bool = False,
     ):
         self.latency_s = latency_s
         self.reply_fn = reply_fn
@@ -139,6 +148,7 @@ class ChatCompletionsServer:
         self.timeout_sleep_s = min(timeout_sleep_s, 30.0)  # a handler never sleeps longer
         self.api_key = api_key  # set: requests without "Bearer <api_key>" get the 401
         self.models = models  # set: requests for another model get the 404
+        self.refuse_max_tokens = refuse_max_tokens  # set: a body with max_tokens gets max_tokens_400
         self.status_counts: Counter[int] = Counter()  # HTTP status of every chat-completions answer
         self.requests: Counter[str] = Counter()  # last user message -> requests received
         self.arrivals: list[tuple[float, str]] = []  # (monotonic time, last user message)
@@ -274,6 +284,8 @@ class ChatCompletionsServer:
         refused = self.key_refused(handler)
         if refused is None and self.models is not None and model not in self.models:
             refused = openai_error("model_404", model=model)
+        if refused is None and self.refuse_max_tokens and "max_tokens" in body:
+            refused = openai_error("max_tokens_400")
         if refused is None and fault in OPENAI_ERRORS:
             refused = openai_error(fault, model=model, api_key=handler.headers.get("Authorization", "")[7:])
         if refused is not None:

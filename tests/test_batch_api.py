@@ -39,11 +39,11 @@ def _pairs(n: int) -> tuple[list[str], list[str]]:
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
-def _scorer(server: BatchAPIServer, workdir: Path, **settings) -> OpenAIScorer:
+def _scorer(server: BatchAPIServer, workdir: Path, max_tokens_field: str = "max_tokens", **settings) -> OpenAIScorer:
     batch = BatchAPISettings(default_state_dir(workdir), poll_interval_s=0.02, **settings)
     backend = OpenAIChatBackend("test-model", cache=ResponseCache(default_cache_path(workdir)),
                                 base_url=server.base_url, api_key=SECRET, max_retries=1, timeout_s=10,
-                                pricing=Pricing(1.0, 2.0), batch_api=batch)
+                                pricing=Pricing(1.0, 2.0), batch_api=batch, max_tokens_field=max_tokens_field)
     return OpenAIScorer(backend)
 
 
@@ -314,3 +314,88 @@ def test_an_endpoint_without_the_batch_api_is_one_line_and_no_key(tmp_path, corp
                               env={**os.environ, "OPENAI_API_KEY": SECRET}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "cannot take --batch-api" in done.stderr and "/v1/files" in done.stderr and SECRET not in done.stderr
+
+
+# -- input files under OpenAI's 200 MB, and the reply-length field -----------------------------
+
+
+def _uploaded_files(server: BatchAPIServer) -> list[bytes]:
+    """The batch input files the server received, in the order they were uploaded."""
+    return [server.files[b["input_file_id"]]["data"] for b in sorted(server.batches.values(),
+                                                                     key=lambda b: b["created_at"])]
+
+
+def test_input_files_are_split_by_bytes_and_every_line_is_answered(tmp_path):
+    """A byte limit that fits a few lines: files under it, each as full as it can be, in order."""
+    premises, hypotheses = _pairs(10)
+    limit = 1_600  # an SNLI scoring line is 500-700 bytes: 2-3 lines a file
+    with BatchAPIServer() as server:
+        scorer = _scorer(server, tmp_path, max_bytes_per_batch=limit)
+        assert [s.score for s in scorer.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
+        assert server.total_requests() == 0
+        files = _uploaded_files(server)
+    assert len(files) >= 4 and all(len(data) <= limit for data in files)
+    for data, following in zip(files, files[1:]):  # cut only where the next line would not fit
+        assert len(data) + len(following.splitlines(keepends=True)[0]) > limit
+    lines = [json.loads(line) for data in files for line in data.splitlines()]
+    assert [_last_user(line["body"]) for line in lines] == [format_scoring_prompt(p, h)
+                                                           for p, h in zip(premises, hypotheses)]
+
+
+def _last_user(body: dict) -> str:
+    return [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+
+
+def test_a_60000_line_scoring_job_at_max_chars_2000_goes_out_in_files_under_200_mb(tmp_path):
+    """The acceptance case, through the whole Batch API path of one call (cache lookup, budget,
+    split, request files, upload, create) against the real server, which refuses files over 200 MB
+    as OpenAI does: 60,000 scoring requests whose sentences have input.max_chars = 2,000 characters
+    (about 4.4 kB a line, 263 MB in all; 50,000 lines would be 218 MB). The batches are held
+    in_progress and the call stops waiting at once: answering 60,000 lines is not what is tested.
+    About 12 s on 2 cores, most of it serializing and hashing 263 MB."""
+    from multicsr_core.config import InputConfig
+    from multicsr_core.llm.batch_api import OPENAI_MAX_FILE_BYTES
+    from multicsr_core.prompts import scoring_messages
+    from multicsr_core.llm.openai_backend import ChatRequest
+
+    max_chars = InputConfig().max_chars
+    assert max_chars == 2000
+    premises, hypotheses = _pairs(20)
+
+    def sentence(i: int, texts: list[str]) -> str:  # distinct, exactly max_chars long
+        return (f"{i}: " + " ".join(texts[i % len(texts)] for _ in range(400)))[:max_chars]
+
+    with BatchAPIServer() as server:
+        server.hold = True
+        scorer = _scorer(server, tmp_path, max_wait_s=0.01)
+        requests = [ChatRequest(scoring_messages(sentence(i, premises), sentence(i, hypotheses)), scorer.params)
+                    for i in range(60_000)]
+        report = scorer.backend.complete(requests)
+        assert report.n_not_requested == 60_000  # still running: collected by the next run
+        sizes = [len(data) for data in _uploaded_files(server)]
+        counts = [data.count(b"\n") for data in _uploaded_files(server)]
+    assert server.batch_creates == len(sizes) >= 2 and sum(counts) == 60_000
+    assert sum(sizes) > 250 * 10**6  # one file of 50,000 lines would be over the limit
+    assert all(size < OPENAI_MAX_FILE_BYTES for size in sizes), sizes  # under 200 MB, however a MB is counted
+
+
+def test_max_completion_tokens_goes_out_in_the_batch_lines(tmp_path):
+    """A reasoning model refuses max_tokens in a batch line as it does directly: with the default
+    field the run stops with one line naming the setting; with max_completion_tokens every line
+    carries it and is answered; the response cache is the same either way."""
+    from multicsr_core.llm.openai_backend import APIParameterRejected
+
+    premises, hypotheses = _pairs(6)
+    with BatchAPIServer(refuse_max_tokens=True) as server:
+        with pytest.raises(APIParameterRejected) as refused:
+            _scorer(server, tmp_path).score_pairs(premises, hypotheses)
+        assert "scoring.max_tokens_field=max_completion_tokens" in str(refused.value)
+        scorer = _scorer(server, tmp_path, max_tokens_field="max_completion_tokens")
+        assert [s.score for s in scorer.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
+        bodies = [json.loads(line)["body"] for line in _uploaded_files(server)[-1].splitlines()]
+        assert len(bodies) == 6 and server.total_requests() == 0
+        assert all(b["max_completion_tokens"] == scorer.params["max_tokens"] and "max_tokens" not in b for b in bodies)
+        # the field is not in the cache key: the same pairs under the default field come from the cache
+        again = _scorer(server, tmp_path)
+        assert [s.score for s in again.score_pairs(premises, hypotheses)] == _expected(premises, hypotheses)
+        assert again.last_report.n_cached == 6 and server.batch_creates == 2

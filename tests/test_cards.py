@@ -29,6 +29,10 @@ def test_training_writes_our_card_and_ordinary_file_modes(trained):
     # the run's real names, not the stock card's placeholders
     assert "sentence_transformers_model_id" not in text and "Unnamed Dataset" not in text
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    # the license: the base model's (all-MiniLM-L6-v2: Apache-2.0); the corpus's source named with its own
+    assert card.data.license == "apache-2.0" and ModelCard(text).data.license == "apache-2.0"
+    assert "**License:** `apache-2.0`: Apache-2.0, the license of the base model `bundled:all-MiniLM-L6-v2`" in text
+    assert "License of the source: cc-by-sa-4.0" in text and "SNLI 1.0" in text
     assert f'SentenceTransformer("{model_dir}")' in text
     assert "Guide model (P_eta, frozen):** `bundled:all-MiniLM-L6-v2`" in text
     assert "none: the run entered at stage 2 with existing triplets" in text  # no generator in this run
@@ -75,6 +79,7 @@ def test_final_evaluation_goes_into_card_and_model_index(trained, tmp_path):
     text = card.content
     assert 'SentenceTransformer("runs/demo/model")' in text and "# Load the trained folder" in text
     assert "SentEval as forked by SimCSE" in text and '"all" setting' in text
+    assert "Avg is the mean of the seven rounded figures" in text and "sts-avg-" not in text
     assert "| demo-snli | 70.12 | 80.00 | 75.50 | 82.25 | 79.00 | 85.00 | 78.00 | 78.55 |" in text
     assert "+2.12" in text  # the delta row against the base model
     assert "| demo-snli | 80.10 | 85.20 | 93.00 | 88.00 | 85.50 | 90.00 | 75.00 | 85.26 |" in text
@@ -111,4 +116,79 @@ def test_dataset_card_yaml_header(trained, tmp_path):
     assert "SNLI 1.0" in card.content and "load_dataset('someone/snli-curated', split='train')" in card.content
     assert f"| kept | {funnel['kept']:,} |" in card.content
     assert "5 * clip(cos, 0, 1)" in card.content and f"hash {cfg.config_hash()}" in card.content
+    # the source and license sentences are the model card's, from the same function
+    from multicsr_core.cards import corpus_license_text, run_facts, source_data
+
+    config = cfg.to_dict()
+    assert corpus_license_text(run_facts(config), source_data(config)) in card.content
     assert pq.read_schema(corpus).names[0] == "premise"
+
+
+@pytest.fixture
+def card_folder(trained, tmp_path):
+    """A copy of the trained folder whose training record a test may rewrite, and its model."""
+    import shutil
+
+    _, trained_dir, _, _ = trained
+    shutil.copytree(trained_dir, tmp_path / "model")
+    return tmp_path / "model", SentenceTransformer(str(trained_dir), device="cpu")
+
+
+def _with_config(model_dir, **sections) -> None:
+    """Rewrite the folder's training record as if the run's config had had ``sections``."""
+    path = model_dir / "multicsr_training.json"
+    record = json.loads(path.read_text())
+    for name, values in sections.items():
+        record["config"][name] = {**record["config"].get(name, {}), **values}
+    path.write_text(json.dumps(record))
+
+
+def test_the_card_license_is_the_base_models_or_says_it_was_not_determined(card_folder, tmp_path, trained):
+    from multicsr_core.cards import model_card_text
+
+    model_dir, model = card_folder
+    # a user's own backbone in a folder whose card declares a license: that license
+    backbone = tmp_path / "my-backbone"
+    backbone.mkdir()
+    (backbone / "README.md").write_text("---\nlicense: mit\n---\n\n# my backbone\n")
+    _with_config(model_dir, training={"base_model": str(backbone)})
+    assert ModelCard(model_card_text(model_dir, model=model)).data.license == "mit"
+    # a backbone whose license nothing on this machine says: `other`, and the card says so and what to do
+    _with_config(model_dir, training={"base_model": "someone/own-backbone"})
+    text = model_card_text(model_dir, model=model)
+    assert ModelCard(text).data.license == "other"
+    assert "the license of the base model `someone/own-backbone` was not determined" in text
+    assert "`multicsr export --license ID`" in text
+    # the publisher's choice wins (multicsr export --license)
+    card = ModelCard(model_card_text(model_dir, model=model, license="cc-by-4.0"))
+    assert card.data.license == "cc-by-4.0" and "`cc-by-4.0` (set by the publisher)" in card.content
+    # a corpus Gemma wrote: the card names the Gemma Terms of Use and their clause on models trained on outputs
+    corpus, _, _, _ = trained
+    _with_config(model_dir, training={"base_model": "bundled:all-MiniLM-L6-v2"},
+                 input={"triplets": None, "premises": str(tmp_path / "snli_premises.txt")},
+                 generation={"llm": "google/gemma-3-270m", "backend": "openai"})
+    card = ModelCard(model_card_text(model_dir, model=model, corpus=corpus))
+    assert card.data.license == "apache-2.0"
+    assert ("Generated text is subject to the terms of use of the generator `google/gemma-3-270m` (the Gemma Terms "
+            "of Use (https://ai.google.dev/gemma/terms))") in card.content
+    assert '"Model Derivatives"' in card.content
+
+
+def test_an_sts_average_of_some_tasks_is_named_by_them(card_folder):
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from multicsr_core.cards import model_card_text
+
+    model_dir, model = card_folder
+    three = {"STS12": 70.0, "STS13": 80.0, "STSBenchmark": 84.0, "avg": 78.0}
+    card = ModelCard(model_card_text(model_dir, results=three, model=model))
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    [average] = [r for r in results if "avg" in r.dataset_type]
+    assert average.dataset_type == "senteval/sts-avg-3" and average.dataset_config == "STS12,STS13,STSBenchmark"
+    assert average.dataset_name == "SentEval STS average of 3 of the 7 tasks (STS12, STS13, STS-B)"
+    assert average.metric_value == 78.0 and len(results) == 4
+    assert "Only STS12, STS13, STS-B ran: Avg is their mean" in card.content
+    # one task: its "average" is that task, not reported as one
+    card = ModelCard(model_card_text(model_dir, results={"STSBenchmark": 84.0, "avg": 84.0}, model=model))
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert [r.dataset_type for r in results] == ["senteval/stsbenchmark"]

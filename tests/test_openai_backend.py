@@ -355,3 +355,37 @@ def test_sigkill_mid_scoring_then_resume(tmp_path):
             if worker.poll() is None:
                 worker.kill()
                 worker.communicate(timeout=30)
+
+
+def test_max_completion_tokens_for_reasoning_models(cache, tmp_path, monkeypatch):
+    """A reasoning model refuses max_tokens (OpenAI's 400 unsupported_parameter): with the default
+    field the call stops at once with one line naming the setting; with scoring.max_tokens_field=
+    max_completion_tokens (the config, through the builder the pipeline uses) every request carries
+    it with the same value; the cache key is the same either way."""
+    from multicsr_core.builders import build_openai_backend
+    from multicsr_core.config import load_config
+    from multicsr_core.llm.openai_backend import APIParameterRejected
+
+    with ChatCompletionsServer(refuse_max_tokens=True) as server:
+        with pytest.raises(APIParameterRejected) as refused:
+            OpenAIScorer(make_backend(server, cache)).score_pairs(PREMISES, HYPOTHESES)
+        message = str(refused.value)
+        assert "max_tokens = 8" in message and "--set scoring.max_tokens_field=max_completion_tokens" in message
+        assert server.total_requests() <= make_backend(server, cache).concurrency  # stopped at the first refusal
+        server.reset_counts()
+
+        monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+        cfg = load_config(None, [{"scoring": {"max_tokens_field": "max_completion_tokens"}}])
+        scorer = OpenAIScorer(build_openai_backend(cfg, tmp_path, "test-model", server.base_url))
+        assert [s.score for s in scorer.score_pairs(PREMISES, HYPOTHESES)] == [float(expected_score(p)) for p in PROMPTS]
+        assert len(server.bodies) == 12
+        assert all(b["max_completion_tokens"] == 8 and "max_tokens" not in b for b in server.bodies)
+        # the field is not in the cache key: the default field finds every reply cached, sends nothing
+        again = OpenAIScorer(build_openai_backend(load_config(), tmp_path, "test-model", server.base_url))
+        assert [s.score for s in again.score_pairs(PREMISES, HYPOTHESES)] == [float(expected_score(p)) for p in PROMPTS]
+        assert again.last_report.n_cached == 12 and len(server.bodies) == 12
+
+    with ChatCompletionsServer() as plain:  # and an endpoint that knows only max_tokens gets max_tokens
+        scorer = OpenAIScorer(make_backend(plain, cache))
+        scorer.score_pairs(PREMISES[:1], HYPOTHESES[:1])
+        assert plain.bodies[0]["max_tokens"] == 8 and "max_completion_tokens" not in plain.bodies[0]

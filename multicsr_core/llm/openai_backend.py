@@ -22,6 +22,14 @@ Design, and which library does what:
   arrives. Items already answered are never requested again; identical requests within a
   batch are sent once.
 
+The reply-length limit: a :class:`ChatRequest` names it ``max_tokens``; the backend sends it under
+``max_tokens_field``. Reasoning models (OpenAI's o-series, gpt-5) refuse ``max_tokens`` and want
+``max_completion_tokens``; many OpenAI-compatible servers (llama.cpp, Ollama, older vLLM) know only
+``max_tokens`` and ignore an unknown field, i.e. would lift the cap without a word, so the default
+stays ``max_tokens`` and a refusal of either name says which setting to change. The name is not
+part of the response-cache key (its value is, as before): it is how the same limit is spelled on
+the wire, and a model that refuses one spelling answers nothing under it.
+
 The API key comes from ``api_key`` or the environment variable ``api_key_env``. It is held
 only by the client object: it is not part of cache keys, cache rows, the fingerprint, log
 lines or error messages (errors are scrubbed of it before they are stored or raised).
@@ -70,6 +78,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOT_REQUESTED = "not_requested"  # the budget cap stopped the run before this item was sent
+# The request-body names of the reply-length limit: the classic one, and the one reasoning models take.
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 DEFAULT_MAX_TOKENS_ESTIMATE = 256  # for budget and TPM estimates when a request sets no max_tokens
 
 # Validates a reply: returns None if usable, else an error message (the item is then failed).
@@ -89,7 +99,8 @@ class ChatRequest:
     """One chat completion to make: the messages and the decoding parameters sent with them.
 
     ``params`` go into the chat-completions request body as they are (``temperature``, ``top_p``,
-    ``max_tokens``, ``stop``, ``logprobs``, ``top_logprobs``, ``seed``...) and into the cache key.
+    ``max_tokens``, ``stop``, ``logprobs``, ``top_logprobs``, ``seed``...) and into the cache key;
+    ``max_tokens`` leaves under the backend's ``max_tokens_field`` (:meth:`OpenAIChatBackend.wire_params`).
     """
 
     messages: Sequence[Mapping[str, str]]
@@ -237,6 +248,15 @@ _KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_*.\-]{2,}[A-Za-z0-9_*]")
 _NO_CLIENT_RETRY = frozenset({400, 401, 403, 404})
 
 
+def logical_params(wire: Mapping[str, Any]) -> dict:
+    """A sent body's parameters as a :class:`ChatRequest` names them (``max_completion_tokens`` back
+    to ``max_tokens``): the inverse of :meth:`OpenAIChatBackend.wire_params`."""
+    params = dict(wire)
+    if "max_completion_tokens" in params and "max_tokens" not in params:
+        params["max_tokens"] = params.pop("max_completion_tokens")
+    return params
+
+
 def _error_fields(error: Any) -> tuple[str, str, str, str]:
     """(code, type, param, message) of an API error body (``{"error": {...}}`` or its inside)."""
     if isinstance(error, Mapping) and isinstance(error.get("error"), Mapping):
@@ -380,6 +400,8 @@ class OpenAIChatBackend:
         requests_per_minute, tokens_per_minute: client-side limits (None: unlimited).
         pricing: USD per million prompt / completion tokens, for cost accounting.
         budget_usd: stop starting requests once this much would be spent (None: no cap).
+        max_tokens_field: the body field the reply-length limit is sent as: ``max_tokens``, or
+            ``max_completion_tokens`` (reasoning models); see the module docstring.
     """
 
     def __init__(
@@ -399,6 +421,7 @@ class OpenAIChatBackend:
         pricing: Pricing = Pricing(),
         budget_usd: float | None = None,
         batch_api: "BatchAPISettings | None" = None,
+        max_tokens_field: str = "max_tokens",
     ):
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -406,6 +429,8 @@ class OpenAIChatBackend:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
         if max_retries < 0 or invalid_reply_retries < 0:
             raise ValueError("max_retries and invalid_reply_retries must not be negative")
+        if max_tokens_field not in MAX_TOKENS_FIELDS:
+            raise ValueError(f"max_tokens_field must be one of {MAX_TOKENS_FIELDS}, not {max_tokens_field!r}")
         key = api_key if api_key is not None else os.environ.get(api_key_env)
         self.api_key_env = api_key_env  # the variable's NAME (error messages say it; never the value)
         self._key_source = "given" if api_key is not None else ("env" if key else "unset")
@@ -426,6 +451,7 @@ class OpenAIChatBackend:
         self.ledger = UsageLedger(pricing, budget_usd)
         self._ssl_context: ssl.SSLContext | None = None
         self.batch_api = batch_api  # set: acomplete goes through the OpenAI Batch API (batch_api.py)
+        self.max_tokens_field = max_tokens_field
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIChatBackend(model={self.model!r}, base_url={redact_url(self.base_url)!r})"
@@ -439,7 +465,20 @@ class OpenAIChatBackend:
         return self.ledger.totals()
 
     def key_for(self, request: ChatRequest) -> str:
+        # the request's own params: the limit's value is in the key, its wire name is not
         return cache_key(self.model, request.messages, request.params)
+
+    def wire_params(self, params: Mapping[str, Any]) -> dict:
+        """``params`` as the request body carries them: ``max_tokens`` under ``max_tokens_field``."""
+        wire = dict(params)
+        if self.max_tokens_field != "max_tokens" and "max_tokens" in wire:
+            wire[self.max_tokens_field] = wire.pop("max_tokens")
+        return wire
+
+    def request_body(self, request: ChatRequest) -> dict:
+        """The chat-completions body of ``request``, the same for a direct request and a Batch API line."""
+        return {"model": self.model, "messages": [dict(message) for message in request.messages],
+                **self.wire_params(request.params)}
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key != "EMPTY" else text
@@ -513,12 +552,15 @@ class OpenAIChatBackend:
                        hint="add credit or use another key, then rerun (replies so far are cached); this is no "
                             "rate limit")
         if cls is APIParameterRejected:
-            value = request.params.get(param) if request is not None and param else None
+            value = self.wire_params(request.params).get(param) if request is not None and param else None
             shown = f" = {value!r}" if value is not None else ""
+            hint = ("change the setting behind it (e.g. --set scoring.top_logprobs=N, or scoring.mode=generate "
+                    "for an endpoint without logprobs)")
+            if param in MAX_TOKENS_FIELDS:  # reasoning models want max_completion_tokens; older servers max_tokens
+                other = next(name for name in MAX_TOKENS_FIELDS if name != param)
+                hint = f"send the reply-length limit as {other}: --set scoring.max_tokens_field={other}"
             return cls(text(f"{at}: model {self.model!r} rejects the request parameter {param or '(unnamed)'}{shown}",
-                            because),
-                       hint="change the setting behind it (e.g. --set scoring.top_logprobs=N, or scoring.mode=generate "
-                            "for an endpoint without logprobs)")
+                            because), hint=hint)
         if cls is ContextLengthExceeded:
             where = f"request {index + 1}{f' of {total}' if total else ''}" if index is not None else "a request"
             prompt = ""
@@ -561,7 +603,7 @@ class OpenAIChatBackend:
         them ourselves.
         """
         spent = [0, 0]
-        body = {"model": self.model, "messages": [dict(message) for message in request.messages], **dict(request.params)}
+        body = self.request_body(request)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(1 + self.invalid_reply_retries),
             wait=wait_exponential(multiplier=0.25, max=4.0),
@@ -597,7 +639,7 @@ class OpenAIChatBackend:
             reply = await self._create(client, request)
             prompt_tokens, completion_tokens = reply.prompt_tokens, reply.completion_tokens
         except openai.APIStatusError as err:
-            permanent = permanent_error_class(err.status_code, err.body, request.params)
+            permanent = permanent_error_class(err.status_code, err.body, self.wire_params(request.params))
             if permanent is None:
                 return self._store_failure(key, stored_request, err)
             # from None: the client's exception holds the request and its headers (the key)
