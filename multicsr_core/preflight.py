@@ -439,7 +439,6 @@ def preflight_run(cfg, workdir: str | Path, prefect_api_url: str | None = None) 
     configured = i.triplets or i.premises
     if configured and "{data_root}" in configured and not expand_path(configured).exists():
         from multicsr_core.config import default_data_root
-
         from multicsr_core.io.download import data_root_hint
 
         raise DataDirError(f"not found under the data root {default_data_root()}", path=expand_path(configured),

@@ -40,8 +40,11 @@ def _option_problems() -> list[str]:
             where = f"{' '.join(path)} {name}"
             if not (getattr(param, "help", None) or "").strip():
                 problems.append(f"{where}: no help text")
-            if getattr(param, "is_bool_flag", False) and not param.secondary_opts and (path[0], name) not in NO_DEFAULT_SHOWN:
-                problems.append(f"{where}: a boolean option without its --no- form")
+            if getattr(param, "is_bool_flag", False):
+                if not param.secondary_opts and (path[0], name) not in NO_DEFAULT_SHOWN:
+                    problems.append(f"{where}: a boolean option without its --no- form")
+                if param.display_type_rich(ctx):
+                    problems.append(f"{where}: --help shows it taking a value ({param.display_type_rich(ctx)})")
             record = param.get_help_record(ctx)
             shown = record is not None and ("default:" in record[1] or param.required)
             if not shown and (path[0], name) not in NO_DEFAULT_SHOWN:

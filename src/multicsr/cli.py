@@ -159,7 +159,7 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _main_options(debug: Annotated[bool, _flag("debug", help="print the traceback of an error "
                                                  "(also MULTICSR_DEBUG=1)")] = False,
-                  version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                  version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, metavar="",
                                                         help="print the version and exit")] = False) -> None:
     """MultiCSR: LLM-built contrastive corpora and sentence-embedding training as one Prefect DAG."""
     if debug:
