@@ -45,6 +45,7 @@ def register(
                                          help="register the cron schedules (the nightly GPU rebuilds) inactive: "
                                               "use --paused where no GPU worker polls the pool")] = False,
     create_pools: Annotated[bool, typer.Option("--create-pools", help="create missing process work pools")] = False,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the server to answer (one just started)")] = 60.0,
 ) -> None:
     """Create or update the deployments on the server PREFECT_API_URL names.
 
@@ -52,13 +53,17 @@ def register(
     its `env` job variable (set MULTICSR_DATA_ROOT and MULTICSR_MODEL_CACHE to choose them).
     """
     from multicsr.deployments.register import register as do_register
+    from multicsr.deployments.register import wait_for_api
     from multicsr.deployments.specs import default_workdir_root
 
-    if not os.environ.get("PREFECT_API_URL"):
-        from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL
 
-        if not PREFECT_API_URL.value():
-            raise typer.BadParameter("no Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
+    url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    if not url:
+        raise typer.BadParameter("no Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
+    if (error := wait_for_api(wait)) is not None:
+        raise typer.BadParameter(f"no Prefect server answers at {url} after {wait:g} s ({error}): "
+                                 "start one (prefect server start) or fix PREFECT_API_URL")
     root = workdir_root.expanduser().resolve() if workdir_root else default_workdir_root()
     ids = do_register(_specs(only), root, set_, cpu_pool=cpu_pool, gpu_pool=gpu_pool, paused=paused,
                       create_pools=create_pools)

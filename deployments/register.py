@@ -16,6 +16,7 @@ runs the flow in a temporary folder, where relative defaults do not point at any
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import yaml
@@ -24,6 +25,20 @@ from multicsr.deployments.specs import (
     CPU_POOL, DEPLOYMENTS, ENTRYPOINT, GPU_POOL, WORKDIR_ROOT_ENV, WORKER_ENV_NAMES, PipelineDeployment,
     deployment_parameters, worker_environment,
 )
+
+
+def wait_for_api(timeout_s: float) -> Exception | None:
+    """Poll the API's /health until it answers or ``timeout_s`` passes; the last error, or None.
+
+    A server started in the background (``prefect server start &``) answers only after some seconds,
+    so a registration right after it would otherwise fail."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while (error := client.api_healthcheck()) is not None and time.monotonic() < deadline:
+            time.sleep(1)
+    return error
 
 
 def ensure_process_pool(name: str) -> bool:
