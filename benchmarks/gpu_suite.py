@@ -12,7 +12,10 @@ one process, with random weights built from configs (no hub access needed):
    weights would otherwise stop at random), so each method does the same work. As in stage 1,
    half the sequences of a batch are entailments and half contradictions of the same premises,
    each direction's prompt being the other's opposite (so T5's encoder sees each prompt once).
-   Also reported: whether w = 0 equals ``generate`` token for token.
+   Also reported: whether w = 0 equals ``generate`` token for token. On the decoder-only model also
+   transformers' classifier-free guidance (``generate(guidance_scale=1/(1-w), negative_prompt_ids=
+   the opposite prompts)``, the library decoder with the same rule, a second forward per step):
+   its time against ours at w, and on how many sequences the tokens are equal.
 2. **Stage 2 scoring** on the same T5 shape: the one-forward scorer
    (``LocalLLMScorer(mode="argmax")`` over :class:`multicsr_core.llm.local.LocalLM`) against
    generate + the official parser (``mode="generate"``), pairs/s, on real scoring prompts over
@@ -200,13 +203,28 @@ def generation_part(name: str, model, sizes: Sizes, device: torch.device, omega:
                                               min_new_tokens=n_tokens, eos_token_ids=[eos], pad_token_id=pad,
                                               decoder_start_token_id=start)
 
+        def hf_cfg():  # transformers' classifier-free guidance configured to the same rule (g = 1 / (1 - w))
+            negative = torch.tensor(opposite, device=device)
+            out = model.generate(input_ids=input_ids, attention_mask=attention, guidance_scale=1.0 / (1.0 - omega),
+                                 negative_prompt_ids=negative, negative_prompt_attention_mask=torch.ones_like(negative),
+                                 do_sample=False, num_beams=1, max_new_tokens=n_tokens, min_new_tokens=n_tokens,
+                                 pad_token_id=pad, eos_token_id=eos)
+            return out[:, input_ids.shape[1]:]
+
+        methods = {"generate": hf_generate, "ours_w0": ours(0.0), f"ours_w{omega}": ours(omega)}
+        if not seq2seq:
+            methods["hf_cfg"] = hf_cfg
         reset_memory(device)
-        seconds, outputs = interleaved({"generate": hf_generate, "ours_w0": ours(0.0), f"ours_w{omega}": ours(omega)},
-                                       sizes.repeats, device, sizes.warmup)
+        seconds, outputs = interleaved(methods, sizes.repeats, device, sizes.warmup)
         reference = outputs["generate"].tolist()
         same = sum(a == b for a, b in zip(reference, outputs["ours_w0"]))
         tokens = batch * n_tokens
-        rows.append({
+        extra = {}
+        if "hf_cfg" in outputs:
+            equal = sum(a == b for a, b in zip(outputs["hf_cfg"].tolist(), outputs[f"ours_w{omega}"]))
+            extra = {"contrast_equals_hf_cfg": f"{equal}/{batch}",
+                     "ours_vs_hf_cfg": seconds[f"ours_w{omega}"] / seconds["hf_cfg"]}
+        rows.append({**extra, 
             "batch_sequences": batch,
             "seconds": seconds,
             "output_tokens_per_s": {k: tokens / v for k, v in seconds.items()},
@@ -362,31 +380,45 @@ def markdown(report: dict) -> str:
              "## Stage 1: generation (bf16 on GPU), time per batch, median", "",
              "| model | batch | generate | ours w=0 | ours w=0.3 | w=0.3 / generate | w=0 == generate | peak MiB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for part in report["generation"].values():
+    failed = [f"{name}: {value['error']}" for name, value in [*report["generation"].items(), *(
+        (k, report[k]) for k in ("scoring", "projection", "training"))] if _failed(value)]
+    generation = [part for part in report["generation"].values() if not _failed(part)]
+    for part in generation:
         for row in part["batches"]:
             s, r = row["seconds"], row["ratio_vs_generate"]
             contrast = next(k for k in s if k.startswith("ours_w") and k != "ours_w0")
             lines.append(f"| {part['model']} | {row['batch_sequences']} | {s['generate']:.3f} s | {s['ours_w0']:.3f} s "
                          f"| {s[contrast]:.3f} s | {r[contrast]:.2f} | {row['w0_equals_generate']} "
                          f"| {row['memory']['mib']:.0f} |")
+    for part in generation:
+        for row in part["batches"]:
+            if "ours_vs_hf_cfg" in row:
+                lines.append(f"\n{part['model']}, batch {row['batch_sequences']}: transformers' CFG (guidance_scale "
+                             f"1/(1-w), opposite prompts as negative prompts) {row['seconds']['hf_cfg']:.3f} s; ours / CFG "
+                             f"{row['ours_vs_hf_cfg']:.2f}; equal tokens {row['contrast_equals_hf_cfg']}")
     sc = report["scoring"]
-    lines += ["", "## Stage 2: scoring", "", "| method | pairs/s | peak MiB |", "| --- | --- | --- |",
-              f"| one forward (argmax) | {sc['pairs_per_s']['one_forward']:.1f} | {sc['memory']['mib']:.0f} |",
-              f"| generate + parse ({sc['generate_max_new_tokens']} tokens) | {sc['pairs_per_s']['generate_parse']:.1f} | |",
-              "", f"generate / one forward: {sc['ratio_generate_vs_one_forward']:.2f}x"]
+    if not _failed(sc):
+        lines += ["", "## Stage 2: scoring", "", "| method | pairs/s | peak MiB |", "| --- | --- | --- |",
+                  f"| one forward (argmax) | {sc['pairs_per_s']['one_forward']:.1f} | {sc['memory']['mib']:.0f} |",
+                  f"| generate + parse ({sc['generate_max_new_tokens']} tokens) | {sc['pairs_per_s']['generate_parse']:.1f} | |",
+                  "", f"generate / one forward: {sc['ratio_generate_vs_one_forward']:.2f}x"]
     pr = report["projection"]
-    lines += ["", "## Projection: 275,601 NLI premises, stages 1 + 2", "",
-              f"stage 1 {pr['stage1_minutes']:.1f} min + stage 2 {pr['stage2_minutes']:.1f} min = "
-              f"**{pr['total_minutes']:.1f} min** (goal <= {pr['goal_minutes']:.0f}: {'met' if pr['meets_goal'] else 'not met'}); "
-              f"assumes {pr['assumes']}."]
+    if not _failed(pr):
+        lines += ["", "## Projection: 275,601 NLI premises, stages 1 + 2", "",
+                  f"stage 1 {pr['stage1_minutes']:.1f} min + stage 2 {pr['stage2_minutes']:.1f} min = "
+                  f"**{pr['total_minutes']:.1f} min** (goal <= {pr['goal_minutes']:.0f}: {'met' if pr['meets_goal'] else 'not met'}); "
+                  f"assumes {pr['assumes']}."]
     tr = report["training"]
-    lines += ["", f"## Stage 3: training step, {tr['model']}, batch {tr['batch']}, seq len {tr['seq_len']}", "",
-              "| loss | s/step | vs unmasked | peak MiB |", "| --- | --- | --- | --- |"]
-    for name, row in tr["losses"].items():
-        lines.append(f"| {name} | {row['seconds_per_step']:.4f} | {row['ratio_vs_unmasked']:.3f} | {row['memory']['mib']:.0f} |")
-    lines += ["", f"masked / unmasked {tr['masked_ratio']:.3f} (goal <= {tr['goal_masked_ratio']}: "
-              f"{'met' if tr['meets_goal'] else 'not met'})", "",
-              f"Memory: {report['meta']['memory_kind']}. Total wall time {report['meta']['total_seconds']:.1f} s."]
+    if not _failed(tr):
+        lines += ["", f"## Stage 3: training step, {tr['model']}, batch {tr['batch']}, seq len {tr['seq_len']}", "",
+                  "| loss | s/step | vs unmasked | peak MiB |", "| --- | --- | --- | --- |"]
+        for name, row in tr["losses"].items():
+            lines.append(f"| {name} | {row['seconds_per_step']:.4f} | {row['ratio_vs_unmasked']:.3f} | {row['memory']['mib']:.0f} |")
+        lines += ["", f"masked / unmasked {tr['masked_ratio']:.3f} (goal <= {tr['goal_masked_ratio']}: "
+                  f"{'met' if tr['meets_goal'] else 'not met'})"]
+    if failed:
+        lines += ["", "## Parts that failed", ""] + [f"- {line}" for line in failed]
+    lines += ["", f"Memory: {report['meta']['memory_kind']}. Total wall time {report['meta']['total_seconds']:.1f} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -416,23 +448,30 @@ def main(argv: list[str] | None = None) -> dict:
     timings = {}
 
     def part(name, fn):
+        """Run one part; a part that fails is recorded (its error) and the others still run, so
+        one missing library on a lent machine does not cost the whole run."""
         t0 = time.perf_counter()
-        value = fn()
+        try:
+            value = fn()
+        except Exception as error:  # noqa: BLE001 - recorded in the report, printed, and the exit code says so
+            value = {"error": f"{type(error).__name__}: {error}"}
+            report.setdefault("failed_parts", []).append(name)
         timings[name] = time.perf_counter() - t0
-        print(f"[gpu_suite] {name}: {timings[name]:.1f} s", flush=True)
+        print(f"[gpu_suite] {name}: {timings[name]:.1f} s" + (f" FAILED {value['error']}" if _failed(value) else ""),
+              flush=True)
         return value
 
-    t5 = part("build T5", lambda: build_t5(sizes, device, dtype))
+    t5 = build_t5(sizes, device, dtype)
     report["generation"] = {"t5": part("generation T5", lambda: generation_part("T5 (Flan-T5-XL shape)", t5, sizes, device, args.omega))}
     report["scoring"] = part("scoring T5", lambda: scoring_part(t5, sizes, device))
     del t5
     reset_memory(device)
-    llama = part("build Llama", lambda: build_llama(sizes, device, dtype))
+    llama = build_llama(sizes, device, dtype)
     report["generation"]["decoder_only"] = part(
         "generation Llama", lambda: generation_part("Llama (3B shape, decoder-only)", llama, sizes, device, args.omega))
     del llama
     reset_memory(device)
-    report["projection"] = projection(report["generation"]["t5"], report["scoring"], args.omega)
+    report["projection"] = part("projection", lambda: projection(report["generation"]["t5"], report["scoring"], args.omega))
     report["training"] = part("training step", lambda: training_part(sizes, device))
     report["meta"]["part_seconds"] = timings
     report["meta"]["total_seconds"] = time.perf_counter() - started
@@ -442,7 +481,13 @@ def main(argv: list[str] | None = None) -> dict:
     table = markdown(report)
     (args.out / "gpu_suite.md").write_text(table, encoding="utf-8")
     print(table, flush=True)
+    if report.get("failed_parts"):
+        raise SystemExit(f"gpu_suite: parts failed: {', '.join(report['failed_parts'])} (errors in gpu_suite.json)")
     return report
+
+
+def _failed(value) -> bool:
+    return isinstance(value, dict) and "error" in value
 
 
 if __name__ == "__main__":

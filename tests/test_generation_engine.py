@@ -163,8 +163,10 @@ def test_both_branches_receive_the_same_token(generator, prompts):
                            **_decode_kwargs(model, tokenizer))
     finally:
         handle.remove()
-    steps = fed if model.config.is_encoder_decoder else fed[1:]  # decoder-only: first call is the prefill
-    assert len(steps) >= 7
+    # 8 new tokens: the first from the prefill, then 7 steps. Decoder-only prefills in one call, or
+    # two when prompts share a prefix (the shared prefixes, then each prompt's rest)
+    steps = fed[-7:]
+    assert len(fed) == 8 if model.config.is_encoder_decoder else len(fed) in (8, 9)
     for tokens in steps:
         assert tokens.shape[1] == 1 and tokens.shape[0] % 2 == 0
         intended_half, opposite_half = tokens.chunk(2)
@@ -339,3 +341,34 @@ def test_bad_arguments(generator, prompts):
         generate_contrastive(model, tokenizer, prompts, do_sample=True, temperature=0)
     with pytest.raises(ValueError, match="opposite"):
         generate_texts(model, tokenizer, ["a"], omega=0.3)
+
+
+def test_shared_prefix_lengths():
+    from multicsr_core.generation.decoding import shared_prefix_lengths
+
+    base = list(range(100, 130))
+    prompts = [base[:20] + [1, 2, 3], base[:20] + [4, 5], base[:12] + [6, 7, 8], [9] * 15,
+               base[:20] + [1, 2, 3, 4], base[:5] + [7]]
+    # the longest prefix shared with any other prompt, leaving one token of its own; under 8 -> none
+    assert shared_prefix_lengths(prompts) == [22, 20, 12, 0, 23, 0]
+    assert shared_prefix_lengths(prompts, min_length=4) == [22, 20, 12, 0, 23, 5]
+
+
+@pytest.mark.parametrize("generator", ["llama", "gpt2"], indirect=True)  # T5's encoder sees whole prompts
+@pytest.mark.parametrize("omega", [0.0, 0.3])
+def test_prompts_sharing_prefixes_of_several_lengths_equal_the_naive_reference(generator, omega):
+    """Shared prefixes run once and each prompt's rest on top ([pad][prefix][pad][rest]): the tokens
+    are those of each prompt decoded alone, unpadded, recomputed from scratch."""
+    arch, model, tokenizer = generator
+    vocab = model.config.vocab_size
+    g = torch.Generator().manual_seed(3)
+    base = torch.randint(5, vocab, (30,), generator=g).tolist()
+    other = lambda n: torch.randint(5, vocab, (n,), generator=g).tolist()  # noqa: E731
+    intended = [base[:20] + other(3), base[:20] + other(7), base[:12] + other(9), other(14), base[:25], base[:24]]
+    opposite = [base[:12] + other(5), other(11), base[:20] + other(2), base[:20] + other(3), other(6), base[:25]]
+    eos = special_token_ids(model, tokenizer)[0]
+    ours = contrastive_decode(model, intended, opposite if omega else None, omega=omega, max_new_tokens=8,
+                              **_decode_kwargs(model, tokenizer))
+    reference = _naive_contrastive(model, tokenizer, intended, opposite, omega, 8, 0, eos)
+    assert ours == reference
+    assert len({tuple(r) for r in ours}) > 3

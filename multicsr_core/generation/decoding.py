@@ -29,7 +29,8 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .processors import ContrastiveLogitsProcessor, TokenSelector, build_logits_processors
 
-__all__ = ["contrastive_decode", "special_token_ids", "model_rows", "Seq2SeqRows", "DecoderOnlyRows"]
+__all__ = ["contrastive_decode", "special_token_ids", "model_rows", "shared_prefix_lengths", "Seq2SeqRows",
+           "DecoderOnlyRows"]
 
 
 def _first_set(name: str, *sources):
@@ -89,16 +90,16 @@ class Seq2SeqRows:
         self.mask = mask.index_select(0, index)
         self.cache = EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
         self.first_tokens = torch.full((len(rows),), start_id, dtype=torch.long, device=device)
+        self.cache_kwarg = "cache" if _accepts(model, "cache") else "past_key_values"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out = self.model(
             encoder_outputs=BaseModelOutput(last_hidden_state=self.hidden),
             attention_mask=self.mask,
             decoder_input_ids=tokens[:, None],
-            past_key_values=self.cache,
             use_cache=True,
+            **{self.cache_kwarg: self.cache},
         )
-        self.cache = out.past_key_values
         return out.logits[:, -1]
 
     def first_logits(self) -> torch.Tensor:
@@ -110,62 +111,106 @@ class Seq2SeqRows:
         self.mask = self.mask.index_select(0, rows)
 
 
-class DecoderOnlyRows:
-    """Left-padded prompts, prefilled once per distinct prompt, then one token per step.
+#: Shortest token prefix worth prefilling once for several prompts (below it the extra forward costs more).
+MIN_SHARED_PREFIX = 8
 
-    With contrast every prompt of a batch is in it twice: a premise's contradiction prompt is the
-    intended row of x- and the opposite row of x+. The prefill (most of the work when prompts are
-    long, e.g. 2-shot prompts) runs on the distinct prompts only, at the batch's full padded width,
-    and the cache rows are then repeated to one per model row: each row's keys, values and first
-    logits are those of its own prompt, as before."""
+
+def shared_prefix_lengths(prompts: Sequence[Sequence[int]], min_length: int = MIN_SHARED_PREFIX) -> list[int]:
+    """For each prompt, the longest token prefix it shares with another prompt of the batch (0 if
+    under ``min_length``), always leaving at least one token of its own.
+
+    Sorted, a prompt's longest common prefix with any other is the longer of those with its two
+    neighbours. Stage 1's prompts share the chat template's system turn, and each instruction of
+    the pool (or each few-shot header) is shared by every premise that drew it."""
+    order = sorted(range(len(prompts)), key=lambda i: tuple(prompts[i]))
+    shared = [0] * len(prompts)
+    for left, right in zip(order, order[1:]):
+        a, b = prompts[left], prompts[right]
+        n = 0
+        limit = min(len(a), len(b))
+        while n < limit and a[n] == b[n]:
+            n += 1
+        shared[left], shared[right] = max(shared[left], n), max(shared[right], n)
+    return [min(n, len(p) - 1) if n >= min_length else 0 for n, p in zip(shared, prompts)]
+
+
+class DecoderOnlyRows:
+    """Prompts prefilled in two parts (shared prefixes once, then each prompt's own rest), then one
+    token per step.
+
+    - With contrast every prompt of a batch is in it twice: a premise's contradiction prompt is the
+      intended row of x- and the opposite row of x+. Only the distinct prompts are prefilled; the
+      cache rows are then repeated to one per model row.
+    - Prompts also share long prefixes (the chat template's system turn, the pool's instructions, a
+      base model's few-shot header). Each distinct shared prefix (``shared_prefix_lengths``) runs once,
+      left-padded among the prefixes; its keys and values are gathered to the prompts that start
+      with it, and each prompt's remaining tokens run on top, left-padded among the rests. A row is
+      laid out ``[pad][prefix][pad][rest]`` with the pads masked and position ids counting only real
+      tokens, so every token sits at the position it has in its unpadded prompt, as in ``generate``.
+
+    The prefill is most of stage 1's work when prompts are long next to the outputs (an ~80-token
+    chat prompt for ~20 new tokens)."""
 
     def __init__(self, model, rows: Sequence[Sequence[int]], pad_id: int):
         self.model = model
+        self.pad_id = pad_id
         distinct: dict[tuple[int, ...], int] = {}
         self.row_to_distinct = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
-        self.ids, self.mask = _pad(list(distinct), pad_id, left=True, device=model.device)
-        self.positions = (self.mask.cumsum(-1) - 1).masked_fill(self.mask == 0, 0)
+        self.prompts = list(distinct)
         self.cache = DynamicCache(config=model.config)
+        self.cache_kwarg = "cache" if _accepts(model, "cache") else "past_key_values"
         self.extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
 
+    def _run(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self.cache_kwarg: self.cache}, **self.extra)
+        return out.logits[:, -1]
+
     def first_logits(self) -> torch.Tensor:
-        out = self.model(
-            input_ids=self.ids,
-            attention_mask=self.mask,
-            position_ids=self.positions,
-            past_key_values=self.cache,
-            use_cache=True,
-            **self.extra,
-        )
-        self.cache = out.past_key_values
-        logits = out.logits[:, -1]
-        if len(self.row_to_distinct) != self.ids.shape[0]:  # some prompts serve several rows
-            index = torch.tensor(self.row_to_distinct, device=self.ids.device)
+        device = self.model.device
+        lengths = shared_prefix_lengths(self.prompts)
+        prefixes: dict[tuple[int, ...], int] = {}
+        prefix_of = [prefixes.setdefault(tuple(p[:n]), len(prefixes)) if n else -1
+                     for p, n in zip(self.prompts, lengths)]
+        if prefixes:
+            # a prompt with no shared prefix takes its first token as its own one-token prefix, so
+            # no row of the prefix forward is all padding
+            for k, (p, n) in enumerate(zip(self.prompts, lengths)):
+                if n == 0:
+                    lengths[k], prefix_of[k] = 1, prefixes.setdefault((p[0],), len(prefixes))
+            ids, mask = _pad(list(prefixes), self.pad_id, left=True, device=device)
+            self._run(ids, mask, _positions(mask))
+            self.cache.batch_select_indices(torch.tensor(prefix_of, device=device))
+            prefix_mask = mask.index_select(0, torch.tensor(prefix_of, device=device))
+        rests = [p[n:] for p, n in zip(self.prompts, lengths)]
+        ids, rest_mask = _pad(rests, self.pad_id, left=True, device=device)
+        offsets = torch.tensor(lengths, device=device)[:, None]
+        positions = (offsets + rest_mask.cumsum(-1) - 1).masked_fill(rest_mask == 0, 0)
+        self.mask = torch.cat([prefix_mask, rest_mask], dim=-1) if prefixes else rest_mask
+        logits = self._run(ids, self.mask, positions)
+        self.positions = positions[:, -1:]
+        if len(self.row_to_distinct) != len(self.prompts):  # some prompts serve several rows
+            index = torch.tensor(self.row_to_distinct, device=device)
             self.cache.batch_select_indices(index)
             self.mask = self.mask.index_select(0, index)
             self.positions = self.positions.index_select(0, index)
             logits = logits.index_select(0, index)
-        self.positions = self.positions[:, -1:]
         return logits
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=-1)
         self.positions = self.positions + 1
-        out = self.model(
-            input_ids=tokens[:, None],
-            attention_mask=self.mask,
-            position_ids=self.positions,
-            past_key_values=self.cache,
-            use_cache=True,
-            **self.extra,
-        )
-        self.cache = out.past_key_values
-        return out.logits[:, -1]
+        return self._run(tokens[:, None], self.mask, self.positions)
 
     def keep(self, rows: torch.Tensor) -> None:
         self.cache.batch_select_indices(rows)
         self.mask = self.mask.index_select(0, rows)
         self.positions = self.positions.index_select(0, rows)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows, as ``generate`` builds them: real tokens count from 0."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
 def model_rows(model, rows: Sequence[Sequence[int]], pad_token_id: int, decoder_start_token_id: int | None = None):
