@@ -36,7 +36,12 @@ def test_tiny_suite_writes_every_measurement(tmp_path):
         assert part["parameters_b"] > 0 and part["omega"] == 0.3
         assert [row["batch_sequences"] for row in part["batches"]] == [4, 8]
         for row in part["batches"]:
-            assert set(row["seconds"]) == {"generate", "ours_w0", "ours_w0.3"}
+            # the decoder-only model also runs transformers' CFG configured to the same rule
+            cfg = {"hf_cfg"} if key == "decoder_only" else set()
+            assert set(row["seconds"]) == {"generate", "ours_w0", "ours_w0.3"} | cfg
+            if cfg:  # float32 on CPU, equal-length prompts: the same tokens as ours at w = 0.3
+                assert row["contrast_equals_hf_cfg"] == f"{row['batch_sequences']}/{row['batch_sequences']}"
+                assert row["ours_vs_hf_cfg"] > 0
             assert all(v > 0 for v in row["seconds"].values())
             assert row["ratio_vs_generate"]["generate"] == 1.0
             # our loop at w = 0 is plain greedy decoding: token for token what generate writes (fp32 on CPU)

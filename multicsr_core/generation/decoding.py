@@ -271,7 +271,7 @@ def contrastive_decode(
 
     device = model.device
     combine = ContrastiveLogitsProcessor(omega)
-    processors = build_logits_processors(eos_token_ids, min_new_tokens, do_sample, temperature, top_k, top_p)
+    processors = build_logits_processors(eos_token_ids, min_new_tokens, do_sample, temperature, top_k, top_p, device)
     select = TokenSelector(do_sample, row_seeds)
     eos = torch.tensor(list(eos_token_ids), device=device)
     terminal = torch.tensor(list(eos_token_ids) + list(stop_token_ids), device=device)

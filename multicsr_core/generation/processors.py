@@ -61,8 +61,9 @@ def build_logits_processors(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    device: str | torch.device = "cpu",
 ) -> LogitsProcessorList:
-    """The processors applied after the contrast step, in ``generate``'s order.
+    """The processors applied after the contrast step, in ``generate``'s order, for scores on ``device``.
 
     ``input_ids`` given to the list must hold only the *new* tokens (prompt length 0), so
     ``MinNewTokensLengthLogitsProcessor`` counts generated tokens for both architectures.
@@ -70,7 +71,8 @@ def build_logits_processors(
     """
     processors = LogitsProcessorList()
     if min_new_tokens > 0:
-        processors.append(MinNewTokensLengthLogitsProcessor(0, min_new_tokens, list(eos_token_ids)))
+        # its EOS ids live on ``device``: torch.isin needs both tensors on the scores' device
+        processors.append(MinNewTokensLengthLogitsProcessor(0, min_new_tokens, list(eos_token_ids), device=str(device)))
     if do_sample:
         if temperature != 1.0:
             processors.append(TemperatureLogitsWarper(temperature))

@@ -50,7 +50,10 @@ def as_guide_matrix(guide_embeddings) -> Tensor:
     """The guide embedding matrix as float32 with unit rows (cosine = dot product)."""
     if guide_embeddings is None:
         raise ValueError("this loss needs guide_embeddings: the (n_sentences, dim) matrix of the frozen guide model")
-    matrix = torch.as_tensor(np.asarray(guide_embeddings, dtype=np.float32))
+    if torch.is_tensor(guide_embeddings):  # may live on the GPU already: numpy cannot read it there
+        matrix = guide_embeddings.detach().to(torch.float32)
+    else:
+        matrix = torch.as_tensor(np.asarray(guide_embeddings, dtype=np.float32))
     if matrix.ndim != 2:
         raise ValueError(f"guide_embeddings must be 2-D (n_sentences, dim), got shape {tuple(matrix.shape)}")
     return torch.nn.functional.normalize(matrix, dim=1)
