@@ -2,6 +2,7 @@
 
     load -> generate -> score -> curate -> train -> evaluate
 
+Each stage's tasks wait for the previous stage's task runs, so the UI draws this graph.
 Every stage is cached by content under the workdir, so the same run again recomputes nothing,
 a changed training setting reruns only train and evaluate, and a crashed run resumes from the
 last finished stage (and, inside stages, from the last finished batch).
@@ -9,6 +10,9 @@ last finished stage (and, inside stages, from the last finished batch).
 What a user reads (``corpus.parquet``, ``model``, the results, ``reports/``, ``run_summary.json``)
 is staged during the run and published together at its end (``tasks/publish.py``): a failed run
 leaves the previous run's outputs as they were.
+
+``overrides`` change single fields for one run (``["input.limit=12"]``, the CLI's ``--set``); a
+deployment run's ``config`` is merged over the deployment's own (``tasks/run_config.py``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from multicsr_core.config import PipelineConfig
 from multicsr.tasks.curate import curate
 from multicsr.tasks.evaluate import evaluate, model_card, publish_comparison
 from multicsr.tasks.generate import generate
+from multicsr.tasks.library_logs import library_output_to_debug
 from multicsr.tasks.load import load_input
 from multicsr.tasks.publish import MANIFEST, Publication
+from multicsr.tasks.run_config import run_config
 from multicsr.tasks.score import check_scoring_failures, score
 from multicsr.tasks.summary import RunSummary
 from multicsr.tasks.termination import sigterm_deadline
@@ -34,16 +39,17 @@ from multicsr.tasks.train import train
 # (one model per process; a CPU or GPU gains nothing from threads fighting over it); the CLI and
 # deployments swap in a DaskTaskRunner to spread shards over workers (one per GPU).
 @flow(name="multicsr-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=1))
-def multicsr_pipeline(config: dict, workdir: str) -> dict:
+def multicsr_pipeline(config: dict, workdir: str, overrides: list[str] | None = None) -> dict:
     """Build a curated contrastive corpus with an LLM, train a sentence encoder on it, evaluate it."""
-    cfg = PipelineConfig.model_validate(config)
+    cfg = run_config(config, overrides)  # validated before any stage runs
     Path(workdir).mkdir(parents=True, exist_ok=True)
     summary = RunSummary(workdir)
     publication = Publication(workdir, cfg)
     staged = publication.staging
     # a SIGTERM (docker stop, a cancel) ends the run in seconds, not after the running shard;
-    # leaving the block without commit() drops what was staged: the published outputs stay as they were
-    with sigterm_deadline(seconds=5), publication:
+    # leaving the block without commit() drops what was staged: the published outputs stay as they were;
+    # the libraries' warnings and bars go to the run's debug log meanwhile
+    with sigterm_deadline(seconds=5), publication, library_output_to_debug():
         with summary.stage("load"):
             data = load_input(cfg, workdir)
         if data["kind"] == "premises":
@@ -65,10 +71,11 @@ def multicsr_pipeline(config: dict, workdir: str) -> dict:
                     rows, baseline = {}, None
                     if cfg.evaluation.evaluate_baseline:
                         baseline = evaluate(cfg.training.base_model, "base:" + cfg.training.base_model, cfg, workdir,
-                                            label="baseline", publish_as="baseline_results.json", publish_dir=staged)
+                                            label="baseline", publish_as="baseline_results.json", publish_dir=staged,
+                                            after=model)
                         rows[f"{cfg.training.base_model} (before)"] = baseline["results"]
                     trained = evaluate(model["stage_path"], model["key"], cfg, workdir, label="trained",
-                                       publish_as="results.json", publish_dir=staged)
+                                       publish_as="results.json", publish_dir=staged, after=model)
                     rows[f"{cfg.name} (after)"] = trained["results"]
                     publication.write_at_commit(model_card(model, trained, baseline, corpus, workdir))
                     comparison = publish_comparison(rows, staged)

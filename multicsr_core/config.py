@@ -324,6 +324,11 @@ def load_config(preset: str | None = None, overrides: list[dict] | None = None) 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a preset must be a mapping of sections")
         data = loaded
+    return resolve_config(data, overrides, source)
+
+
+def resolve_config(data: dict, overrides: list[dict] | None = None, source: str = "config") -> PipelineConfig:
+    """A config mapping <- overrides (dicts, in order), validated once; ``source`` names it in errors."""
     for update in overrides or []:
         data = deep_merge(data, update)
         source += " + overrides"

@@ -15,6 +15,11 @@ A stage file's content hash (:func:`content_hash`) is the hash of its table and 
 provenance that determines it, not of its bytes: the bytes hold a ``created_at``, so a stage
 recomputed with identical content would otherwise re-key (and recompute) everything downstream.
 
+A stage's result carries the Prefect task runs that produced it (:data:`TASK_RUNS`); the next
+stage's tasks wait for them (``wait_for``), so each task run's ``task_inputs`` name its upstream
+runs and the UI draws the pipeline (load -> generate -> score -> curate -> train -> evaluate),
+on a failed run too. Waiting changes no key: ``wait_for`` is not a parameter.
+
 Task results name their files relative to the workdir (:func:`workdir_relative`) and
 :func:`run_cached` / :func:`rebase` turn them back into paths under the *current* workdir, so a
 moved or copied workdir resumes from its cache.
@@ -27,6 +32,9 @@ import inspect
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+from prefect.futures import PrefectFuture
+from prefect.states import State
 
 from multicsr_core.config import stable_hash
 
@@ -64,8 +72,46 @@ def results_dir(workdir: str | Path) -> Path:
     return path
 
 
+# A stage result's key holding the Prefect task runs (as futures) that produced it:
+# the next stage's tasks wait for them, which is what the UI draws as the pipeline's edges.
+TASK_RUNS = "task_runs"
+
+
+def task_runs(*results: dict | None) -> list:
+    """The task runs that produced these stage results: what the next stage waits for (``after``)."""
+    return [run for result in results if result for run in result.get(TASK_RUNS, [])]
+
+
+def produced_by(result: dict, *runs) -> dict:
+    """``result`` marked as the output of the task runs ``runs`` (futures)."""
+    return {**result, TASK_RUNS: list(runs)}
+
+
+class FinishedTaskRun(PrefectFuture):
+    """A task run called directly (it has finished) as a future, to be waited for.
+
+    Prefect names a future's task run in ``task_inputs`` by its id alone. A ``State`` would be
+    searched field by field for results of earlier tasks, and Prefect recognizes those by ``id()``,
+    which a freed result's memory can share with an unrelated object: edges to task runs that are
+    no upstream at all. Plain data: it travels to Dask workers too."""
+
+    def __init__(self, state: State):
+        super().__init__(state.state_details.task_run_id)
+        self._final_state = state
+
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True):
+        return self._final_state.result(raise_on_failure=raise_on_failure)
+
+    def add_done_callback(self, fn) -> None:
+        fn(self)
+
+
 def run_cached(task, workdir: str | Path, output_suffix: str | None = ".parquet",
-               refresh_if: Callable[[Path], bool] | None = None, submit: bool = False, **params):
+               refresh_if: Callable[[Path], bool] | None = None, submit: bool = False, run_name: str | None = None,
+               after: list | tuple = (), **params):
     """Call a content-keyed task with its results stored in the workdir.
 
     The task receives ``output_path``: the content-addressed file (``output_suffix``, or a folder
@@ -74,19 +120,29 @@ def run_cached(task, workdir: str | Path, output_suffix: str | None = ".parquet"
     scoring shard with failed items). With ``submit`` the call goes to the flow's task runner
     and a future comes back (batch families fan out). Pass every parameter explicitly: the key is computed from them here and by
     :func:`content_cache_key`, which must agree.
+
+    ``run_name`` names the task run in the UI (``generate-shard-3-of-8``, ``evaluate-baseline``);
+    ``after`` holds the upstream task runs (:func:`task_runs` of the stage results this call
+    follows): the task waits for them and its ``task_inputs`` name them. Neither enters the key.
+    A direct call returns the result marked with its task run (:func:`produced_by`).
     """
     params = {"workdir": str(workdir), **params}
     options: dict[str, Any] = {"result_storage": results_dir(workdir)}
+    if run_name is not None:
+        # Prefect formats the name with the parameters: braces are literal here
+        options["task_run_name"] = run_name.replace("{", "{{").replace("}", "}}")
     if output_suffix is not None:
         output = stage_output(workdir, task.name, stage_key(task.name, task.fn, params), output_suffix)
         params["output_path"] = str(output)
         if not output.exists() or (refresh_if is not None and refresh_if(output)):
             options["refresh_cache"] = True
     configured = task.with_options(**options)
+    wait_for = list(after) or None
     # submit: hand the call to the flow's task runner (threads, or Dask workers) and return a future
     if submit:
-        return configured.submit(**params)  # rebase the result once gathered (gather_with_progress)
-    return rebase(configured(**params), workdir)
+        return configured.submit(wait_for=wait_for, **params)  # rebase the result once gathered (gather_with_progress)
+    state = configured(**params, wait_for=wait_for, return_state=True)
+    return produced_by(rebase(state.result(), workdir), FinishedTaskRun(state))  # a failed task raises here
 
 
 # Keys of a task result that name files (stored relative to the workdir).

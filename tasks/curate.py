@@ -12,7 +12,7 @@ from multicsr_core.curation import curate_table, curation_funnel
 from multicsr_core.curation_report import write_curation_report
 from multicsr_core.io.corpus import (concat_corpus, make_provenance, read_corpus, read_provenance, with_provenance,
                                     write_parquet_atomic)
-from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
+from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, task_runs, workdir_relative
 
 
 @task(name="curate", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
@@ -37,7 +37,8 @@ def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, 
 
     ``generation_rejects`` (stage 1's reject counts) put the premises and the rows cleaning
     rejected at the head of the published funnel."""
-    result = run_cached(curate_task, workdir, shard_paths=[s["path"] for s in scored_shards],
+    result = run_cached(curate_task, workdir, run_name="curate", after=task_runs(*scored_shards),
+                        shard_paths=[s["path"] for s in scored_shards],
                         shard_hashes=[content_hash(s["path"]) for s in scored_shards],
                         curation_config=cfg.curation.model_dump(mode="json"), swap_mode=swap_mode)
     # Publishing is not cached: it stamps the whole run's config (and its hash) on the copy, while

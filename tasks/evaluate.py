@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from multicsr_core.config import PipelineConfig, expand_path
 from multicsr_core.evaluation.runner import evaluate_model, resolve_senteval_dir, write_results
-from multicsr.tasks.caching import content_cache_key, run_cached, workdir_relative
+from multicsr.tasks.caching import content_cache_key, run_cached, task_runs, workdir_relative
 
 
 def senteval_hash(data_dir: Path) -> str:
@@ -33,12 +33,14 @@ def evaluate_task(workdir: str, output_path: str, source_path: str, model_key: s
 
 
 def evaluate(model_path: str, model_key: str, cfg: PipelineConfig, workdir: str | Path, label: str,
-             publish_as: str, publish_dir: str | Path | None = None) -> dict:
+             publish_as: str, publish_dir: str | Path | None = None, after: dict | None = None) -> dict:
     """Evaluate, then publish ``<publish_dir>/<publish_as>`` (the ``multicsr evaluate`` JSON shape, plus the
     run's config under ``_provenance``; ``publish_dir`` is the run's staging folder, default the
-    workdir) and a Prefect table artifact."""
+    workdir) and a Prefect table artifact. The task run is ``evaluate-<label>`` and waits for the
+    stage result ``after`` (the training)."""
     data_dir = resolve_senteval_dir(expand_path(cfg.evaluation.data_dir))
-    result = run_cached(evaluate_task, workdir, output_suffix=".json", source_path=model_path, model_key=model_key,
+    result = run_cached(evaluate_task, workdir, output_suffix=".json", run_name=f"evaluate-{label}",
+                        after=task_runs(after), source_path=model_path, model_key=model_key,
                         data_dir=str(data_dir), data_hash=senteval_hash(data_dir), tasks=list(cfg.evaluation.tasks),
                         sts_tasks=cfg.evaluation.sts_tasks, batch_size=cfg.evaluation.batch_size, label=label)
     published = Path(publish_dir if publish_dir is not None else workdir) / publish_as

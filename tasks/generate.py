@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import concat_corpus, make_provenance, read_corpus, write_parquet_atomic
 from multicsr_core.stages import generate_rows, generation_fingerprint
-from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
+from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, task_runs, workdir_relative
 from multicsr.tasks.progress import gather_with_progress, stage_progress
 from multicsr.tasks.score import api_client_settings, resolve_api_key
 
@@ -50,16 +50,18 @@ def generate(premises: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
     texts, rows = table.column("premise").to_pylist(), table.column("source_row").to_pylist()
     fingerprint = generation_fingerprint(cfg)
     size = cfg.generation.shard_size
-    shards = []
-    for start in range(0, len(texts), size):
-        shards.append(run_cached(generate_shard_task, workdir, submit=True, premises=texts[start:start + size],
-                                 source_rows=rows[start:start + size], fingerprint=fingerprint,
-                                 generation_config=cfg.generation.model_dump(mode="json"),
-                                 # client settings matter only through an API (and must not re-key local shards)
-                                 scoring_client=api_client_settings(cfg) if cfg.generation.backend == "openai" else {}))
-    shards = gather_with_progress(shards, "generate shards", workdir=workdir)
-    result = run_cached(materialize_task, workdir, shard_paths=[s["path"] for s in shards],
-                        shard_hashes=[content_hash(s["path"]) for s in shards])
+    starts = range(0, len(texts), size)
+    futures = []
+    for number, start in enumerate(starts, start=1):
+        futures.append(run_cached(generate_shard_task, workdir, submit=True, run_name=f"generate-shard-{number}-of-"
+                                  f"{len(starts)}", after=task_runs(premises), premises=texts[start:start + size],
+                                  source_rows=rows[start:start + size], fingerprint=fingerprint,
+                                  generation_config=cfg.generation.model_dump(mode="json"),
+                                  # client settings matter only through an API (and must not re-key local shards)
+                                  scoring_client=api_client_settings(cfg) if cfg.generation.backend == "openai" else {}))
+    shards = gather_with_progress(futures, "generate shards", workdir=workdir)
+    result = run_cached(materialize_task, workdir, run_name="materialize-generated", after=futures,
+                        shard_paths=[s["path"] for s in shards], shard_hashes=[content_hash(s["path"]) for s in shards])
     totals: dict[str, int] = {}
     for s in shards:
         for k, v in s["rejects"].items():

@@ -8,6 +8,7 @@ import pyarrow as pa
 from prefect import get_run_logger, task
 
 from multicsr_core.config import PipelineConfig, expand_path
+from multicsr_core.errors import InputError
 from multicsr_core.io.corpus import PREMISE_SCHEMA, make_provenance, with_provenance, write_parquet_atomic
 from multicsr_core.io.inputs import input_stat, materialize_stream, read_premises, read_triplets
 from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
@@ -35,17 +36,23 @@ def load_triplets_task(workdir: str, output_path: str, source_path: str, source_
     return {"path": workdir_relative(output_path, workdir), "rows": table.num_rows, "stats": stats.as_dict()}
 
 
+def input_source(cfg: PipelineConfig) -> tuple[Path, str]:
+    """The input file the config names and its kind (premises|triplets); naming none is a user error."""
+    if cfg.input.triplets:
+        return expand_path(cfg.input.triplets), "triplets"
+    if cfg.input.premises:
+        return expand_path(cfg.input.premises), "premises"
+    raise InputError("the config names no input", hint="set input.premises or input.triplets (a deployment run: "
+                                                       "overrides=['input.triplets=FILE'])")
+
+
 def load_input(cfg: PipelineConfig, workdir: str | Path) -> dict:
     """Load whichever input the config names; the result dict has ``kind`` premises|triplets."""
-    if cfg.input.triplets:
-        path, task_fn, kind = expand_path(cfg.input.triplets), load_triplets_task, "triplets"
-    elif cfg.input.premises:
-        path, task_fn, kind = expand_path(cfg.input.premises), load_premises_task, "premises"
-    else:
-        raise ValueError("config names no input: set input.premises or input.triplets")
-    input_stat(path, "input.triplets" if kind == "triplets" else "input.premises")  # one line naming what it is
+    path, kind = input_source(cfg)
+    task_fn = load_triplets_task if kind == "triplets" else load_premises_task
+    input_stat(path, f"input.{kind}")  # one line naming what it is
     # a pipe or process substitution is read once into the workdir: the run can then resume from it
     path = materialize_stream(path, Path(workdir) / ".multicsr" / "inputs")
-    result = run_cached(task_fn, workdir, source_path=str(path), source_hash=content_hash(path),
-                        input_config=cfg.input.model_dump(mode="json"))
+    result = run_cached(task_fn, workdir, run_name=f"load-{kind}", source_path=str(path),
+                        source_hash=content_hash(path), input_config=cfg.input.model_dump(mode="json"))
     return {**result, "kind": kind}

@@ -13,9 +13,23 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from multicsr.progress import ProgressReporter
 
 
+def progress_text(done: int, total: int, rate: float, unit: str) -> str:
+    """``"12 of 96 premises, 3.4 premises/s"``; under one a second, the time per item
+    (``"1 of 1 shards, 41 s per shard"``); nothing done yet, no rate."""
+    text = f"{done} of {total} {unit}"
+    if done <= 0 or rate <= 0:
+        return text
+    if rate >= 1:
+        return f"{text}, {rate:.1f} {unit}/s"
+    seconds = 1 / rate
+    per = unit.removesuffix("s") if unit.endswith("s") else unit  # premises -> premise, pairs -> pair
+    return f"{text}, {seconds:.0f} s per {per}" if seconds < 120 else f"{text}, {seconds / 60:.1f} min per {per}"
+
+
 class _ArtifactSink:
-    def __init__(self, key: str, description: str):
-        self.artifact_id = create_progress_artifact(progress=0.0, key=key, description=description)
+    def __init__(self, key: str, stage: str, unit: str):
+        self.stage, self.unit = stage, unit
+        self.artifact_id = create_progress_artifact(progress=0.0, key=key, description=f"{stage}: {unit}")
         self._last = 0.0
 
     def __call__(self, done: int, total: int, rate: float) -> None:
@@ -23,16 +37,16 @@ class _ArtifactSink:
         if total and (done >= total or now - self._last >= 1.0):
             self._last = now
             update_progress_artifact(artifact_id=self.artifact_id, progress=100.0 * done / total,
-                                     description=f"{done}/{total} at {rate:.1f}/s")
+                                     description=f"{self.stage}: {progress_text(done, total, rate, self.unit)}")
 
 
 def stage_progress(stage: str, unit: str = "items") -> ProgressReporter:
     """A progress reporter for one stage task (artifact keys: lowercase letters, digits, dashes)."""
     key = re.sub(r"[^a-z0-9-]+", "-", f"{stage}-progress".lower())
-    return ProgressReporter(stage, unit, sinks=[_ArtifactSink(key, f"{stage}: {unit} done")])
+    return ProgressReporter(stage, unit, sinks=[_ArtifactSink(key, stage, unit)])
 
 
-def _logger():
+def run_logger():
     """The flow run's logger (the Prefect UI and the console), or this module's outside a run."""
     from prefect import get_run_logger
     from prefect.exceptions import MissingContextError
@@ -147,7 +161,7 @@ def gather_with_progress(futures: list, stage: str, unit: str = "shards", workdi
                 _cancel_unstarted(futures)
                 cancelled = sum(1 for f in futures if getattr(_wrapped(f), "cancelled", lambda: False)())
                 if cancelled:
-                    _logger().warning("%s: %d of %d %s not started (one failed with an error no rerun fixes)",
+                    run_logger().warning("%s: %d of %d %s not started (one failed with an error no rerun fixes)",
                                       stage, cancelled, len(futures), unit)
                 raise error
     results = [future.result() for future in futures]

@@ -13,7 +13,8 @@ from multicsr_core.errors import RetryableError
 from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenance, with_provenance, write_parquet_atomic
 from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
 from multicsr_core.stages import scoring_chunk_rows
-from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
+from multicsr.tasks.caching import (content_cache_key, content_hash, produced_by, run_cached, task_runs,
+                                    workdir_relative)
 from multicsr.tasks.progress import ShardFamily, gather_with_progress, stage_progress
 
 
@@ -104,14 +105,17 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
         "training": {k: config["training"][k] for k in ("guide_model", "guide_pooling")},  # the guide scorer
     }
     shards = ShardFamily()  # a shard failing for good (a UserError) cancels the ones not started
-    for start in range(0, rows, cfg.scoring.shard_size):
+    starts = range(0, rows, cfg.scoring.shard_size)
+    for number, start in enumerate(starts, start=1):
         if shards.stopped:
             break
         end = min(start + cfg.scoring.shard_size, rows)
         shards.add(run_cached(score_shard_task, workdir, refresh_if=_has_failures, submit=True,
+                              run_name=f"score-shard-{number}-of-{len(starts)}", after=task_runs(corpus),
                               source_path=corpus["path"], source_hash=source_hash, row_start=start, row_end=end,
                               scorer_fingerprint=fingerprint, config=config_for_key))
-    return gather_with_progress(shards.futures, "score shards", workdir=workdir)
+    results = gather_with_progress(shards.futures, "score shards", workdir=workdir)
+    return [produced_by(result, future) for result, future in zip(results, shards.futures)]
 
 
 def check_scoring_failures(shards: list[dict], cfg: PipelineConfig) -> None:

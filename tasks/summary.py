@@ -60,8 +60,17 @@ class RunSummary:
         summary = {"config_hash": cfg.config_hash(), "stages": self.stages, "funnel": funnel, "llm_usage": usage}
         path = Path(publish_dir if publish_dir is not None else self.workdir) / "run_summary.json"
         path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        rows = [{"stage": k, "seconds": v.get("seconds")} for k, v in self.stages.items()]
-        rows += [{"stage": f"count:{k}", "seconds": None, "value": v} for k, v in funnel.items()]
-        rows += [{"stage": f"llm:{k}", "seconds": None, "value": v} for k, v in usage.items()]
-        create_table_artifact(rows, key="run-summary", description="Time per stage, counts, LLM tokens and cost")
+        rows = [{"section": "time per stage", "item": k, "value": v.get("seconds"), "unit": "s"}
+                for k, v in self.stages.items()]
+        rows += [{"section": "funnel", "item": k, "value": v, "unit": "rows"} for k, v in funnel.items()]
+        rows += [{"section": "LLM usage", "item": k, "value": v, "unit": _usage_unit(k)} for k, v in usage.items()]
+        create_table_artifact(rows, key="run-summary", description="Time per stage (s), the funnel's counts, LLM "
+                                                                   "tokens and cost")
         return str(self.workdir / "run_summary.json")
+
+
+def _usage_unit(key: str) -> str:
+    """The unit of an ``llm_usage`` entry: ``cost_usd`` -> USD, ``*_tokens`` -> tokens, ``replies_*`` -> replies."""
+    if key.endswith("_usd"):
+        return "USD"
+    return "tokens" if key.endswith("_tokens") else "replies"

@@ -11,7 +11,8 @@ from prefect.artifacts import create_table_artifact
 
 from multicsr_core.config import PipelineConfig
 from multicsr_core.stages import train_from_corpus
-from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
+from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, task_runs, workdir_relative
+from multicsr.tasks.library_logs import trainer_log_lines_to_debug
 from multicsr.tasks.progress import stage_progress
 
 
@@ -42,10 +43,12 @@ def train(corpus: dict, cfg: PipelineConfig, workdir: str | Path, publish_dir: s
         data_hash = "no-dev-data"
     # the model depends on the training section and the STS-B dev data (checkpoint selection) only;
     # full_config is handed over for provenance and is not part of the key
-    result = run_cached(train_task, workdir, output_suffix="", source_path=corpus["stage_path"],
-                        corpus_hash=content_hash(corpus["stage_path"]),
-                        training_config=cfg.training.model_dump(mode="json"), data_hash=data_hash,
-                        full_config=cfg.to_dict())
+    with trainer_log_lines_to_debug():
+        result = run_cached(train_task, workdir, output_suffix="", run_name="train", after=task_runs(corpus),
+                            source_path=corpus["stage_path"],
+                            corpus_hash=content_hash(corpus["stage_path"]),
+                            training_config=cfg.training.model_dump(mode="json"), data_hash=data_hash,
+                            full_config=cfg.to_dict())
     publish_dir = Path(publish_dir if publish_dir is not None else workdir)
     link = publish_dir / "model"
     tmp = publish_dir / ".model.tmp-link"

@@ -85,7 +85,11 @@ def drain_prefect_workers() -> None:
 
 
 def task_states(flow_run_id) -> dict:
-    """{task name: Counter of final state names} of one flow run, read back from the Prefect API."""
+    """{task name: Counter of final state names} of one flow run, read back from the Prefect API.
+
+    The pipeline's task runs are named for what they do (``generate-shard-3-of-8``,
+    ``evaluate-baseline``): the task name comes from the run's ``task_key``; other tasks' default
+    run names are ``<task name>-<3 hex>``."""
     from collections import Counter
 
     from prefect.client.orchestration import get_client
@@ -93,10 +97,28 @@ def task_states(flow_run_id) -> dict:
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    names = pipeline_task_names()
     states: dict = {}
     for run in runs:
-        states.setdefault(run.name.rsplit("-", 1)[0], Counter())[run.state.name] += 1
+        states.setdefault(names.get(run.task_key) or run.name.rsplit("-", 1)[0], Counter())[run.state.name] += 1
     return states
+
+
+def pipeline_task_names() -> dict[str, str]:
+    """{task_key: task name} of the tasks in ``multicsr.tasks``."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+
+    import multicsr.tasks as package
+
+    names = {}
+    for module in pkgutil.iter_modules(package.__path__):
+        for obj in vars(importlib.import_module(f"{package.__name__}.{module.name}")).values():
+            if isinstance(obj, Task):
+                names[obj.task_key] = obj.name
+    return names
 
 
 @pytest.fixture(scope="session")

@@ -144,24 +144,50 @@ class WorkerRun:
     workdir: Path
     worker_output: str
     seconds: float
+    parameters: dict  # what the run was started with, over the deployment's
+
+
+# The demo deployment run as an operator changes one run: a partial ``config`` (Prefect replaces
+# the deployment's whole config with it; the flow merges it over the deployment's), ``overrides``
+# in the CLI's --set syntax, and a workdir of its own. 48 of the deployment's 96 triplets in 2
+# scoring shards of 24 (the deployment's shards hold 48).
+DEMO_RUN_LIMIT, DEMO_RUN_SHARD = 48, 24
 
 
 @pytest.fixture(scope="session")
 def demo_worker_run(live_server, tmp_path_factory) -> WorkerRun:
     """The demo deployment (small slice) registered with ``python -m multicsr.deployments``, run by
-    ``prefect worker start --run-once`` on a process pool."""
+    ``prefect worker start --run-once`` on a process pool, with run-time changes (see above)."""
     root = tmp_path_factory.mktemp("deployment-runs")
     env = live_server.env()
     sets = [arg for s in DEMO_SMALL for arg in ("--set", s)]
     run_cli(["multicsr.deployments", "register", "--only", "demo-snli", "--create-pools", "--cpu-pool",
              "ops-test-cpu", "--workdir-root", str(root), *sets], env)
+    parameters = {"config": {"input": {"limit": DEMO_RUN_LIMIT}}, "overrides": [f"scoring.shard_size={DEMO_RUN_SHARD}"],
+                  "workdir": str(tmp_path_factory.mktemp("one-run") / "workdir")}
     with live_server.settings():
         from prefect.deployments import run_deployment
 
-        flow_run = run_deployment("multicsr-pipeline/demo-snli", timeout=0)
+        flow_run = run_deployment("multicsr-pipeline/demo-snli", parameters=parameters, timeout=0)
     start = time.monotonic()
     worker = run_cli(["prefect", "worker", "start", "--pool", "ops-test-cpu", "--run-once"], env, timeout_s=480)
-    return WorkerRun(flow_run.id, root / "demo-snli", worker.stdout + worker.stderr, time.monotonic() - start)
+    return WorkerRun(flow_run.id, Path(parameters["workdir"]), worker.stdout + worker.stderr, time.monotonic() - start,
+                     parameters)
+
+
+def task_graph(flow_run_id) -> dict[str, set[str]]:
+    """{task run name: names of its upstream task runs} of one flow run, from each task run's
+    ``task_inputs`` as the API gives them (what the UI draws as edges; ``__parents__`` is nesting)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    names = {run.id: run.name for run in runs}
+    assert len(set(names.values())) == len(runs), f"task run names repeat: {sorted(names.values())}"
+    return {run.name: {names.get(getattr(i, "id", None), f"<not in this run: {i}>")
+                       for key, inputs in run.task_inputs.items() if key != "__parents__" for i in inputs}
+            for run in runs}
 
 
 @pytest.fixture(scope="session")
@@ -191,6 +217,7 @@ def premises_config(llm_dir: Path, premises: Path, *extra: str) -> dict:
 
 @dataclass
 class IncrementalRuns:
+    first_flow_run_id: object
     workdir: Path
     premises: Path
     llm_dir: Path
@@ -240,7 +267,7 @@ def incremental_runs(live_server, tiny_llm_dir, tmp_path_factory) -> Incremental
                                       (marker, marker)).fetchone()
     finally:
         torch.set_num_threads(threads)
-    return IncrementalRuns(workdir, premises, tiny_llm_dir, first_states, second_states, after_first, new, touched)
+    return IncrementalRuns(first.state_details.flow_run_id, workdir, premises, tiny_llm_dir, first_states, second_states, after_first, new, touched)
 
 
 # --- Postgres from the distribution's packages (the compose topology's database) ---------------

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ import yaml
 
 pytest.register_assert_rewrite("ops_fixtures")
 
-from multicsr_core.config import PipelineConfig, load_config  # noqa: E402
+from multicsr_core.config import PipelineConfig, load_config, parse_override  # noqa: E402
 from multicsr.deployments.register import prefect_yaml  # noqa: E402
 from multicsr.deployments.specs import DEPLOYMENTS, ENTRYPOINT, deployment_parameters  # noqa: E402
 
@@ -113,36 +114,125 @@ def test_prefect_yaml_deploys(live_server, tmp_path):
 
 @pytest.mark.slow
 def test_deployment_runs_through_a_process_worker(demo_worker_run, live_server):
+    """The demo deployment, run by a process worker with a partial ``config``, ``overrides`` and its
+    own workdir: the run used them over the deployment's preset and shows them in its parameters;
+    the UI's graph is the pipeline; artifacts and worker output read well."""
+    import json
+    import re
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from multicsr_core.io.corpus import read_provenance
+    from ops_fixtures import DEMO_RUN_LIMIT, DEMO_RUN_SHARD, task_graph
 
     with live_server.settings(), get_client(sync_client=True) as client:
         run = client.read_flow_run(demo_worker_run.flow_run_id)
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
         deployment = client.read_deployment(run.deployment_id)
+        graph = task_graph(run.id)
+        drawn = client.request("GET", "/flow_runs/{id}/graph-v2", path_params={"id": run.id}).json()
     assert run.state.is_completed(), (run.state, demo_worker_run.worker_output[-3000:])
     assert deployment.name == "demo-snli" and run.work_pool_name == "ops-test-cpu"
+
+    # the run's changes are in its parameters, and took effect over the deployment's preset
+    assert {k: run.parameters[k] for k in ("config", "overrides", "workdir")} == demo_worker_run.parameters
+    workdir = demo_worker_run.workdir
+    assert json.loads((workdir / "run_summary.json").read_text())["funnel"]["total"] == DEMO_RUN_LIMIT
+    preset = load_config("demo-snli")
+    config = read_provenance(workdir / "corpus.parquet")["config"]
+    assert config["input"]["limit"] == DEMO_RUN_LIMIT and config["scoring"]["shard_size"] == DEMO_RUN_SHARD
+    assert config["training"]["base_model"] == preset.training.base_model  # not the library default
+    assert config["training"]["max_steps"] == 2  # the deployment's own --set, kept
+    for name in ("corpus.parquet", "results.json", "baseline_results.json", "run_summary.json"):
+        assert (workdir / name).is_file(), name
+
+    # the graph: each task run's task_inputs name its upstream run; run names say what each does
+    shards = {f"score-shard-{i}-of-{DEMO_RUN_LIMIT // DEMO_RUN_SHARD}" for i in (1, 2)}
+    assert graph == {"load-triplets": set(), **{s: {"load-triplets"} for s in shards}, "curate": shards,
+                     "train": {"curate"}, "evaluate-baseline": {"train"}, "evaluate-trained": {"train"}}, graph
+    # ... and the UI's graph endpoint (graph-v2: nodes as [id, node] pairs) draws those edges
+    labels = {node_id: node["label"] for node_id, node in drawn["nodes"]}
+    edges = {(labels[parent["id"]], node["label"]) for _, node in drawn["nodes"] for parent in node["parents"]}
+    assert edges == {(up, name) for name, ups in graph.items() for up in ups}, edges
+
     kinds = {a.key: a.type for a in artifacts}
     for key in ("curation-funnel", "run-summary", "sts-baseline", "sts-trained", "train-dev-history"):
         assert kinds.get(key) == "table", (key, kinds)
     for key in ("curation-report", "sts-comparison"):
         assert kinds.get(key) == "markdown", (key, kinds)
-    assert "progress" in kinds.values()
     comparison = next(a for a in artifacts if a.key == "sts-comparison")
     assert "STS16" in comparison.data
-    workdir = demo_worker_run.workdir
-    for name in ("corpus.parquet", "results.json", "baseline_results.json", "run_summary.json"):
-        assert (workdir / name).is_file(), name
+    # progress reads "<stage>: 24 of 24 triplets, 31.2 triplets/s" (or "4 s per shard"), never "1/1 at 0.0/s"
+    progress = [a.description for a in artifacts if a.type == "progress"]
+    assert progress
+    for text in progress:
+        assert re.fullmatch(r".+: \d+ of \d+ \w+(, [\d.]+ (\w+/s|s per \w+|min per \w+))?", text), progress
+    # the run summary's columns say what they hold
+    summary = json.loads(next(a for a in artifacts if a.key == "run-summary").data)
+    assert {tuple(row) for row in summary} == {("section", "item", "value", "unit")}
+    assert {"section": "funnel", "item": "total", "value": DEMO_RUN_LIMIT, "unit": "rows"} in summary
+    assert {row["item"] for row in summary if row["section"] == "time per stage"} == {
+        "load", "score", "curate", "train", "evaluate"}
+    # the worker's output holds the stages' lines, not the Trainer's metric dicts or loading bars
+    for noise in ("{'loss'", "{'train_runtime'", "Loading weights", "FutureWarning"):
+        assert noise not in demo_worker_run.worker_output, noise
+    assert "overrides: scoring.shard_size=24" in demo_worker_run.worker_output
 
 
 @pytest.mark.slow
-def test_scheduled_rebuild_costs_only_the_new_batches(incremental_runs):
+def test_a_failed_run_draws_its_graph_too(live_server, tmp_path):
+    """A run whose training fails (no such base model, offline): the graph still reads load ->
+    score -> curate -> train, each task run naming its upstream run in task_inputs."""
+    from multicsr.flows.pipeline import multicsr_pipeline
+    from ops_fixtures import task_graph
+
+    config = load_config("demo-snli", [parse_override(s) for s in (
+        "input.limit=8", "scoring.shard_size=4", "training.base_model=no-such-org/no-such-model")]).to_dict()
+    with live_server.settings():
+        state = multicsr_pipeline(config=config, workdir=str(tmp_path / "run"), return_state=True)
+        assert state.is_failed(), state
+        graph = task_graph(state.state_details.flow_run_id)
+        failed = task_states(state.state_details.flow_run_id)["train"]
+    shards = {"score-shard-1-of-2", "score-shard-2-of-2"}
+    assert graph == {"load-triplets": set(), **{s: {"load-triplets"} for s in shards}, "curate": shards,
+                     "train": {"curate"}}, graph
+    assert failed == Counter(Failed=1)
+
+
+def test_a_run_refuses_a_bad_override_before_any_stage(prefect_server, tmp_path):
+    """overrides are validated with the config, before any stage: one line naming the key."""
+    from multicsr.flows.pipeline import multicsr_pipeline
+    from multicsr_core.errors import UserError
+
+    config = load_config("demo-snli").to_dict()
+    for overrides, message in ((["training.sigmaa=0.8"], "training.sigmaa: unknown key"),
+                               (["input.triplets=null"], "the config names no input")):
+        state = multicsr_pipeline(config=config, workdir=str(tmp_path / "run"), overrides=overrides, return_state=True)
+        assert state.is_failed()
+        with pytest.raises(UserError, match=re.escape(message)):
+            state.result()
+        assert task_states(state.state_details.flow_run_id) == {}, overrides
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_scheduled_rebuild_costs_only_the_new_batches(incremental_runs, live_server):
     """16 premises in 2 shards of 8, then 8 appended: the 2 finished shards come back Cached and
     only the new one generates; scoring reruns over the new corpus file, but the response cache
     answers every old pair, so only the 8 new triplets (16 pairs) reach the LLM."""
     first, second = incremental_runs.first_states, incremental_runs.second_states
     assert first["generate_shard"] == Counter(Completed=2)
+    # the graph of stage 1 -> 2: each shard waits for the load, the join for the shards
+    from ops_fixtures import task_graph
+
+    with live_server.settings():
+        graph = task_graph(incremental_runs.first_flow_run_id)
+    generated = {"generate-shard-1-of-2", "generate-shard-2-of-2"}
+    assert graph == {"load-premises": set(), **{s: {"load-premises"} for s in generated},
+                     "materialize-generated": generated, "score-shard-1-of-1": {"materialize-generated"},
+                     "curate": {"score-shard-1-of-1"}}, graph
     assert second["generate_shard"] == Counter(Cached=2, Completed=1)
     assert second["load_premises"] == Counter(Completed=1)  # the file changed
     from multicsr_core.io.corpus import read_corpus, read_provenance
@@ -308,3 +398,58 @@ def test_server_on_postgres(local_postgres, tmp_path):
 
     runs, artifacts, deployments = asyncio.run(rows())
     assert (runs, artifacts, deployments) == (1, 1, ["demo-offline"])
+
+
+def test_library_output_goes_to_the_debug_log_during_a_run_only(capfd):
+    """In a run: a library FutureWarning, a transformers warning and the Trainer's metric lines are
+    debug lines (outside a flow run: of this module's logger), other stderr text passes on at once;
+    after the run the libraries print as before."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from multicsr.tasks.library_logs import library_output_to_debug, trainer_log_lines_to_debug
+
+    def chatter():
+        warnings.warn("`past_key_values` is deprecated", FutureWarning)
+        logging.getLogger("transformers.modeling_utils").warning("some weights were not used")
+        print({"loss": 0.5, "epoch": 1.0}, file=sys.stderr)
+        print("[train] 2/2 steps", file=sys.stderr)
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.seen: list[tuple[int, str]] = []
+
+        def emit(self, record):
+            self.seen.append((record.levelno, record.getMessage()))
+
+    records, logger = Records(), logging.getLogger("multicsr.tasks.progress")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(records)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    bars = hf_logging.is_progress_bar_enabled()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # pytest's configuration ignores FutureWarning
+            with library_output_to_debug(), trainer_log_lines_to_debug():
+                assert not hf_logging.is_progress_bar_enabled()
+                chatter()
+            assert capfd.readouterr().err == "[train] 2/2 steps\n"
+            debug = [message for levelno, message in records.seen if levelno == logging.DEBUG]
+            assert len(debug) == 3 and debug[0].startswith("FutureWarning: `past_key_values` is deprecated"), debug
+            assert debug[1:] == ["transformers.modeling_utils: some weights were not used",
+                                 "trainer: {'loss': 0.5, 'epoch': 1.0}"]
+            assert hf_logging.is_progress_bar_enabled() == bars
+        with warnings.catch_warnings(record=True) as caught:  # outside a run: the libraries' own behaviour
+            warnings.simplefilter("always")
+            chatter()
+        err = capfd.readouterr().err
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    assert [str(w.message) for w in caught] == ["`past_key_values` is deprecated"]
+    assert "some weights were not used" in err and "{'loss': 0.5" in err
