@@ -51,7 +51,6 @@ def _ensure_pool(server, name: str) -> None:
         ensure_process_pool(name)
 
 
-@pytest.mark.slow
 def test_prefect_yaml_without_the_variables_gives_absolute_paths(live_server, tmp_path):
     """``prefect deploy`` of the repository's prefect.yaml on a machine with no MULTICSR_* variable."""
     home = tmp_path / "home"
