@@ -81,7 +81,9 @@ def worker(checkout: Path, model_path: str, profile_out: Path | None) -> None:
         seconds = time.perf_counter() - started
         reply = {"seconds": seconds,
                  "raw": [[r.entailment_raw, r.contradiction_raw] for r in rows],
-                 "new_tokens": sum(r.entailment_new_tokens + r.contradiction_new_tokens for r in rows)}
+                 # older checkouts do not count decoded tokens (None): the driver uses this checkout's count
+                 "new_tokens": sum(getattr(r, "entailment_new_tokens", 0) + getattr(r, "contradiction_new_tokens", 0)
+                                   for r in rows) if hasattr(rows[0], "entailment_new_tokens") else None}
         if profiler:
             reply["profile"] = profile_parts(profiler, seconds)
         print(json.dumps(reply), flush=True)
@@ -149,14 +151,17 @@ def side_by_side(workers: dict[str, Worker], premises: list[str], batch_size: in
                                       new_tokens=new_tokens)
             seconds[name] += reply["seconds"]
             raw[name] += reply["raw"]
-            tokens[name] += reply["new_tokens"]
+            tokens[name] += reply["new_tokens"] if reply["new_tokens"] is not None else -10**12
         print(f"  {start + len(part)}/{len(premises)} premises: "
               + ", ".join(f"{n} {seconds[n]:.1f} s" for n in names) + f"  (load {loadavg()})", flush=True)
     row = {"premises": len(premises), "batch_size": batch_size, "threads": threads,
            "seconds": {n: round(s, 2) for n, s in seconds.items()},
            "premises_per_s": {n: round(len(premises) / s, 3) for n, s in seconds.items()},
-           "output_tokens_per_s": {n: round(tokens[n] / seconds[n], 1) for n in names},
-           "new_tokens": tokens}
+           # tokens decoded by this checkout (a checkout that does not count them is credited with the same
+           # number: compare its rows' identity below)
+           "output_tokens_per_s": {n: round((tokens[n] if tokens[n] >= 0 else tokens["this"]) / seconds[n], 1)
+                                   for n in names},
+           "new_tokens": tokens["this"]}
     if "baseline" in workers:
         row["speedup_vs_baseline"] = round(seconds["baseline"] / seconds["this"], 3)
         same = sum(a == b for a, b in zip(raw["this"], raw["baseline"]))
