@@ -40,7 +40,13 @@ from multicsr.tasks.train import train
 # deployments swap in a DaskTaskRunner to spread shards over workers (one per GPU).
 @flow(name="multicsr-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def multicsr_pipeline(config: dict, workdir: str, overrides: list[str] | None = None) -> dict:
-    """Build a curated contrastive corpus with an LLM, train a sentence encoder on it, evaluate it."""
+    """Build a curated contrastive corpus with an LLM, train a sentence encoder on it, evaluate it.
+
+    Args:
+        config: the pipeline config (a deployment run's is merged over the deployment's own)
+        workdir: the folder holding the run's caches and outputs
+        overrides: single fields for this run, ``section.key=value`` (``input.limit=12``)
+    """
     cfg = run_config(config, overrides)  # validated before any stage runs
     Path(workdir).mkdir(parents=True, exist_ok=True)
     summary = RunSummary(workdir)

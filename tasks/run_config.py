@@ -15,6 +15,8 @@ once with one line naming it), and the changes against the deployment's config a
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from multicsr_core.config import PipelineConfig, config_diff, deep_merge, parse_override, resolve_config
 from multicsr.tasks.load import input_source
 from multicsr.tasks.progress import run_logger
@@ -40,7 +42,10 @@ def run_config(config: dict, overrides: list[str] | None = None) -> PipelineConf
     source = f"deployment {name}: its config + the run's config" if name else "the flow's config parameter"
     cfg = resolve_config(deep_merge(base, config or {}), [parse_override(s) for s in overrides or []], source)
     input_source(cfg)  # no input: fail now, not at the first stage
-    changed = config_diff(PipelineConfig.model_validate(base), cfg) if name else []
+    try:
+        changed = config_diff(PipelineConfig.model_validate(base), cfg) if name else []
+    except ValidationError:  # a deployment registered under an older schema: the run's config is what counts
+        changed = []
     if changed:
         run_logger().info("config of this run, changed against deployment %s: %s", name,
                           "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed))
