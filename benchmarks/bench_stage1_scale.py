@@ -9,7 +9,7 @@ each checkout, their ratio, and whether every row's raw text is the same. Then t
 hours for 10,000 and 275,601 premises (SimCSE's NLI set) at the best rate, and a profile of where
 one checkout's time goes (``--profile``), by part of stage 1.
 
-    python benchmarks/bench_stage1_scale.py --baseline /path/to/checkout-of-main \\
+    python benchmarks/bench_stage1_scale.py --baseline /path/to/checkout-of-main [/path/to/another] \\
         --premises 1024 --batch-sizes 16 --threads 2 --out runs/scale
     python benchmarks/bench_stage1_scale.py --premises 256 512 --batch-sizes 8 16 32 --threads 1 2 \\
         --out runs/scale-grid            # this checkout only: the scale table
@@ -141,6 +141,7 @@ def side_by_side(workers: dict[str, Worker], premises: list[str], batch_size: in
                  omega: float, new_tokens: int) -> dict:
     """Every worker on the same premises, chunk by chunk, the order alternating per chunk."""
     seconds = {name: 0.0 for name in workers}
+    chunks = {name: [] for name in workers}  # seconds per chunk, to see how load moved the ratio
     raw = {name: [] for name in workers}
     tokens = {name: 0 for name in workers}
     names = list(workers)
@@ -150,6 +151,7 @@ def side_by_side(workers: dict[str, Worker], premises: list[str], batch_size: in
             reply = workers[name].run(premises=part, batch_size=batch_size, threads=threads, omega=omega,
                                       new_tokens=new_tokens)
             seconds[name] += reply["seconds"]
+            chunks[name].append(round(reply["seconds"], 2))
             raw[name] += reply["raw"]
             tokens[name] += reply["new_tokens"] if reply["new_tokens"] is not None else -10**12
         print(f"  {start + len(part)}/{len(premises)} premises: "
@@ -161,13 +163,14 @@ def side_by_side(workers: dict[str, Worker], premises: list[str], batch_size: in
            # number: compare its rows' identity below)
            "output_tokens_per_s": {n: round((tokens[n] if tokens[n] >= 0 else tokens["this"]) / seconds[n], 1)
                                    for n in names},
-           "new_tokens": tokens["this"]}
-    if "baseline" in workers:
-        row["speedup_vs_baseline"] = round(seconds["baseline"] / seconds["this"], 3)
-        same = sum(a == b for a, b in zip(raw["this"], raw["baseline"]))
-        row["identical_rows"] = f"{same}/{len(premises)}"
-        row["differing_rows"] = [{"premise": premises[i], "this": a, "baseline": b}
-                                 for i, (a, b) in enumerate(zip(raw["this"], raw["baseline"])) if a != b][:5]
+           "new_tokens": tokens["this"], "chunk_seconds": chunks}
+    row["speedup"], row["identical_rows"], row["differing_rows"] = {}, {}, {}
+    for name in names[1:]:  # every other checkout against this one
+        row["speedup"][name] = round(seconds[name] / seconds["this"], 3)
+        same = sum(a == b for a, b in zip(raw["this"], raw[name]))
+        row["identical_rows"][name] = f"{same}/{len(premises)}"
+        row["differing_rows"][name] = [{"premise": premises[i], "this": a, name: b}
+                                       for i, (a, b) in enumerate(zip(raw["this"], raw[name])) if a != b][:5]
     return row
 
 
@@ -182,15 +185,14 @@ def markdown(report: dict) -> str:
              f"load average before: {report['load_before']}; after: {report['load_after']}", ""]
     names = report["checkouts"]
     head = "| premises | batch | threads | " + " | ".join(f"{n} s | {n} premises/s | {n} tokens/s" for n in names)
-    if "baseline" in names:
-        head += " | speedup | identical rows"
+    head += "".join(f" | speedup vs {n} | identical rows vs {n}" for n in names[1:])
     lines += [head + " |", "|" + " --- |" * (head.count("|") - 1 + 1)]
     for row in report["rows"]:
         cells = [str(row["premises"]), str(row["batch_size"]), str(row["threads"])]
         for n in names:
             cells += [f"{row['seconds'][n]:.1f}", f"{row['premises_per_s'][n]:.2f}", f"{row['output_tokens_per_s'][n]:.1f}"]
-        if "baseline" in names:
-            cells += [f"{row['speedup_vs_baseline']:.2f}x", row["identical_rows"]]
+        for n in names[1:]:
+            cells += [f"{row['speedup'][n]:.2f}x", row["identical_rows"][n]]
         lines.append("| " + " | ".join(cells) + " |")
     if report.get("projection"):
         p = report["projection"]
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
-    parser.add_argument("--baseline", type=Path, help="a checkout to compare with (e.g. `git worktree` of main)")
+    parser.add_argument("--baseline", type=Path, nargs="+", default=[],
+                        help="checkouts to compare with (e.g. `git worktree add` of main), named by their folder")
     parser.add_argument("--model", default="bundled:smollm2-135m-instruct")
     parser.add_argument("--premises", type=int, nargs="+", default=[1024])
     parser.add_argument("--premises-file", type=Path, default=DEFAULT_PREMISES)
@@ -225,8 +228,9 @@ def main(argv: list[str] | None = None) -> dict:
         return worker(args.worker, args.model_path, None)
     if args.out is None:
         parser.error("--out DIR is required (stage1_scale.json and stage1_scale.md go there)")
-    if args.baseline and not (args.baseline / "multicsr_core" / "generation" / "engine.py").is_file():
-        parser.error(f"--baseline {args.baseline}: not a checkout of this project (no multicsr_core/generation/engine.py)")
+    for checkout in args.baseline:
+        if not (checkout / "multicsr_core" / "generation" / "engine.py").is_file():
+            parser.error(f"--baseline {checkout}: not a checkout of this project (no multicsr_core/generation/engine.py)")
     if not args.premises_file.is_file():
         parser.error(f"--premises-file {args.premises_file}: no such file (one premise per line)")
     sentences = [s.strip() for s in args.premises_file.read_text(encoding="utf-8").splitlines() if s.strip()]
@@ -238,13 +242,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     model_path = str(resolve_model_ref(args.model))
     report = {"model": args.model, "omega": args.omega, "new_tokens": args.new_tokens,
-              "checkouts": ["this"] + (["baseline"] if args.baseline else []),
-              "code": {"this": str(REPO), "baseline": str(args.baseline) if args.baseline else None},
+              "checkouts": ["this"] + [c.resolve().name for c in args.baseline],
+              "code": {"this": str(REPO), **{c.resolve().name: str(c.resolve()) for c in args.baseline}},
               "cpus": os.cpu_count(), "load_before": loadavg(), "rows": []}
     print(f"bench_stage1_scale: load average {report['load_before']}", flush=True)
     workers = {"this": Worker(REPO, model_path)}
-    if args.baseline:
-        workers["baseline"] = Worker(args.baseline.resolve(), model_path)
+    for checkout in args.baseline:
+        workers[checkout.resolve().name] = Worker(checkout.resolve(), model_path)
     try:
         if args.profile:
             report["profiles"] = {}

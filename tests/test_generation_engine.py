@@ -356,10 +356,18 @@ def test_shared_prefix_lengths():
 
 @pytest.mark.parametrize("generator", ["llama", "gpt2"], indirect=True)  # T5's encoder sees whole prompts
 @pytest.mark.parametrize("omega", [0.0, 0.3])
-def test_prompts_sharing_prefixes_of_several_lengths_equal_the_naive_reference(generator, omega):
+def test_prompts_sharing_prefixes_of_several_lengths_equal_the_naive_reference(generator, omega, monkeypatch):
     """Shared prefixes run once and each prompt's rest on top ([pad][prefix][pad][rest]): the tokens
     are those of each prompt decoded alone, unpadded, recomputed from scratch."""
+    from multicsr_core.generation import decoding
+
+    # these short prompts would not halve the prefill's slots: split them whatever it saves, and
+    # count the model calls to see that the prefill ran in two parts
+    monkeypatch.setattr(decoding, "MAX_SPLIT_SLOT_RATIO", 100.0)
+    calls = []
     arch, model, tokenizer = generator
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                             with_kwargs=True)
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(3)
     base = torch.randint(5, vocab, (30,), generator=g).tolist()
@@ -367,8 +375,14 @@ def test_prompts_sharing_prefixes_of_several_lengths_equal_the_naive_reference(g
     intended = [base[:20] + other(3), base[:20] + other(7), base[:12] + other(9), other(14), base[:25], base[:24]]
     opposite = [base[:12] + other(5), other(11), base[:20] + other(2), base[:20] + other(3), other(6), base[:25]]
     eos = special_token_ids(model, tokenizer)[0]
-    ours = contrastive_decode(model, intended, opposite if omega else None, omega=omega, max_new_tokens=8,
-                              **_decode_kwargs(model, tokenizer))
+    try:
+        ours = contrastive_decode(model, intended, opposite if omega else None, omega=omega, max_new_tokens=8,
+                                  **_decode_kwargs(model, tokenizer))
+    finally:
+        handle.remove()
+    # two prefill calls (prefixes, then rests), each narrower than the longest prompt, then steps of one token
+    longest = max(map(len, intended + (opposite if omega else [])))
+    assert calls[1][1] > 1 and calls[0][1] < longest and calls[1][1] < longest and calls[2][1] == 1
     reference = _naive_contrastive(model, tokenizer, intended, opposite, omega, 8, 0, eos)
     assert ours == reference
     assert len({tuple(r) for r in ours}) > 3
