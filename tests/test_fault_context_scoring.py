@@ -356,8 +356,9 @@ def test_a_permanent_error_in_one_shard_starts_no_other_shard_and_is_logged_once
         assert done.returncode == 2, done.stderr[-4000:]
         assert 1 <= server.total_requests() <= 2  # the first shard's requests in flight, nothing after
     lines = done.stderr.splitlines()
-    failed_shards = [line for line in lines if "score_shard" in line and "failed with exception" in line]
-    started = {line.split("'")[1] for line in lines if "Task run 'score_shard" in line}
+    # task runs are named score-shard-N-of-M (the UI's names)
+    failed_shards = [line for line in lines if "score-shard-" in line and "failed with exception" in line]
+    started = {line.split("'")[1] for line in lines if "Task run 'score-shard-" in line}
     assert len(failed_shards) == 1 and len(started) == 1, done.stderr[-4000:]
     assert "3 of 4 shards not started" in done.stderr
     assert lines[-1].startswith("error: ") and "OPENAI_API_KEY" in lines[-1]
