@@ -74,10 +74,13 @@ def library_output_to_debug() -> Iterator[None]:
             warnings.showwarning = _warning_to_debug
             yield
     finally:
+        # each library's bars as they were: transformers' switch also flips huggingface_hub's
         if bars[0]:
             hf_logging.enable_progress_bar()
         if bars[1]:
-            hub_utils.disable_progress_bars()  # they were off before the run
+            hub_utils.disable_progress_bars()
+        else:
+            hub_utils.enable_progress_bars()
         for logger, handlers, propagate in saved:
             logger.removeHandler(relay)
             for handler in handlers:

@@ -458,3 +458,25 @@ def test_library_output_goes_to_the_debug_log_during_a_run_only(capfd):
     # an earlier test's capture stream, so its text is not looked for in this test's stderr)
     assert (list(library.handlers), library.propagate) == library_before
     assert "{'loss': 0.5" in err
+
+
+@pytest.mark.parametrize("transformers_bars, hub_bars", [(True, True), (False, True), (False, False)])
+def test_each_librarys_progress_bars_are_as_before_after_a_run(transformers_bars, hub_bars):
+    """transformers' switch flips huggingface_hub's bars too: after a run each library's bars are as
+    they were before it, also where only huggingface_hub's were on (a download under `multicsr train`)."""
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    from multicsr.tasks.library_logs import library_output_to_debug
+
+    before = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
+    try:
+        (hf_logging.enable_progress_bar if transformers_bars else hf_logging.disable_progress_bar)()
+        (hub_utils.enable_progress_bars if hub_bars else hub_utils.disable_progress_bars)()
+        with library_output_to_debug():
+            assert not hf_logging.is_progress_bar_enabled() and hub_utils.are_progress_bars_disabled()
+        assert (hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()) == \
+            (transformers_bars, hub_bars)
+    finally:
+        (hf_logging.enable_progress_bar if before[0] else hf_logging.disable_progress_bar)()
+        (hub_utils.disable_progress_bars if before[1] else hub_utils.enable_progress_bars)()
