@@ -8,11 +8,11 @@ a changed training setting reruns only train and evaluate, and a crashed run res
 last finished stage (and, inside stages, from the last finished batch).
 
 What a user reads (``corpus.parquet``, ``model``, the results, ``reports/``, ``run_summary.json``)
-is staged during the run and published together at its end (``tasks/publish.py``): a failed run
+is staged during the run and published together at its end (``orchestration/publish.py``): a failed run
 leaves the previous run's outputs as they were.
 
 ``overrides`` change single fields for one run (``["input.limit=12"]``, the CLI's ``--set``); a
-deployment run's ``config`` is merged over the deployment's own (``tasks/run_config.py``).
+deployment run's ``config`` is merged over the deployment's own (``orchestration/run_config.py``).
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from multicsr.orchestration.library_logs import library_output_to_debug
+from multicsr.orchestration.publish import MANIFEST, Publication
+from multicsr.orchestration.run_config import run_config
+from multicsr.orchestration.summary import RunSummary
+from multicsr.orchestration.termination import sigterm_deadline
 from multicsr.tasks.curate import curate
 from multicsr.tasks.evaluate import evaluate, model_card, publish_comparison
 from multicsr.tasks.generate import generate
-from multicsr.tasks.library_logs import library_output_to_debug
 from multicsr.tasks.load import load_input
-from multicsr.tasks.publish import MANIFEST, Publication
-from multicsr.tasks.run_config import run_config
 from multicsr.tasks.score import check_scoring_failures, score
-from multicsr.tasks.summary import RunSummary
-from multicsr.tasks.termination import sigterm_deadline
 from multicsr.tasks.train import train
 
 

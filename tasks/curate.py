@@ -12,18 +12,19 @@ from multicsr_core.curation import curate_table, curation_funnel
 from multicsr_core.curation_report import write_curation_report
 from multicsr_core.io.corpus import (concat_corpus, make_provenance, read_corpus, read_provenance, with_provenance,
                                     write_parquet_atomic)
-from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, task_runs, workdir_relative
+from multicsr.orchestration.caching import (STAGE_TASK, content_hash, run_cached, stage_cache_policy, task_runs,
+                                            workdir_relative)
 
 
-@task(name="curate", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
-def curate_task(workdir: str, output_path: str, shard_paths: list[str], shard_hashes: list[str],
-                curation_config: dict, swap_mode: str) -> dict:
+@task(name="curate", cache_policy=stage_cache_policy("shard_paths"), **STAGE_TASK)
+def curate_task(workdir: str, output_path: str, shard_paths: list[str], curation_config: dict, swap_mode: str) -> dict:
     table = concat_corpus([read_corpus(p) for p in shard_paths])
     c = curation_config
     curated = curate_table(table, rule=c["rule"], alpha=c["alpha"], beta=c["beta"], gamma=c["gamma"],
                            enabled=c["enabled"], swap_mode=swap_mode)
     funnel = curation_funnel(curated)
-    prov = make_provenance("curate", curation=c, swap_mode=swap_mode, funnel=funnel, shards=shard_hashes)
+    prov = make_provenance("curate", curation=c, swap_mode=swap_mode, funnel=funnel,
+                           shards=[content_hash(p) for p in shard_paths])
     write_parquet_atomic(concat_corpus([curated], prov), output_path)
     get_run_logger().info("curation funnel: %s", funnel)
     return {"path": workdir_relative(output_path, workdir), "rows": curated.num_rows, "kept": funnel["kept"],
@@ -33,13 +34,12 @@ def curate_task(workdir: str, output_path: str, shard_paths: list[str], shard_ha
 def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, swap_mode: str,
            publish_dir: str | Path | None = None, generation_rejects: dict | None = None) -> dict:
     """Curate, then publish ``corpus.parquet`` and ``reports/`` into ``publish_dir`` (the run's
-    staging folder, see ``tasks/publish.py``; default the workdir) and the UI artifacts.
+    staging folder, see ``orchestration/publish.py``; default the workdir) and the UI artifacts.
 
     ``generation_rejects`` (stage 1's reject counts) put the premises and the rows cleaning
     rejected at the head of the published funnel."""
     result = run_cached(curate_task, workdir, run_name="curate", after=task_runs(*scored_shards),
                         shard_paths=[s["path"] for s in scored_shards],
-                        shard_hashes=[content_hash(s["path"]) for s in scored_shards],
                         curation_config=cfg.curation.model_dump(mode="json"), swap_mode=swap_mode)
     # Publishing is not cached: it stamps the whole run's config (and its hash) on the copy, while
     # the cached stage file records only what determined it.

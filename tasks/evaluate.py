@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,26 +10,19 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from multicsr_core.config import PipelineConfig, expand_path
 from multicsr_core.evaluation.runner import evaluate_model, resolve_senteval_dir, write_results
-from multicsr.tasks.caching import content_cache_key, run_cached, task_runs, workdir_relative
-from multicsr.tasks.progress import stage_progress
+from multicsr.orchestration.caching import STAGE_TASK, run_cached, stage_cache_policy, task_runs, workdir_relative
+from multicsr.orchestration.progress import stage_progress
 
 
-def senteval_hash(data_dir: Path) -> str:
-    """Content hash of the evaluation files (STS, SICK; transfer sets when evaluated)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(data_dir)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-@task(name="evaluate", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
-def evaluate_task(workdir: str, output_path: str, source_path: str, model_key: str, data_dir: str, data_hash: str,
-                  tasks: list[str], sts_tasks: list[str] | None, batch_size: int, label: str) -> dict:
+# the SentEval folder enters by content; the model by its key (the trained folder's content key,
+# or ``base:<hub id>``): the folder itself gains its model card when the run publishes
+@task(name="evaluate", cache_policy=stage_cache_policy("data_dir", not_keyed=("source_path",)), **STAGE_TASK)
+def evaluate_task(workdir: str, output_path: str, source_path: str, model_key: str, data_dir: str,
+                  evaluation: dict, label: str) -> dict:
     # about a minute per model on a CPU: progress in sentences encoded, like the other stages
     with stage_progress(f"evaluate {label}", "sentences") as progress:
-        results = evaluate_model(source_path, data_dir, tasks=tasks, batch_size=batch_size, sts_tasks=sts_tasks,
-                                 progress=progress)
+        results = evaluate_model(source_path, data_dir, tasks=evaluation["tasks"], batch_size=evaluation["batch_size"],
+                                 sts_tasks=evaluation["sts_tasks"], progress=progress)
     write_results(results, output_path, provenance={"model": source_path, "model_key": model_key, "label": label})
     get_run_logger().info("%s: %s", label, json.dumps(results, default=str))
     return {"path": workdir_relative(output_path, workdir), "results": results}
@@ -42,11 +34,12 @@ def evaluate(model_path: str, model_key: str, cfg: PipelineConfig, workdir: str 
     run's config under ``_provenance``; ``publish_dir`` is the run's staging folder, default the
     workdir) and a Prefect table artifact. The task run is ``evaluate-<label>`` and waits for the
     stage result ``after`` (the training)."""
-    data_dir = resolve_senteval_dir(expand_path(cfg.evaluation.data_dir))
+    e = cfg.evaluation
     result = run_cached(evaluate_task, workdir, output_suffix=".json", run_name=f"evaluate-{label}",
                         after=task_runs(after), source_path=model_path, model_key=model_key,
-                        data_dir=str(data_dir), data_hash=senteval_hash(data_dir), tasks=list(cfg.evaluation.tasks),
-                        sts_tasks=cfg.evaluation.sts_tasks, batch_size=cfg.evaluation.batch_size, label=label)
+                        data_dir=str(resolve_senteval_dir(expand_path(e.data_dir))),
+                        evaluation={"tasks": list(e.tasks), "sts_tasks": e.sts_tasks, "batch_size": e.batch_size},
+                        label=label)
     published = Path(publish_dir if publish_dir is not None else workdir) / publish_as
     write_results(result["results"], published, provenance={"model": model_path, "model_key": model_key, "label": label,
                                                              "config": cfg.to_dict(), "config_hash": cfg.config_hash()})

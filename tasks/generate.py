@@ -10,20 +10,20 @@ from prefect import get_run_logger, task
 
 from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import concat_corpus, make_provenance, read_corpus, write_parquet_atomic
-from multicsr_core.stages import generate_rows, generation_fingerprint
-from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, task_runs, workdir_relative
-from multicsr.tasks.progress import gather_with_progress, stage_progress
+from multicsr_core.pipeline.generate import generate_shard, generation_identity
+from multicsr.orchestration.caching import (STAGE_TASK, content_hash, run_cached, stage_cache_policy, task_runs,
+                                            workdir_relative)
+from multicsr.orchestration.progress import gather_with_progress, stage_progress
 from multicsr.tasks.score import api_client_settings, resolve_api_key
 
-TASK_OPTIONS = dict(cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
 
-
-@task(name="generate_shard", **TASK_OPTIONS)
+# the premises travel inline; the shard runs with a config built from its keyed sections alone
+@task(name="generate_shard", cache_policy=stage_cache_policy(), **STAGE_TASK)
 def generate_shard_task(workdir: str, output_path: str, premises: list[str], source_rows: list[int],
                         fingerprint: dict, generation_config: dict, scoring_client: dict) -> dict:
     cfg = PipelineConfig.model_validate({"generation": generation_config, "scoring": scoring_client})
     with stage_progress(f"generate {len(premises)} premises", "premises") as progress:
-        table, rejects = generate_rows(cfg, premises, source_rows, progress, workdir=workdir,
+        table, rejects = generate_shard(cfg, premises, source_rows, progress, workdir=workdir,
                                        api_key=resolve_api_key(cfg, "generation"))
     prov = make_provenance("generate", generation=fingerprint, generation_rejects=rejects)
     write_parquet_atomic(concat_corpus([table], prov), output_path)
@@ -31,10 +31,10 @@ def generate_shard_task(workdir: str, output_path: str, premises: list[str], sou
     return {"path": workdir_relative(output_path, workdir), "rows": table.num_rows, "rejects": rejects}
 
 
-@task(name="materialize_generated", **TASK_OPTIONS)
-def materialize_task(workdir: str, output_path: str, shard_paths: list[str], shard_hashes: list[str]) -> dict:
+@task(name="materialize_generated", cache_policy=stage_cache_policy("shard_paths"), **STAGE_TASK)
+def materialize_task(workdir: str, output_path: str, shard_paths: list[str]) -> dict:
     table = concat_corpus([read_corpus(p) for p in shard_paths],
-                          make_provenance("materialize_generated", shards=shard_hashes))
+                          make_provenance("materialize_generated", shards=[content_hash(p) for p in shard_paths]))
     write_parquet_atomic(table, output_path)
     return {"path": workdir_relative(output_path, workdir), "rows": table.num_rows}
 
@@ -48,7 +48,7 @@ def generate(premises: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
     """
     table = pq.read_table(premises["path"])
     texts, rows = table.column("premise").to_pylist(), table.column("source_row").to_pylist()
-    fingerprint = generation_fingerprint(cfg)
+    fingerprint = generation_identity(cfg)
     size = cfg.generation.shard_size
     starts = range(0, len(texts), size)
     futures = []
@@ -61,7 +61,7 @@ def generate(premises: dict, cfg: PipelineConfig, workdir: str | Path) -> dict:
                                   scoring_client=api_client_settings(cfg) if cfg.generation.backend == "openai" else {}))
     shards = gather_with_progress(futures, "generate shards", workdir=workdir)
     result = run_cached(materialize_task, workdir, run_name="materialize-generated", after=futures,
-                        shard_paths=[s["path"] for s in shards], shard_hashes=[content_hash(s["path"]) for s in shards])
+                        shard_paths=[s["path"] for s in shards])
     totals: dict[str, int] = {}
     for s in shards:
         for k, v in s["rejects"].items():

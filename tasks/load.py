@@ -7,43 +7,36 @@ from pathlib import Path
 import pyarrow as pa
 from prefect import get_run_logger, task
 
-from multicsr_core.config import PipelineConfig, expand_path
-from multicsr_core.errors import InputError
+from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import PREMISE_SCHEMA, make_provenance, with_provenance, write_parquet_atomic
 from multicsr_core.io.inputs import input_stat, materialize_stream, read_premises, read_triplets
-from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, workdir_relative
+from multicsr.orchestration.caching import STAGE_TASK, content_hash, run_cached, stage_cache_policy, workdir_relative
+from multicsr.orchestration.run_config import input_source
 
-TASK_OPTIONS = dict(cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
+# the input file enters by content; input_config holds the reading rules, not the file's path
+LOAD_POLICY = stage_cache_policy("source_path")
 
 
-@task(name="load_premises", **TASK_OPTIONS)
-def load_premises_task(workdir: str, output_path: str, source_path: str, source_hash: str, input_config: dict) -> dict:
+@task(name="load_premises", cache_policy=LOAD_POLICY, **STAGE_TASK)
+def load_premises_task(workdir: str, output_path: str, source_path: str, input_config: dict) -> dict:
     premise_set = read_premises(source_path, fmt=input_config["premises_format"], column=input_config["column"],
                                 max_chars=input_config["max_chars"], limit=input_config["limit"])
     table = pa.table({"premise": premise_set.premises, "source_row": premise_set.source_rows}, schema=PREMISE_SCHEMA)
-    prov = make_provenance("load_premises", source=source_path, source_sha256=source_hash, stats=premise_set.stats.as_dict())
+    prov = make_provenance("load_premises", source=source_path, source_sha256=content_hash(source_path),
+                           stats=premise_set.stats.as_dict())
     write_parquet_atomic(with_provenance(table, prov), output_path)
     get_run_logger().info("premises from %s: %s", source_path, premise_set.stats.as_dict())
     return {"path": workdir_relative(output_path, workdir), "rows": table.num_rows, "stats": premise_set.stats.as_dict()}
 
 
-@task(name="load_triplets", **TASK_OPTIONS)
-def load_triplets_task(workdir: str, output_path: str, source_path: str, source_hash: str, input_config: dict) -> dict:
+@task(name="load_triplets", cache_policy=LOAD_POLICY, **STAGE_TASK)
+def load_triplets_task(workdir: str, output_path: str, source_path: str, input_config: dict) -> dict:
     table, stats = read_triplets(source_path, max_chars=input_config["max_chars"], limit=input_config["limit"])
-    prov = make_provenance("load_triplets", source=source_path, source_sha256=source_hash, stats=stats.as_dict())
+    prov = make_provenance("load_triplets", source=source_path, source_sha256=content_hash(source_path),
+                           stats=stats.as_dict())
     write_parquet_atomic(with_provenance(table, prov), output_path)
     get_run_logger().info("triplets from %s: %s", source_path, stats.as_dict())
     return {"path": workdir_relative(output_path, workdir), "rows": table.num_rows, "stats": stats.as_dict()}
-
-
-def input_source(cfg: PipelineConfig) -> tuple[Path, str]:
-    """The input file the config names and its kind (premises|triplets); naming none is a user error."""
-    if cfg.input.triplets:
-        return expand_path(cfg.input.triplets), "triplets"
-    if cfg.input.premises:
-        return expand_path(cfg.input.premises), "premises"
-    raise InputError("the config names no input", hint="set input.premises or input.triplets (a deployment run: "
-                                                       "overrides=['input.triplets=FILE'])")
 
 
 def load_input(cfg: PipelineConfig, workdir: str | Path) -> dict:
@@ -54,5 +47,5 @@ def load_input(cfg: PipelineConfig, workdir: str | Path) -> dict:
     # a pipe or process substitution is read once into the workdir: the run can then resume from it
     path = materialize_stream(path, Path(workdir) / ".multicsr" / "inputs")
     result = run_cached(task_fn, workdir, run_name=f"load-{kind}", source_path=str(path),
-                        source_hash=content_hash(path), input_config=cfg.input.model_dump(mode="json"))
+                        input_config=cfg.input.model_dump(mode="json", exclude={"premises", "triplets"}))
     return {**result, "kind": kind}

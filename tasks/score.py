@@ -7,15 +7,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
-from multicsr_core.builders import build_scorer
 from multicsr_core.config import PipelineConfig
 from multicsr_core.errors import RetryableError
 from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenance, with_provenance, write_parquet_atomic
-from multicsr_core.scoring.apply import score_corpus, scoring_outcomes
-from multicsr_core.stages import scoring_chunk_rows
-from multicsr.tasks.caching import (content_cache_key, content_hash, produced_by, run_cached, task_runs,
-                                    workdir_relative)
-from multicsr.tasks.progress import ShardFamily, gather_with_progress, stage_progress
+from multicsr_core.pipeline.components import build_scorer
+from multicsr_core.pipeline.score import score_shard
+from multicsr.orchestration.caching import (STAGE_TASK, produced_by, run_cached, stage_cache_policy, task_runs,
+                                            workdir_relative)
+from multicsr.orchestration.progress import ShardFamily, gather_with_progress, stage_progress
 
 
 class ScoringFailures(RetryableError):  # a RuntimeError: rerunning retries the failed requests
@@ -34,17 +33,17 @@ def resolve_api_key(cfg: PipelineConfig, stage: str = "scoring") -> str | None:
     return Secret.load(cfg.scoring.api_key_secret_block).get()
 
 
-@task(name="score_shard", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
-def score_shard_task(workdir: str, output_path: str, source_path: str, source_hash: str, row_start: int,
-                     row_end: int, scorer_fingerprint: dict, config: dict) -> dict:
+# the corpus enters by content; the shard runs with a config built from its keyed sections alone
+@task(name="score_shard", cache_policy=stage_cache_policy("source_path"), **STAGE_TASK)
+def score_shard_task(workdir: str, output_path: str, source_path: str, row_start: int, row_end: int,
+                     scorer_fingerprint: dict, config: dict) -> dict:
     cfg = PipelineConfig.model_validate(config)
     table = read_corpus(source_path).slice(row_start, row_end - row_start)
     scorer = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg))
     with stage_progress(f"score rows {row_start}-{row_end}", "triplets") as progress:
         # a prompt the server refuses as over the context names its row of source_path
-        scored = score_corpus(table, scorer, progress=progress, chunk_size=scoring_chunk_rows(cfg, table.num_rows),
-                              path=source_path, row_offset=row_start)
-    outcomes = scoring_outcomes(scored)  # failed: transport only (retried); unparsable, prompt_too_long: final
+        scored, outcomes = score_shard(cfg, table, scorer, progress, path=source_path, row_offset=row_start)
+    # failed: transport only (retried); unparsable, prompt_too_long: final
     prov = make_provenance("score", scorer=scorer_fingerprint, rows=[row_start, row_end], **outcomes)
     write_parquet_atomic(with_provenance(scored, prov), output_path)
     if outcomes["failed"]:
@@ -95,7 +94,6 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
     """
     fingerprint = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg)).fingerprint()
     rows = pq.read_metadata(corpus["path"]).num_rows
-    source_hash = content_hash(corpus["path"])
     config = cfg.model_dump(mode="json")
     # Only the parts of the config that scores depend on enter the key: changing a training
     # setting must not re-score.
@@ -112,7 +110,7 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
         end = min(start + cfg.scoring.shard_size, rows)
         shards.add(run_cached(score_shard_task, workdir, refresh_if=_has_failures, submit=True,
                               run_name=f"score-shard-{number}-of-{len(starts)}", after=task_runs(corpus),
-                              source_path=corpus["path"], source_hash=source_hash, row_start=start, row_end=end,
+                              source_path=corpus["path"], row_start=start, row_end=end,
                               scorer_fingerprint=fingerprint, config=config_for_key))
     results = gather_with_progress(shards.futures, "score shards", workdir=workdir)
     return [produced_by(result, future) for result, future in zip(results, shards.futures)]

@@ -9,19 +9,55 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from multicsr_core.config import PipelineConfig
-from multicsr_core.stages import train_from_corpus
-from multicsr.tasks.caching import content_cache_key, content_hash, run_cached, task_runs, workdir_relative
-from multicsr.tasks.library_logs import trainer_log_lines_to_debug
-from multicsr.tasks.progress import stage_progress
+from multicsr_core.config import PipelineConfig, deep_merge, expand_path
+from multicsr_core.evaluation.runner import resolve_senteval_dir
+from multicsr_core.pipeline.train import train_stage
+from multicsr.orchestration.caching import (STAGE_TASK, FileContents, run_cached, stage_cache_policy, task_runs,
+                                            workdir_relative)
+from multicsr.orchestration.library_logs import trainer_log_lines_to_debug
+from multicsr.orchestration.progress import stage_progress
 
 
-@task(name="train", cache_key_fn=content_cache_key, persist_result=True, result_serializer="json")
-def train_task(workdir: str, output_path: str, source_path: str, corpus_hash: str, training_config: dict,
-               data_hash: str, full_config: dict) -> dict:
-    cfg = PipelineConfig.model_validate(full_config)
+def senteval_folder(data_dir: str) -> Path | None:
+    """The SentEval folder ``evaluation.data_dir`` names (its STS-B dev selects the checkpoint);
+    None when there is none (training then selects no checkpoint)."""
+    try:
+        return resolve_senteval_dir(expand_path(data_dir))
+    except FileNotFoundError:
+        return None
+
+
+def training_inputs(cfg: PipelineConfig) -> dict:
+    """What the trained model depends on besides the corpus, as ``train_task``'s keyed parameters,
+    each as the config writes it: the training section, its supervised NLI file and the SentEval
+    folder (these two by content), and the input rule training applies again (``max_chars``)."""
+    return {"training_config": cfg.training.model_dump(mode="json", exclude={"supervised_nli"}),
+            "supervised_nli": cfg.training.supervised_nli, "senteval_dir": cfg.evaluation.data_dir,
+            "max_chars": cfg.input.max_chars}
+
+
+def _training_config(provenance_config: dict, inputs: dict) -> PipelineConfig:
+    """The config training runs with: every value it reads comes from the keyed ``inputs``; the
+    rest of the run's config is provenance (``multicsr_training.json``, the model card)."""
+    keyed = {"training": {**inputs["training_config"], "supervised_nli": inputs["supervised_nli"]},
+             "input": {"max_chars": inputs["max_chars"]}, "evaluation": {"data_dir": inputs["senteval_dir"]}}
+    return PipelineConfig.model_validate(deep_merge(provenance_config, keyed))
+
+
+# the corpus, the supervised NLI file and the SentEval folder enter by content; the run's whole
+# config is provenance only (recorded in the model folder), not a key
+TRAIN_POLICY = stage_cache_policy("source_path", FileContents(("supervised_nli",), locate=expand_path),
+                                  FileContents(("senteval_dir",), locate=senteval_folder),
+                                  not_keyed=("provenance_config",))
+
+
+@task(name="train", cache_policy=TRAIN_POLICY, **STAGE_TASK)
+def train_task(workdir: str, output_path: str, source_path: str, training_config: dict, supervised_nli: str | None,
+               senteval_dir: str, max_chars: int, provenance_config: dict) -> dict:
+    cfg = _training_config(provenance_config, {"training_config": training_config, "supervised_nli": supervised_nli,
+                                               "senteval_dir": senteval_dir, "max_chars": max_chars})
     with stage_progress("train", "steps") as progress:
-        report = train_from_corpus(cfg, source_path, output_path, cache_dir=Path(workdir) / "cache", progress=progress)
+        report = train_stage(cfg, source_path, output_path, cache_dir=Path(workdir) / "cache", progress=progress)
     get_run_logger().info("trained %s: best STS-B dev %s at step %s", output_path, report["best_score"], report["best_step"])
     if report["history"]:
         create_table_artifact(report["history"], key="train-dev-history", description="STS-B dev Spearman x 100 by step")
@@ -29,26 +65,13 @@ def train_task(workdir: str, output_path: str, source_path: str, corpus_hash: st
 
 
 def train(corpus: dict, cfg: PipelineConfig, workdir: str | Path, publish_dir: str | Path | None = None) -> dict:
-    """Train (cached by corpus content + training config + evaluation data), then stage the link
-    ``model`` -> the trained folder in ``publish_dir`` (the run's staging folder; default the
-    workdir). The link is relative to the workdir, where it is published, so a moved workdir
-    keeps a working ``model``."""
-    from multicsr.tasks.evaluate import senteval_hash
-    from multicsr_core.config import expand_path
-    from multicsr_core.evaluation.runner import resolve_senteval_dir
-
-    try:
-        data_hash = senteval_hash(resolve_senteval_dir(expand_path(cfg.evaluation.data_dir)))
-    except FileNotFoundError:
-        data_hash = "no-dev-data"
-    # the model depends on the training section and the STS-B dev data (checkpoint selection) only;
-    # full_config is handed over for provenance and is not part of the key
+    """Train (cached by corpus content + :func:`training_inputs`), then stage the link ``model`` ->
+    the trained folder in ``publish_dir`` (the run's staging folder; default the workdir). The
+    link is relative to the workdir, where it is published, so a moved workdir keeps a working
+    ``model``."""
     with trainer_log_lines_to_debug():
         result = run_cached(train_task, workdir, output_suffix="", run_name="train", after=task_runs(corpus),
-                            source_path=corpus["stage_path"],
-                            corpus_hash=content_hash(corpus["stage_path"]),
-                            training_config=cfg.training.model_dump(mode="json"), data_hash=data_hash,
-                            full_config=cfg.to_dict())
+                            source_path=corpus["stage_path"], **training_inputs(cfg), provenance_config=cfg.to_dict())
     publish_dir = Path(publish_dir if publish_dir is not None else workdir)
     link = publish_dir / "model"
     tmp = publish_dir / ".model.tmp-link"

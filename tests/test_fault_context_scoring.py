@@ -373,7 +373,7 @@ def _shard_flow():
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from multicsr.tasks.progress import ShardFamily, gather_with_progress
+    from multicsr.orchestration.progress import ShardFamily, gather_with_progress
     from multicsr_core.errors import UserError
 
     @task(persist_result=True, result_serializer="json")

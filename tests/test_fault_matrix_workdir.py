@@ -176,7 +176,7 @@ def _card_bytes(workdir: Path) -> dict[str, bytes]:
 # model card's evaluation) raises, as a full disk or a kill at that moment would end the run.
 FAIL_AT_PUBLISH = """
 import sys
-from multicsr.tasks import publish
+from multicsr.orchestration import publish
 def commit(self):
     raise OSError(28, "No space left on device (injected by the test)")
 publish.Publication.commit = commit

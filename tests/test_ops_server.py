@@ -409,7 +409,7 @@ def test_library_output_goes_to_the_debug_log_during_a_run_only(capfd):
 
     from transformers.utils import logging as hf_logging
 
-    from multicsr.tasks.library_logs import library_output_to_debug, trainer_log_lines_to_debug
+    from multicsr.orchestration.library_logs import library_output_to_debug, trainer_log_lines_to_debug
 
     def chatter():
         warnings.warn("`past_key_values` is deprecated", FutureWarning)
@@ -427,7 +427,7 @@ def test_library_output_goes_to_the_debug_log_during_a_run_only(capfd):
 
     library = logging.getLogger("transformers")
     library_before = (list(library.handlers), library.propagate)
-    records, logger = Records(), logging.getLogger("multicsr.tasks.progress")
+    records, logger = Records(), logging.getLogger("multicsr.orchestration.progress")
     level, propagate = logger.level, logger.propagate
     logger.addHandler(records)
     logger.setLevel(logging.DEBUG)
@@ -467,7 +467,7 @@ def test_each_librarys_progress_bars_are_as_before_after_a_run(transformers_bars
     import huggingface_hub.utils as hub_utils
     from transformers.utils import logging as hf_logging
 
-    from multicsr.tasks.library_logs import library_output_to_debug
+    from multicsr.orchestration.library_logs import library_output_to_debug
 
     before = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
     try:

@@ -28,7 +28,7 @@ TRAINER_LOG_LINE = re.compile(r"^\{'[A-Za-z_]+': ")
 
 
 def _debug(message: str, *args) -> None:
-    from multicsr.tasks.progress import run_logger
+    from multicsr.orchestration.progress import run_logger
 
     run_logger().debug(message, *args)
 
@@ -37,7 +37,7 @@ class _ToRunDebugLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if record.levelno >= logging.ERROR:  # an error stays one
-                from multicsr.tasks.progress import run_logger
+                from multicsr.orchestration.progress import run_logger
 
                 run_logger().log(record.levelno, "%s: %s", record.name, record.getMessage())
             else:

@@ -15,11 +15,23 @@ once with one line naming it), and the changes against the deployment's config a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import ValidationError
 
-from multicsr_core.config import PipelineConfig, config_diff, deep_merge, parse_override, resolve_config
-from multicsr.tasks.load import input_source
-from multicsr.tasks.progress import run_logger
+from multicsr_core.config import PipelineConfig, config_diff, deep_merge, expand_path, parse_override, resolve_config
+from multicsr_core.errors import InputError
+from multicsr.orchestration.progress import run_logger
+
+
+def input_source(cfg: PipelineConfig) -> tuple[Path, str]:
+    """The input file the config names and its kind (premises|triplets); naming none is a user error."""
+    if cfg.input.triplets:
+        return expand_path(cfg.input.triplets), "triplets"
+    if cfg.input.premises:
+        return expand_path(cfg.input.premises), "premises"
+    raise InputError("the config names no input", hint="set input.premises or input.triplets (a deployment run: "
+                                                       "overrides=['input.triplets=FILE'])")
 
 
 def deployment_config() -> tuple[str | None, dict]:

@@ -1,4 +1,4 @@
-"""Progress inside a Prefect run: the terminal bar of ``multicsr.progress`` plus a progress
+"""Progress inside a Prefect run: the terminal bar of ``multicsr_core.progress`` plus a progress
 artifact in the UI (0-100), updated at most once a second."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from multicsr.progress import ProgressReporter
+from multicsr_core.progress import ProgressReporter
 
 
 def progress_text(done: int, total: int, rate: float, unit: str) -> str:
@@ -150,7 +150,7 @@ def gather_with_progress(futures: list, stage: str, unit: str = "shards", workdi
     one) lets the other shards finish first, so their work is kept."""
     from prefect.futures import as_completed
 
-    from multicsr.tasks.caching import rebase
+    from multicsr.orchestration.caching import rebase
 
     with stage_progress(stage, unit) as progress:
         progress(0, len(futures))

@@ -1,12 +1,16 @@
 """Content-keyed caching for stage tasks, persisted under the workdir.
 
 Prefect's default cache policy reuses results only within one flow run (api-notes section 1),
-so every stage task here uses an explicit ``cache_key_fn``: a hash of exactly what determines
-the stage's output (the task's source, the content hashes of its input files, the config
-section it reads), never of paths or of the workdir. Results are stored in
-``<workdir>/.multicsr/prefect-results`` (not ``~/.prefect``), and each stage writes its output
-file under ``<workdir>/stages/<task>/<key>...``, a content-addressed name: a cache hit hands
-back a file that is still the right one.
+so every stage task here takes :func:`stage_cache_policy`: Prefect's own ``TASK_SOURCE +
+INPUTS - ...`` over exactly what determines the stage's output, with the files it reads entering
+by content (:class:`FileContents`), never by path, and the parameters that say where to write
+(``workdir``, ``output_path``) left out. A task reads nothing that is not one of its keyed
+parameters: the config a task runs with is built from them alone.
+
+Results are stored in ``<workdir>/.multicsr/prefect-results`` (not ``~/.prefect``), and each
+stage writes its output file under ``<workdir>/stages/<task>/<key>...``, a content-addressed
+name: a cache hit hands back a file that is still the right one. :func:`run_cached` computes
+the key with the task's own policy (the same one Prefect then computes) to name that file.
 
 If a cached output file has been deleted by hand, :func:`run_cached` notices and refreshes that
 task's cache instead of handing back a dangling path.
@@ -28,42 +32,74 @@ moved or copied workdir resumes from its cache.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.futures import PrefectFuture
 from prefect.states import State
+from prefect.utilities.hashing import hash_objects
 
 from multicsr_core.config import stable_hash
 
-# Parameters that say where or how to report, not what to compute.
-NOT_KEYED = {"workdir", "output_path", "source_path", "shard_paths", "data_dir",
-             "full_config"}  # where, not what: content enters as hashes
+# Parameters that say where to write, not what to compute: never part of a key.
+WHERE = ("workdir", "output_path")
 
 
-def _source_hash(fn) -> str:
-    try:
-        source = inspect.getsource(fn)
-    except (OSError, TypeError):
-        source = getattr(fn, "__qualname__", repr(fn))
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
+@dataclass
+class FileContents(CachePolicy):
+    """Keys a task by the content of the files (or folders) its ``parameters`` name: a path, a
+    list of paths, or None (no file). What a stage reads enters its key whatever its path, and a
+    file edited in place re-keys it (:func:`content_hash`, :func:`folder_hash`). ``locate`` turns
+    a parameter's value into the file it names (a config's ``{data_root}/...``; None: no file)."""
+
+    parameters: tuple[str, ...] = ()
+    locate: Callable[[Any], Any] | None = None
+
+    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        if not self.parameters:
+            return None
+        return hash_objects({name: self._contents(inputs.get(name)) for name in self.parameters}, raise_on_failure=True)
+
+    def _contents(self, value):
+        if isinstance(value, (list, tuple)):
+            return [self._contents(v) for v in value]
+        path = self.locate(value) if self.locate is not None and value is not None else value
+        if path is None:
+            return None
+        return folder_hash(path) if Path(path).is_dir() else content_hash(path)
 
 
-def stage_key(task_name: str, fn, params: dict[str, Any]) -> str:
-    keyed = {k: v for k, v in params.items() if k not in NOT_KEYED}
-    return stable_hash({"task": task_name, "source": _source_hash(fn), "params": keyed})[:32]
+def stage_cache_policy(*contents: str | FileContents, not_keyed: tuple[str, ...] = ()) -> CachePolicy:
+    """A stage task's cache policy: its source, its parameters but :data:`WHERE` and ``not_keyed``
+    (provenance), and the parameters named in ``contents`` (paths: a name, or a
+    :class:`FileContents` that locates them) by the content of what they name, not by the path."""
+    policy = TASK_SOURCE + INPUTS
+    for item in contents:
+        files = FileContents(parameters=(item,)) if isinstance(item, str) else item
+        policy = policy + files
+        for name in files.parameters:
+            policy = policy - name
+    for name in (*WHERE, *not_keyed):
+        policy = policy - name
+    return policy
+
+
+# Prefect's task options shared by every stage task: keyed by content, results kept as JSON.
+STAGE_TASK = dict(persist_result=True, result_serializer="json")
+
+
+def stage_key(task, params: dict[str, Any]) -> str:
+    """The key Prefect computes for ``task`` called with ``params`` (its cache policy, out of a run)."""
+    return task.cache_policy.compute_key(task_ctx=SimpleNamespace(task=task), inputs=params, flow_parameters={})
 
 
 def stage_output(workdir: str | Path, task_name: str, key: str, suffix: str = ".parquet") -> Path:
     return Path(workdir) / "stages" / task_name / f"{key}{suffix}"
-
-
-def content_cache_key(context, parameters: dict[str, Any]) -> str:
-    """Prefect ``cache_key_fn``: the task's stage key (see module docstring)."""
-    task = context.task
-    return stage_key(task.name, task.fn, parameters)
 
 
 def results_dir(workdir: str | Path) -> Path:
@@ -118,8 +154,8 @@ def run_cached(task, workdir: str | Path, output_suffix: str | None = ".parquet"
     with ``""``) it must write. When that output is missing the task runs again even if Prefect
     holds a result; likewise when ``refresh_if(output)`` says the output must be redone (a
     scoring shard with failed items). With ``submit`` the call goes to the flow's task runner
-    and a future comes back (batch families fan out). Pass every parameter explicitly: the key is computed from them here and by
-    :func:`content_cache_key`, which must agree.
+    and a future comes back (batch families fan out). Pass every parameter explicitly: the key is
+    computed from them here with the task's cache policy, as Prefect computes it.
 
     ``run_name`` names the task run in the UI (``generate-shard-3-of-8``, ``evaluate-baseline``);
     ``after`` holds the upstream task runs (:func:`task_runs` of the stage results this call
@@ -132,7 +168,7 @@ def run_cached(task, workdir: str | Path, output_suffix: str | None = ".parquet"
         # Prefect formats the name with the parameters: braces are literal here
         options["task_run_name"] = run_name.replace("{", "{{").replace("}", "}}")
     if output_suffix is not None:
-        output = stage_output(workdir, task.name, stage_key(task.name, task.fn, params), output_suffix)
+        output = stage_output(workdir, task.name, stage_key(task, params), output_suffix)
         params["output_path"] = str(output)
         if not output.exists() or (refresh_if is not None and refresh_if(output)):
             options["refresh_cache"] = True
@@ -169,6 +205,8 @@ def rebase(result, workdir: str | Path):
 
 # Provenance keys that say when or how fast, not what: left out of a stage file's content hash.
 VOLATILE_PROVENANCE = {"created_at", "seconds", "timings", "elapsed_s"}
+# A loaded input's path (its content is the table and ``source_sha256``): left out as well.
+PATH_PROVENANCE = {"source"}
 
 
 def _stable_provenance(value):
@@ -193,16 +231,46 @@ def table_hash(path: str | Path) -> str:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     digest = hashlib.sha256(sink.getvalue().to_pybytes())
-    digest.update(stable_hash(_stable_provenance(read_provenance(path))).encode())
+    provenance = {k: v for k, v in read_provenance(path).items() if k not in PATH_PROVENANCE}
+    digest.update(stable_hash(_stable_provenance(provenance)).encode())
     return digest.hexdigest()
+
+
+# A file's hash, remembered while its identity and write time stay the same: a key is computed
+# twice per task (run_cached names the output, Prefect looks the result up), and every shard of
+# a stage reads the same corpus. An edit in place changes the write time, so it is hashed anew.
+_HASHES: dict[tuple, str] = {}
+_HASHES_LOCK = threading.Lock()
+
+
+def _remembered(path: Path, compute: Callable[[Path], str]) -> str:
+    stat = path.stat()
+    identity = (str(path.resolve()), compute.__name__, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _HASHES_LOCK:
+        known = _HASHES.get(identity)
+    if known is None:
+        known = compute(path)
+        with _HASHES_LOCK:
+            _HASHES[identity] = known
+    return known
 
 
 def content_hash(path: str | Path) -> str:
     """What a stage's input is, whatever its path or write time: :func:`table_hash` for Parquet,
     the bytes (:func:`file_hash`) for anything else (a user's text or csv file, a folder's file)."""
-    if Path(path).suffix.lower() in (".parquet", ".pq"):
-        return table_hash(path)
-    return file_hash(path)
+    path = Path(path)
+    return _remembered(path, table_hash if path.suffix.lower() in (".parquet", ".pq") else file_hash)
+
+
+def folder_hash(folder: str | Path) -> str:
+    """A folder's content: every file's name (relative to the folder) and bytes, in name order
+    (the SentEval data: STS, SICK, the transfer sets)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(_remembered(path, file_hash).encode())
+    return digest.hexdigest()
 
 
 def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
