@@ -140,7 +140,7 @@ def main() -> None:
 
     import torch
 
-    from multicsr_core.builders import cached_guide
+    from multicsr_core.pipeline.components import cached_guide
     from multicsr_core.llm.local import LocalLM
     from multicsr_core.models import resolve_model_ref
     from multicsr_core.scoring.guide import GuideScorer

@@ -313,7 +313,7 @@ def _generation_prompts(g: Mapping[str, Any]) -> tuple[dict[str, list[str]], str
     got one in place of the configured set (``stages.generation_prompt_set``)."""
     from multicsr_core.config import PipelineConfig
     from multicsr_core.prompts import resolve_prompt_set
-    from multicsr_core.stages import generation_prompt_set
+    from multicsr_core.pipeline.generate import generation_prompt_set
 
     name = g.get("prompt_set") or "syncse-pool"
     try:

@@ -17,7 +17,8 @@ def trained(tmp_path_factory):
     from multicsr_core.config import load_config
     from multicsr_core.curation import curate_table, curation_funnel
     from multicsr_core.io.corpus import read_corpus, with_provenance, write_parquet_atomic
-    from multicsr_core.stages import score_corpus_file, train_from_corpus
+    from multicsr_core.pipeline.score import score_stage
+    from multicsr_core.pipeline.train import train_stage
 
     tmp = tmp_path_factory.mktemp("tiny-run")
     lines = (SHARED_DATA / "nli" / "snli_devtest_for_simcse.csv").read_text(encoding="utf-8").splitlines()
@@ -27,11 +28,11 @@ def trained(tmp_path_factory):
                                         "scoring": {"llm": MINILM},
                                         "training": {"max_steps": 1, "batch_size": 8},
                                         "evaluation": {"data_dir": str(tmp / "no-senteval")}}])
-    score_corpus_file(cfg, triplets, tmp / "scored.parquet", tmp / "work")
+    score_stage(cfg, triplets, tmp / "scored.parquet", tmp / "work")
     curated = curate_table(read_corpus(tmp / "scored.parquet"), "paper", 3.0, 3.0, 1.0, True, "corpus")
     corpus = tmp / "corpus.parquet"
     write_parquet_atomic(with_provenance(curated, {"stage": "curate", "config": cfg.to_dict(),
                                                    "config_hash": cfg.config_hash(),
                                                    "funnel": curation_funnel(curated)}), corpus)
-    train_from_corpus(cfg, corpus, tmp / "model", tmp / "cache")
+    train_stage(cfg, corpus, tmp / "model", tmp / "cache")
     return corpus, tmp / "model", cfg, curation_funnel(curated)

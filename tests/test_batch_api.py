@@ -218,7 +218,7 @@ def test_sigkill_after_the_batch_was_created_then_rerun_creates_no_second_batch(
 
 def test_api_generation_goes_through_one_batch_per_shard(tmp_path, monkeypatch):
     from multicsr_core.config import load_config, parse_override
-    from multicsr_core.stages import generate_rows, generation_prompts
+    from multicsr_core.pipeline.generate import generate_shard, generation_prompts
     from tests.openai_server import expected_generation
 
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
@@ -228,7 +228,7 @@ def test_api_generation_goes_through_one_batch_per_shard(tmp_path, monkeypatch):
         cfg = load_config(None, [parse_override(s) for s in [
             "generation.llm=test-model", "generation.backend=openai", f"generation.base_url={server.base_url}",
             "generation.batch_api=true", "generation.shard_size=2", "scoring.batch_poll_interval_s=0.02"]])
-        table, rejects = generate_rows(cfg, premises, list(range(len(premises))), workdir=tmp_path)
+        table, rejects = generate_shard(cfg, premises, list(range(len(premises))), workdir=tmp_path)
         # shard_size 2 premises -> 4 requests per batch, all submitted at once by this one call
         assert server.batch_creates == -(-2 * len(premises) // 4) and server.total_requests() == 0
     prompts = generation_prompts(cfg, premises)

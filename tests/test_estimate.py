@@ -1,4 +1,4 @@
-"""``multicsr estimate`` / ``run --dry-run`` (``multicsr_core/estimate.py``): requests, tokens, cost,
+"""``multicsr estimate`` / ``run --dry-run`` (``multicsr_core/pipeline/estimate.py``): requests, tokens, cost,
 cache hits and the budget, without calling any LLM or network."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from multicsr_core.config import load_config, parse_override
-from multicsr_core.estimate import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS, estimate
+from multicsr_core.llm.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS, REPLY_PRIMING_TOKENS
+from multicsr_core.pipeline.estimate import estimate
 from multicsr_core.prompts import format_scoring_prompt
-from multicsr_core.stages import score_corpus_file
+from multicsr_core.pipeline.score import score_stage
 from tests.conftest import SHARED_DATA
 from tests.openai_server import ChatCompletionsServer
 
@@ -99,7 +100,7 @@ def test_cache_hits_use_the_backends_keys_and_the_batch_api_halves_the_cost(tmp_
         cfg = load_config("paper-chatgpt-roberta", [parse_override(s) for s in [
             f"input.triplets={scored_part}", f"scoring.base_url={server.base_url}", *PRICES]])
         monkeypatch.setenv("OPENAI_API_KEY", "sk-estimate-test")
-        report = score_corpus_file(cfg, scored_part, tmp_path / "scored.parquet", workdir)
+        report = score_stage(cfg, scored_part, tmp_path / "scored.parquet", workdir)
         assert report["failed"] == 0 and server.total_requests() == 24
         cfg = load_config("paper-chatgpt-roberta", [parse_override(s) for s in [
             f"input.triplets={all_rows}", f"scoring.base_url={server.base_url}", *PRICES]])
@@ -123,7 +124,7 @@ def test_premises_entering_at_stage_1_count_with_the_local_tokenizer(tmp_path):
 
     from multicsr_core.generation.engine import encode_prompt
     from multicsr_core.models import resolve_model_ref
-    from multicsr_core.stages import generation_prompts
+    from multicsr_core.pipeline.generate import generation_prompts
 
     premises = [r["sent0"] for r in _rows(40)]
     premises = list(dict.fromkeys(premises))[:10]

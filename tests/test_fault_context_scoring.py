@@ -251,7 +251,7 @@ def _api_corpus(tmp_path: Path) -> tuple[Path, list[list[str]]]:
 
 def _prompt_tokens(premise: str, hypothesis: str) -> int:
     """The prompt tokens of a scoring request, counted as `multicsr estimate` counts them."""
-    from multicsr_core.estimate import api_prompt_tokens, api_token_counter
+    from multicsr_core.llm.tokens import api_prompt_tokens, api_token_counter
     from multicsr_core.llm.openai_backend import ChatRequest
     from multicsr_core.prompts import scoring_messages
 

@@ -318,7 +318,7 @@ def test_prefect_api_url_that_is_not_prefect(case, tmp_path):
 def test_prefect_server_url_without_api_path(tmp_path):
     """A real Prefect server given without /api: the line says to add it, and the /api URL passes."""
     from multicsr.run_guard import _server_class
-    from multicsr_core.preflight import check_prefect_server
+    from multicsr_core.pipeline.preflight import check_prefect_server
 
     server = _server_class()()
     server.log_path = tmp_path / "server.log"
@@ -481,7 +481,7 @@ def test_machine_error_survives_pickle(tmp_path):
 
 def test_prefect_home_check_writes_nothing(tmp_path):
     """The home check only probes (a temporary file): a writable home is left as it was."""
-    from multicsr_core.preflight import check_prefect_home
+    from multicsr_core.pipeline.preflight import check_prefect_home
 
     home = tmp_path / "prefect"
     home.mkdir()

@@ -23,7 +23,7 @@ from multicsr_core.config import load_config
 from multicsr_core.io.corpus import read_corpus, read_provenance
 from multicsr_core.models import ModelRefError, generator_traits, known_bundled_refs, resolve_model_ref
 from multicsr_core.prompts import BASE_2SHOT_ENTAILMENT, SCORING_PROMPT_FEW_SHOT, format_scoring_prompt
-from multicsr_core.stages import generation_prompt_set
+from multicsr_core.pipeline.generate import generation_prompt_set
 
 pytestmark = pytest.mark.slow
 

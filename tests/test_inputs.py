@@ -168,13 +168,13 @@ def test_skipped_user_triplets_are_named_in_a_warning(tmp_path, caplog):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from multicsr_core.stages import read_any_corpus
+    from multicsr_core.io.inputs import read_any_corpus
 
     path = tmp_path / "mine.parquet"
     pq.write_table(pa.table({"premise": ["A man plays.", None, "A man plays."],
                              "entailment": ["A man is playing.", "x", "A man is playing."],
                              "contradiction": ["Nobody plays.", "y", "Nobody plays."]}), path)
-    with caplog.at_level(logging.WARNING, logger="multicsr_core.stages"):
+    with caplog.at_level(logging.WARNING, logger="multicsr_core.io.inputs"):
         table = read_any_corpus(path)
     assert table.num_rows == 1
     assert [r.getMessage() for r in caplog.records] == [

@@ -362,7 +362,7 @@ def test_max_completion_tokens_for_reasoning_models(cache, tmp_path, monkeypatch
     field the call stops at once with one line naming the setting; with scoring.max_tokens_field=
     max_completion_tokens (the config, through the builder the pipeline uses) every request carries
     it with the same value; the cache key is the same either way."""
-    from multicsr_core.builders import build_openai_backend
+    from multicsr_core.pipeline.components import build_openai_backend
     from multicsr_core.config import load_config
     from multicsr_core.llm.openai_backend import APIParameterRejected
 

@@ -269,7 +269,7 @@ def test_dask_runner_matches_the_single_process_run(dask, incremental_runs, live
             states = task_states(state.state_details.flow_run_id)
 
         def generator_loads():
-            from multicsr_core.builders import cached_generator
+            from multicsr_core.pipeline.components import cached_generator
 
             info = cached_generator.cache_info()
             return os.getpid(), info.misses, info.hits

@@ -40,6 +40,7 @@ import csv
 import errno
 import io
 import json
+import logging
 import os
 import re
 import select
@@ -54,6 +55,9 @@ import pyarrow as pa
 from multicsr_core.errors import InputError  # noqa: F401  (re-exported: callers import it from here)
 from multicsr_core.io.corpus import (COLUMNS, corpus_table, is_full_corpus, parquet_schema, read_corpus,
                                      read_parquet)
+
+# the logger read_any_corpus warns on (skipped rows of a user's triplets)
+log = logging.getLogger(__name__)
 
 DEFAULT_COLUMNS = ("sent0", "sentence", "text", "premise")
 # Score columns a triplet file may carry (ours first, then common alternatives).
@@ -784,3 +788,23 @@ def check_max_chars(table: pa.Table, path: str | Path, max_chars: int) -> None:
             if value is not None and len(value) > max_chars:
                 raise InputError(f"{name} of {len(value)} characters exceeds max_chars={max_chars}", path=path,
                                  row=i, hint="shorten it or raise input.max_chars")
+
+
+def read_any_corpus(path: str | Path, max_chars: int = 2000) -> pa.Table:
+    """A corpus entering at stage 2 or 3: a corpus Parquet multicsr wrote (every row kept, as
+    written), or a user's triplets (csv/tsv/jsonl/parquet, ``sent0,sent1,hard_neg`` or
+    ``premise,entailment,contradiction``) read by the input rules above. Either way a sentence
+    over ``max_chars`` and a file with no row are errors naming the file."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq") and is_full_corpus(parquet_schema(path).names):
+        table = read_corpus(path)
+        if table.num_rows == 0:
+            raise InputError("no usable triplets: the corpus has no rows", path=path,
+                             hint="check the stage that wrote it")
+        check_max_chars(table, path, max_chars)
+        return table
+    table, stats = read_triplets(path, max_chars=max_chars)
+    if stats.empty or stats.duplicates:  # the input rules skip these; say so, or a user's rows vanish unseen
+        log.warning("warning: %s: skipped %d row(s) with an empty or null field and %d duplicate triplet(s); "
+                    "%d of %d kept", path, stats.empty, stats.duplicates, stats.kept, stats.read)
+    return table

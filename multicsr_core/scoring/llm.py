@@ -96,7 +96,7 @@ def api_over_long(model: str, requests: Sequence[ChatRequest], context_tokens: i
     model where it is on disk, else characters / 4, plus the chat overhead). None: no check."""
     if context_tokens is None or not requests:
         return {}
-    from multicsr_core.estimate import api_prompt_tokens, api_token_counter
+    from multicsr_core.llm.tokens import api_prompt_tokens, api_token_counter
 
     counter = api_token_counter(model)
     over = {}

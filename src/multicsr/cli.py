@@ -16,7 +16,7 @@ Errors (one path for every command; new commands reuse it):
 - Register where the command writes, ``_writes((out, "--out"), ...)``: a full disk or a read-only
   file system met by a library that names no file (pyarrow, safetensors, torch) is then reported
   as one line naming that output, the free space there and the option that moves it (exit 2).
-- Before any work, call the command's ``multicsr_core.preflight`` check (inputs readable and
+- Before any work, call the command's ``multicsr_core.pipeline.preflight`` check (inputs readable and
   non-empty, outputs writable, models resolvable, data present): a bad ``--out`` fails first.
 - Validate option values in the declaration: a ``Literal[...]`` type for a fixed set (typer's choices),
   ``min=`` for numbers, ``callback=_csv_choice(...)``/``_int_list`` for comma-separated lists,
@@ -194,7 +194,7 @@ def _int_list(value: str) -> str:
 def _prompt_set_option(value: Optional[str]) -> Optional[str]:
     """A typer callback: a built-in prompt set or an existing prompt file."""
     from multicsr_core.errors import UserError
-    from multicsr_core.preflight import check_prompt_set
+    from multicsr_core.pipeline.preflight import check_prompt_set
 
     try:
         check_prompt_set(value, "--prompt-set")
@@ -418,7 +418,7 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
         _print_estimate(cfg, workdir, as_json=False)
         return
     _writes((workdir, "--workdir"))
-    from multicsr_core.preflight import check_prefect_home, preflight_run
+    from multicsr_core.pipeline.preflight import check_prefect_home, preflight_run
 
     # before Prefect is imported: Prefect only warns about a home it cannot create, and its temporary
     # server then fails to open its database, over and over
@@ -468,7 +468,7 @@ def _batch_api_errors():
 
 
 def _print_estimate(cfg, workdir: Path, as_json: bool) -> None:
-    from multicsr_core.estimate import estimate as estimate_run
+    from multicsr_core.pipeline.estimate import estimate as estimate_run
 
     try:
         result = estimate_run(cfg, workdir)
@@ -520,20 +520,20 @@ def generate(
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
     """Stage 1: write an entailment and a contradiction for each premise (contrastive decoding)."""
-    from multicsr_core.stages import generate_corpus
+    from multicsr_core.pipeline.generate import generate_stage
 
     given = {name: _given(ctx, name) for name in ("omega", "max_new_tokens", "batch_size", "prompt_set", "seed",
                                                    "column", "backend", "base_url", "batch_api")}
     cfg = _config(preset, set_, generation__llm=llm, input__premises=str(premises), input__triplets=None,
                   input__column=given.pop("column"), **{f"generation__{k}": v for k, v in given.items()})
-    from multicsr_core.preflight import preflight_generate
+    from multicsr_core.pipeline.preflight import preflight_generate
 
     _writes((out_path, "--out"), (workdir, "--workdir"))
     preflight_generate(cfg, out_path, workdir)
-    from multicsr.progress import ProgressReporter
+    from multicsr_core.progress import ProgressReporter
 
     with ProgressReporter("generate", "premises") as progress, _batch_api_errors():
-        report = generate_corpus(cfg, out_path, progress=progress, workdir=workdir)
+        report = generate_stage(cfg, out_path, progress=progress, workdir=workdir)
     _print_json(report)
 
 
@@ -562,18 +562,18 @@ def score(
 
     A reply that is not a score is final (curation rejects it as unparsable_score); only failed
     requests make the exit status 1, and running the same command again retries them."""
-    from multicsr_core.stages import score_corpus_file
+    from multicsr_core.pipeline.score import score_stage
 
     cfg = _config(preset, set_, **{f"scoring__{name}": _given(ctx, name)
                                    for name in ("scorer", "llm", "base_url", "mode", "prompt", "batch_api")})
-    from multicsr_core.preflight import preflight_score
+    from multicsr_core.pipeline.preflight import preflight_score
 
     _writes((out_path, "--out"), (workdir, "--workdir"))
     preflight_score(cfg, corpus, out_path, workdir)
-    from multicsr.progress import ProgressReporter
+    from multicsr_core.progress import ProgressReporter
 
     with ProgressReporter("score", "triplets") as progress, _batch_api_errors():
-        report = score_corpus_file(cfg, corpus, out_path, workdir, progress=progress)
+        report = score_stage(cfg, corpus, out_path, workdir, progress=progress)
     _print_json(report)
     if report["failed"] > cfg.scoring.allowed_failure_fraction * 2 * report["rows"]:  # transport failures only
         console.print(f"[bold red]{report['failed']} pairs are still unscored (their requests failed)[/]; first errors: "
@@ -603,8 +603,8 @@ def curate(
     from multicsr_core.curation import curate_table, curation_funnel
     from multicsr_core.curation_report import write_curation_report
     from multicsr_core.io.corpus import make_provenance, read_provenance, with_provenance, write_parquet_atomic
-    from multicsr_core.preflight import preflight_curate
-    from multicsr_core.stages import read_any_corpus
+    from multicsr_core.pipeline.preflight import preflight_curate
+    from multicsr_core.io.inputs import read_any_corpus
 
     cfg = _config(preset, set_, **{f"curation__{name}": _given(ctx, name) for name in ("rule", "alpha", "beta", "gamma")})
     c = cfg.curation
@@ -652,18 +652,18 @@ def train(
 ) -> None:
     """Stage 3: train a sentence encoder on the curated corpus (STS-B dev selects the checkpoint)."""
     _apply_data_dir(data_dir)
-    from multicsr_core.stages import train_from_corpus
+    from multicsr_core.pipeline.train import train_stage
 
     cfg = _config(preset, set_, training__base_model=model, training__guide_model=_given(ctx, "guide"),
                   **{f"training__{name}": _given(ctx, name) for name in ("loss", "sigma", "batch_size", "max_steps")})
-    from multicsr_core.preflight import preflight_train
+    from multicsr_core.pipeline.preflight import preflight_train
 
     _writes((out_dir, "--out"), (out_dir.parent / ".multicsr-cache", "--out"))
     preflight_train(cfg, corpus, out_dir)
-    from multicsr.progress import ProgressReporter
+    from multicsr_core.progress import ProgressReporter
 
     with ProgressReporter("train", "steps") as progress:
-        report = train_from_corpus(cfg, corpus, out_dir, cache_dir=out_dir.parent / ".multicsr-cache", progress=progress)
+        report = train_stage(cfg, corpus, out_dir, cache_dir=out_dir.parent / ".multicsr-cache", progress=progress)
     _print_json(report)
 
 
@@ -684,12 +684,12 @@ def evaluate(
     """SentEval STS12-16, STS-B, SICK-R Spearman (and transfer tasks), exactly as SimCSE's SentEval fork."""
     from multicsr_core.evaluation.report import markdown_comparison
     from multicsr_core.evaluation.runner import evaluate_model, write_results
-    from multicsr_core.preflight import preflight_evaluate
+    from multicsr_core.pipeline.preflight import preflight_evaluate
 
     md_path = markdown or output.with_suffix(".md")
     _writes((output, "--output"), (md_path, "--markdown"))
     senteval = preflight_evaluate(model, output, data_dir, md_path)
-    from multicsr.progress import ProgressReporter
+    from multicsr_core.progress import ProgressReporter
 
     with ProgressReporter("evaluate", "sentences") as progress:
         results = evaluate_model(model, senteval, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
@@ -713,8 +713,8 @@ def inspect(path: Annotated[Path, typer.Argument(help="a corpus Parquet file")],
             as_json: Annotated[bool, _flag("json", help="print one JSON object (rows, sample, funnel, "
                                            "scores, provenance with the config) instead of tables")] = False) -> None:
     """Print rows, kept/rejected by reason, score summaries and provenance of a corpus file."""
-    from multicsr_core.inspect import corpus_summary
-    from multicsr_core.preflight import check_input_file
+    from multicsr_core.pipeline.inspection import corpus_summary
+    from multicsr_core.pipeline.preflight import check_input_file
 
     check_input_file(path, "the corpus argument")
     summary = corpus_summary(path, sample_rows=rows)
@@ -760,7 +760,7 @@ def export(
     """Export a corpus (datasets folder, SimCSE csv, JSONL) or a model, with its card; optionally push it to the Hub."""
     import tempfile
 
-    from multicsr_core.export import ExportError, export_corpus, export_model, push_folder
+    from multicsr_core.pipeline.export import ExportError, export_corpus, export_model, push_folder
 
     if (corpus is None) == (model is None):
         raise ExportError("give --corpus FILE or --model DIR (one of them)")
@@ -795,7 +795,7 @@ def data_download(to: Annotated[Optional[Path], typer.Option("--to", help="data 
 
     root = (to or Path.home() / ".cache" / "multicsr" / "data").expanduser()
     _writes((root, "--to"))
-    from multicsr_core.preflight import check_output_dir
+    from multicsr_core.pipeline.preflight import check_output_dir
 
     check_output_dir(root, "--to")
     try:
@@ -854,8 +854,8 @@ def experiment_false_negatives(
     """Paper Fig. 4: duplicate one triplet K times; train with and without the mask; STS-B dev per K."""
     _apply_data_dir(data_dir)
     from multicsr_core.config import default_data_root
-    from multicsr_core.preflight import check_model, check_output_file, check_senteval, check_triplets
-    from multicsr_core.stages import run_false_negatives_cli
+    from multicsr_core.pipeline.preflight import check_model, check_output_file, check_senteval, check_triplets
+    from multicsr_core.pipeline.train import false_negatives_report
 
     _writes((output, "--output"))
     check_output_file(output, "--output")
@@ -863,7 +863,7 @@ def experiment_false_negatives(
     check_model(guide, "--guide")
     check_senteval(data_dir)
     check_triplets(triplets or default_data_root() / "nli" / "snli_devtest_for_simcse.csv", "--triplets")
-    result = run_false_negatives_cli(output, model=model, guide=guide, ks=[int(k) for k in ks.split(",") if k.strip()],
+    result = false_negatives_report(output, model=model, guide=guide, ks=[int(k) for k in ks.split(",") if k.strip()],
                                      triplets=triplets)
     _print_json(result)
 

@@ -17,7 +17,7 @@ reached) or does not answer in time fails the run with one line naming the cause
 log (``<workdir>/.multicsr/prefect-server.log``, where its output goes), where Prefect's own
 ``start`` restarts a server that exits with code 3 without counting the time, printing a traceback
 each time, for as long as the cause lasts. ``multicsr run`` checks Prefect's home first
-(``multicsr_core.preflight.check_prefect_home``).
+(``multicsr_core.pipeline.preflight.check_prefect_home``).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _last_error_line(log: Path) -> str:
 def _startup_failure(code: int | None, log: Path, timeout_s: float):
     """The one-line error of a temporary server that exited (``code``) or did not answer in time."""
     from multicsr_core.errors import MachineError, ServerError, disk_full_error
-    from multicsr_core.preflight import prefect_home
+    from multicsr_core.pipeline.preflight import prefect_home
 
     reason = _last_error_line(log)
     if code is None:

@@ -3,7 +3,7 @@
 Generation and scoring shards are the only tasks the flow submits; everything else runs in the
 flow's own process. With ``threads`` (the flow's default) the shards run one at a time next to
 the flow. With ``dask`` they spread over Dask worker processes: each worker loads the LLM once
-(``multicsr_core.builders`` keeps models per process) and works through the shards it is handed.
+(``multicsr_core.pipeline.components`` keeps models per process) and works through the shards it is handed.
 
 Three Dask layouts:
 

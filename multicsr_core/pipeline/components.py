@@ -1,7 +1,9 @@
-"""From the typed config to core objects (scorers, models). Shared by the CLI and the tasks.
+"""From the typed config to core objects: the generator, the guide, the API client, the scorer.
+Shared by every stage of the pipeline (the CLI and the tasks reach them through it).
 
 Loaded models are kept per process (``functools.lru_cache``): a pipeline's many batch tasks
-load the LLM or the guide once.
+load the LLM or the guide once. Which model scores and which guide it uses are stated once, in
+``config_facts``.
 """
 
 from __future__ import annotations
@@ -10,37 +12,40 @@ import functools
 from pathlib import Path
 
 from multicsr_core.config import PipelineConfig
+from multicsr_core.config_facts import guide_ref_for_scoring, scoring_llm
+from multicsr_core.generation.engine import load_generator
+from multicsr_core.guide import load_guide
+from multicsr_core.llm.accounting import Pricing
+from multicsr_core.llm.batch_api import BatchAPISettings, default_state_dir
+from multicsr_core.llm.cache import ResponseCache, default_cache_path
+from multicsr_core.llm.local import LocalLM
+from multicsr_core.llm.openai_backend import OpenAIChatBackend
 from multicsr_core.models import model_provenance, resolve_model_ref
+from multicsr_core.prompts import SCORING_PROMPT_CHOICES
+from multicsr_core.redaction import restore_url
+from multicsr_core.scoring.guide import GuideScorer
+from multicsr_core.scoring.llm import LocalLLMScorer, OpenAIScorer
 
 
 @functools.lru_cache(maxsize=4)
 def cached_guide(ref: str, pooling: str = "auto", device: str = "cpu"):
-    from multicsr_core.guide import load_guide
-
     return load_guide(resolve_model_ref(ref), pooling=None if pooling == "auto" else pooling, device=device)
-
-
-def guide_ref_for_scoring(cfg: PipelineConfig) -> str:
-    """The guide scorer uses ``scoring.llm`` when set, else the training guide model."""
-    return cfg.scoring.llm or cfg.training.guide_model
 
 
 @functools.lru_cache(maxsize=2)
 def cached_generator(ref: str, revision: str | None, dtype: str, device: str):
     """A local LLM and its tokenizer, loaded once per process (generation shards and the local
     scorer share it: with self-curation the same model writes and scores)."""
-    from multicsr_core.generation.engine import load_generator
-
     return load_generator(resolve_model_ref(ref), revision=revision, dtype=dtype, device=device)
 
 
-def scoring_llm(cfg: PipelineConfig) -> tuple[str, str | None]:
-    """The scoring LLM: ``scoring.llm``, else the generation LLM (the paper's self-curation)."""
-    if cfg.scoring.llm:
-        return cfg.scoring.llm, cfg.scoring.revision
-    if cfg.generation.llm:
-        return cfg.generation.llm, cfg.generation.revision
-    raise ValueError("scoring.scorer needs an LLM: set scoring.llm (or generation.llm for self-curation)")
+def _batch_api_settings(cfg: PipelineConfig, workdir: str | Path, batch_api_shard: int) -> BatchAPISettings:
+    """One batch per shard of ``batch_api_shard`` rows (two requests per row), its state under
+    ``workdir/.multicsr/batches``."""
+    s = cfg.scoring
+    return BatchAPISettings(default_state_dir(workdir), poll_interval_s=s.batch_poll_interval_s,
+                            max_wait_s=s.batch_max_wait_s, price_factor=s.batch_price_factor,
+                            max_requests_per_batch=min(s.batch_max_requests, 2 * batch_api_shard))
 
 
 def build_openai_backend(cfg: PipelineConfig, workdir: str | Path, model: str, base_url: str | None,
@@ -48,28 +53,28 @@ def build_openai_backend(cfg: PipelineConfig, workdir: str | Path, model: str, b
     """An OpenAI-compatible client with the scoring section's limits (concurrency, retries, rate
     limits, prices, budget) and the workdir's response cache; used for API scoring and generation.
 
-    ``batch_api_shard`` (rows per shard) sends through the OpenAI Batch API instead: one batch per
-    shard (two requests per row), its state under ``workdir/.multicsr/batches``."""
-    from multicsr_core.llm.accounting import Pricing
-    from multicsr_core.llm.cache import ResponseCache, default_cache_path
-    from multicsr_core.llm.openai_backend import OpenAIChatBackend
-    from multicsr_core.redaction import restore_url
-
+    ``batch_api_shard`` (rows per shard) sends through the OpenAI Batch API instead."""
     s = cfg.scoring
     base_url = restore_url(base_url)  # `run` passes redacted URLs through Prefect; credentials via env
-    batch_api = None
-    if batch_api_shard is not None:
-        from multicsr_core.llm.batch_api import BatchAPISettings, default_state_dir
-
-        batch_api = BatchAPISettings(default_state_dir(workdir), poll_interval_s=s.batch_poll_interval_s,
-                                     max_wait_s=s.batch_max_wait_s, price_factor=s.batch_price_factor,
-                                     max_requests_per_batch=min(s.batch_max_requests, 2 * batch_api_shard))
+    batch_api = _batch_api_settings(cfg, workdir, batch_api_shard) if batch_api_shard is not None else None
     return OpenAIChatBackend(model, cache=ResponseCache(default_cache_path(workdir)), base_url=base_url,
                              api_key=api_key, api_key_env=s.api_key_env, concurrency=s.concurrency,
                              timeout_s=s.timeout_s, max_retries=s.max_retries, requests_per_minute=s.requests_per_minute,
                              tokens_per_minute=s.tokens_per_minute,
                              pricing=Pricing(s.price_input_per_1m, s.price_output_per_1m), budget_usd=s.budget_usd,
                              batch_api=batch_api, max_tokens_field=s.max_tokens_field)
+
+
+def _local_scorer(cfg: PipelineConfig, workdir: str | Path) -> LocalLLMScorer:
+    """The scoring LLM run locally (loaded once per process: with self-curation, the generator)."""
+    s = cfg.scoring
+    ref, revision = scoring_llm(cfg)
+    model, tokenizer = cached_generator(ref, revision, s.dtype, s.device)
+    name = f"{ref}@{revision}" if revision else ref
+    lm = LocalLM(model, tokenizer, name=name, cache=ResponseCache(default_cache_path(workdir)), batch_size=s.batch_size,
+                 source=model_provenance(ref))
+    return LocalLLMScorer(lm, mode=s.mode, prompt_variant=SCORING_PROMPT_CHOICES[s.prompt],
+                          min_score_mass=s.min_score_mass)
 
 
 def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None = None):
@@ -80,26 +85,11 @@ def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None =
     """
     s = cfg.scoring
     if s.scorer == "guide":
-        from multicsr_core.scoring.guide import GuideScorer
-
         ref = guide_ref_for_scoring(cfg)
         return GuideScorer(cached_guide(ref, cfg.training.guide_pooling), source=ref,
                            cache_dir=Path(workdir) / "cache" / "guide")
-    from multicsr_core.prompts import SCORING_PROMPT_CHOICES
-
-    variant = SCORING_PROMPT_CHOICES[s.prompt]
     if s.scorer == "local":
-        from multicsr_core.llm.local import LocalLM
-        from multicsr_core.scoring.llm import LocalLLMScorer
-
-        ref, revision = scoring_llm(cfg)
-        model, tokenizer = cached_generator(ref, revision, s.dtype, s.device)
-        name = f"{ref}@{revision}" if revision else ref
-        from multicsr_core.llm.cache import ResponseCache, default_cache_path
-
-        lm = LocalLM(model, tokenizer, name=name, cache=ResponseCache(default_cache_path(workdir)), batch_size=s.batch_size,
-                     source=model_provenance(ref))
-        return LocalLLMScorer(lm, mode=s.mode, prompt_variant=variant, min_score_mass=s.min_score_mass)
+        return _local_scorer(cfg, workdir)
     if s.scorer == "openai":
         ref, _ = scoring_llm(cfg)
         shard = s.shard_size if s.batch_api else None
@@ -107,11 +97,8 @@ def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None =
     raise ValueError(f"unknown scorer {s.scorer!r}")
 
 
-def openai_scorer(cfg: PipelineConfig, backend):
+def openai_scorer(cfg: PipelineConfig, backend) -> OpenAIScorer:
     """The API scorer the config names, over ``backend`` (``estimate`` passes one that only
     collects the requests, so its cache keys are the scorer's own)."""
-    from multicsr_core.prompts import SCORING_PROMPT_CHOICES
-    from multicsr_core.scoring.llm import OpenAIScorer
-
     return OpenAIScorer(backend, mode=cfg.scoring.mode, prompt_variant=SCORING_PROMPT_CHOICES[cfg.scoring.prompt],
                         context_tokens=cfg.scoring.context_tokens)

@@ -19,13 +19,29 @@ calls it before the flow starts).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from multicsr_core.errors import DataDirError, InputError, ModelRefError, OutputError, ServerError
+from huggingface_hub import HfApi, try_to_load_from_cache
+from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+from huggingface_hub.utils import validate_repo_id
+
+from multicsr_core import models
+from multicsr_core.config import default_data_root, expand_path
+from multicsr_core.config_facts import effective_loss, guide_ref_for_scoring, is_prompt_file, scoring_llm_ref
+from multicsr_core.errors import (NO_PERMISSION, READ_ONLY, DataDirError, InputError, ModelRefError, OutputError,
+                                  ServerError, access_error)
+from multicsr_core.evaluation.runner import resolve_senteval_dir
+from multicsr_core.io.download import data_root_hint
+from multicsr_core.io.inputs import check_has_rows, has_score_columns, input_stat
+from multicsr_core.prompts import PROMPT_SETS
+from multicsr_core.redaction import redact_url
 
 FALLBACK_MODEL = "bundled:all-MiniLM-L6-v2"
 
@@ -35,10 +51,6 @@ def check_input_file(path: str | Path, flag: str = "input") -> Path:
     """``path`` is an existing, readable, non-empty file, or a stream (a pipe such as ``<(cmd)``,
     ``/dev/stdin``, a FIFO), which is not touched here: its reader reads it once, with a deadline.
     A symlink loop, a dangling symlink, a directory, a socket say so."""
-    import stat
-
-    from multicsr_core.io.inputs import input_stat
-
     path = Path(path).expanduser()
     st = input_stat(path, flag)
     if not stat.S_ISREG(st.st_mode):
@@ -110,8 +122,6 @@ def _hub_offline() -> bool:
 
 
 def _cached_on_hub(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
     for filename in ("config.json", "modules.json", "adapter_config.json"):
         if isinstance(try_to_load_from_cache(repo_id, filename), str):
             return True
@@ -124,8 +134,6 @@ def check_model(ref: str | None, flag: str, fallback: str | None = FALLBACK_MODE
     a hub id in the local Hugging Face cache or (online) on the hub. Never loads or converts."""
     if not ref:
         raise ModelRefError(f"no model given for {flag}", hint=f"name one (e.g. {flag} {fallback})" if fallback else None)
-    from multicsr_core import models
-
     ref = str(ref)
     hint = f"give {flag} a local folder or a bundled model" + (f" (e.g. {flag} {fallback})" if fallback else "")
     try:
@@ -147,9 +155,6 @@ def check_model(ref: str | None, flag: str, fallback: str | None = FALLBACK_MODE
         return
     if ref.startswith(("/", "./", "../", "~", "\\")) or ref.count("/") > 1:
         raise ModelRefError(f"{flag} {ref!r}: no such file or folder", hint=hint)
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
     try:
         validate_repo_id(ref)
     except HFValidationError:
@@ -159,9 +164,6 @@ def check_model(ref: str | None, flag: str, fallback: str | None = FALLBACK_MODE
     if _hub_offline():
         raise ModelRefError(f"{flag} {ref!r} is a Hugging Face hub id that is not in the local cache, and "
                             "HF_HUB_OFFLINE is set", hint=hint)
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
     try:
         HfApi().model_info(ref, timeout=10)
     except GatedRepoError:
@@ -178,15 +180,10 @@ def check_model(ref: str | None, flag: str, fallback: str | None = FALLBACK_MODE
 # ------------------------------------------------------------------------------ data, prompts, server
 def check_senteval(data_dir: str | Path | None, flag: str = "--data-dir") -> Path:
     """The SentEval folder evaluation will read (``data_dir`` is it, or a data root holding it)."""
-    from multicsr_core.config import default_data_root
-    from multicsr_core.evaluation.runner import resolve_senteval_dir
-
     where = Path(data_dir) if data_dir is not None else default_data_root()
     try:
         return resolve_senteval_dir(where)
     except FileNotFoundError:
-        from multicsr_core.io.download import data_root_hint
-
         raise DataDirError("no SentEval data here (no STS/ folder, nor senteval/STS/)", path=where,
                            hint=data_root_hint(flag)) from None
 
@@ -195,12 +192,10 @@ def check_prompt_set(value: str | None, flag: str = "--prompt-set") -> None:
     """A built-in prompt set name or an existing prompt file (.yaml/.yml/.json)."""
     if value is None:
         return
-    from multicsr_core.prompts import PROMPT_SETS
-
     if value in PROMPT_SETS:
         return
     path = Path(value).expanduser()
-    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+    if is_prompt_file(value):
         check_input_file(path, flag)
         return
     raise InputError(f"{flag} {value!r} is neither a built-in prompt set ({', '.join(PROMPT_SETS)}) nor a prompt file "
@@ -229,8 +224,6 @@ def check_prefect_server(url: str | None, timeout_s: float = 5.0) -> None:
     Prefect's own retries with a long traceback."""
     if not url:
         return
-    from multicsr_core.redaction import redact_url
-
     shown = redact_url(url)
     base = url.rstrip("/")
     try:
@@ -272,8 +265,6 @@ def prefect_home() -> Path:
 
 def _profile_api_url(home: Path) -> str | None:
     """``PREFECT_API_URL`` of the active profile in Prefect's profiles file, if any."""
-    import tomllib
-
     path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -288,10 +279,6 @@ def _profile_api_url(home: Path) -> str | None:
 def _check_writable_place(path: Path, variable: str, folder: bool = True) -> None:
     """``path`` (a folder, or a file's folder) exists or can be created, and takes new files; the
     one-line error names ``variable``, which moves it."""
-    import errno
-
-    from multicsr_core.errors import READ_ONLY, NO_PERMISSION, access_error
-
     place = path if folder else path.parent
     current = place
     while not current.exists() and current != current.parent:
@@ -331,17 +318,12 @@ def check_prefect_home(api_url: str | None = None) -> None:
 
 # ------------------------------------------------------------------------------ per command
 def check_premises(cfg, flag: str = "--premises") -> None:
-    from multicsr_core.config import expand_path
-    from multicsr_core.io.inputs import check_has_rows
-
     i = cfg.input
     path = check_input_file(expand_path(i.premises), flag)
     check_has_rows(path, "premises", fmt=i.premises_format, column=i.column)
 
 
 def check_triplets(path: str | Path, flag: str = "--corpus") -> Path:
-    from multicsr_core.io.inputs import check_has_rows
-
     path = check_input_file(path, flag)
     check_has_rows(path, "triplets")
     return path
@@ -358,31 +340,25 @@ def _generation_models(cfg, flag: str = "--llm") -> None:
 
 
 def _scoring_models(cfg, flag: str = "--llm") -> None:
-    from multicsr_core.builders import guide_ref_for_scoring
-
     s = cfg.scoring
     if s.scorer == "guide":
         check_model(guide_ref_for_scoring(cfg), flag if s.llm else "training.guide_model")
     elif s.scorer == "local":
-        ref = s.llm or cfg.generation.llm
+        ref, _, key = scoring_llm_ref(cfg)
         if not ref:
             raise ModelRefError("the local scorer needs an LLM", hint=f"name one with {flag} (or set generation.llm "
                                                                       "for self-curation)")
-        check_model(ref, flag if s.llm else "generation.llm", fallback="bundled:smollm2-135m-instruct")
-    elif not (s.llm or cfg.generation.llm):
+        check_model(ref, flag if key == "scoring.llm" else key, fallback="bundled:smollm2-135m-instruct")
+    elif scoring_llm_ref(cfg)[0] is None:
         raise ModelRefError("the openai scorer needs a model name", hint=f"name the API model with {flag}")
 
 
 def _training_models(cfg, model_flag: str = "--model", guide_flag: str = "--guide") -> None:
-    from multicsr_core.stages import effective_loss
-
     t = cfg.training
     check_model(t.base_model, model_flag)
     if effective_loss(cfg) in ("paper", "official"):
         check_model(t.guide_model, guide_flag)
     if t.supervised_nli:
-        from multicsr_core.config import expand_path
-
         check_triplets(expand_path(t.supervised_nli), "training.supervised_nli")
 
 
@@ -402,8 +378,6 @@ def preflight_score(cfg, corpus: str | Path, out_path: str | Path, workdir: str 
 
 def preflight_curate(cfg, corpus: str | Path, out_path: str | Path, report_dir: str | Path) -> None:
     """The corpus must carry scores (curation reads them); outputs writable."""
-    from multicsr_core.io.inputs import has_score_columns
-
     path = check_triplets(corpus)
     if not has_score_columns(path):
         raise InputError("has no score columns (entailment_score, contradiction_score); curation keeps triplets by "
@@ -427,8 +401,6 @@ def preflight_evaluate(model: str, output: str | Path, data_dir: str | Path | No
 
 def preflight_run(cfg, workdir: str | Path, prefect_api_url: str | None = None) -> None:
     """Everything ``multicsr run`` needs, before the flow (and its Prefect server) starts."""
-    from multicsr_core.config import expand_path
-
     check_output_dir(workdir, "--workdir")
     model = Path(workdir).expanduser() / "model"
     if cfg.training.enabled and model.is_dir() and not model.is_symlink():
@@ -438,9 +410,6 @@ def preflight_run(cfg, workdir: str | Path, prefect_api_url: str | None = None) 
     i = cfg.input
     configured = i.triplets or i.premises
     if configured and "{data_root}" in configured and not expand_path(configured).exists():
-        from multicsr_core.config import default_data_root
-        from multicsr_core.io.download import data_root_hint
-
         raise DataDirError(f"not found under the data root {default_data_root()}", path=expand_path(configured),
                            hint=data_root_hint())
     if i.triplets:

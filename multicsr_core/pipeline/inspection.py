@@ -9,6 +9,7 @@ import numpy as np
 
 from multicsr_core.curation import curation_funnel
 from multicsr_core.io.corpus import read_provenance
+from multicsr_core.io.inputs import read_any_corpus
 
 
 def _score_summary(values: list) -> dict:
@@ -21,8 +22,6 @@ def _score_summary(values: list) -> dict:
 
 
 def corpus_summary(path: str | Path, sample_rows: int = 5, seed: int = 0) -> dict:
-    from multicsr_core.stages import read_any_corpus
-
     table = read_any_corpus(path)  # a corpus Parquet, or a user's triplets in any format (validated)
     cols = {c: table.column(c).to_pylist() for c in ("premise", "entailment", "contradiction", "entailment_score",
                                                     "contradiction_score", "kept", "reject_reason")}

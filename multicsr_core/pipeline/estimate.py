@@ -28,18 +28,22 @@ the approximation, and says so.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from multicsr_core.config import PipelineConfig, expand_path
-
-CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text
-MESSAGE_OVERHEAD_TOKENS = 4  # per chat message (role and separators), OpenAI cookbook
-REPLY_PRIMING_TOKENS = 3  # every reply is primed with <|start|>assistant<|message|>
+from multicsr_core.config_facts import guide_ref_for_scoring, scoring_llm
+from multicsr_core.io.inputs import read_premises, read_triplets
+from multicsr_core.llm.accounting import UsageTotals
+from multicsr_core.llm.cache import cache_key, default_cache_path
+from multicsr_core.llm.openai_backend import NOT_REQUESTED, BatchReport, ChatResult
+from multicsr_core.llm.tokens import api_prompt_tokens, api_token_counter, local_token_counter
+from multicsr_core.pipeline.components import openai_scorer
+from multicsr_core.pipeline.generate import api_generation_params, generation_prompts
+from multicsr_core.prompts import SCORING_PROMPT_CHOICES, format_scoring_prompt
+from multicsr_core.scoring.llm import generate_with_api
 
 
 @dataclass
@@ -122,60 +126,6 @@ class Estimate:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- token counting
-@dataclass(frozen=True)
-class TokenCounter:
-    name: str
-    count: Callable[[str], int]
-    chat_overhead: int = 0  # tokens an API adds per single-user-message request
-
-
-def _approximate(model: str, why: str) -> TokenCounter:
-    return TokenCounter(f"approximation: characters / {CHARS_PER_TOKEN} ({why})",
-                        lambda text: max(1, -(-len(text) // CHARS_PER_TOKEN)),
-                        MESSAGE_OVERHEAD_TOKENS + REPLY_PRIMING_TOKENS)
-
-
-def _tiktoken_offline(model: str) -> TokenCounter | None:
-    """tiktoken's encoding for ``model``, only if tiktoken is installed and the encoding file is
-    already in its cache (loading it otherwise downloads it)."""
-    try:
-        import tiktoken
-        from tiktoken.model import encoding_name_for_model
-    except ImportError:
-        return None
-    try:
-        name = encoding_name_for_model(model)
-    except KeyError:
-        return None
-    cache_dir = (os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-                 or os.path.join(tempfile.gettempdir(), "data-gym-cache"))
-    url = f"https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
-    if not Path(cache_dir, hashlib.sha1(url.encode()).hexdigest()).is_file():
-        return None
-    encoding = tiktoken.get_encoding(name)
-    return TokenCounter(f"tiktoken {name}", lambda text: len(encoding.encode(text)),
-                        MESSAGE_OVERHEAD_TOKENS + REPLY_PRIMING_TOKENS)
-
-
-def api_token_counter(model: str) -> TokenCounter:
-    return _tiktoken_offline(model) or _approximate(model, f"no offline tokenizer for the API model {model}")
-
-
-def local_token_counter(ref: str, revision: str | None = None, use_chat_template: bool = True) -> TokenCounter:
-    """The model's own tokenizer, from disk only; the prompt is wrapped as the model sees it."""
-    try:
-        from transformers import AutoTokenizer
-
-        from multicsr_core.generation.engine import encode_prompt
-        from multicsr_core.models import resolve_model_ref
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_ref(ref), revision=revision, local_files_only=True)
-    except Exception as exc:  # not on disk, no network: say so and approximate
-        return _approximate(ref, f"tokenizer of {ref} not available offline: {type(exc).__name__}")
-    return TokenCounter(f"tokenizer of {ref}", lambda text: len(encode_prompt(tokenizer, text, use_chat_template)[0]))
-
-
 # ---------------------------------------------------------------- the requests a stage sends
 class RequestCollector:
     """Stands where an :class:`OpenAIChatBackend` would: records the requests the real scorer or
@@ -186,31 +136,14 @@ class RequestCollector:
         self.requests: list = []
 
     def key_for(self, request) -> str:
-        from multicsr_core.llm.cache import cache_key
-
         return cache_key(self.model, request.messages, request.params)
 
     def fingerprint(self) -> dict:
         return {"backend": "estimate", "model": self.model}
 
     def complete(self, requests, *, validate=None, progress=None):
-        from multicsr_core.llm.accounting import UsageTotals
-        from multicsr_core.llm.openai_backend import NOT_REQUESTED, BatchReport, ChatResult
-
         self.requests.extend(requests)
         return BatchReport([ChatResult(NOT_REQUESTED, error="estimate only") for _ in requests], UsageTotals())
-
-
-def _message_text(request) -> str:
-    return "".join(str(message.get("content", "")) for message in request.messages)
-
-
-def api_prompt_tokens(counter: TokenCounter, request) -> int:
-    """The prompt tokens of one API request (a ``ChatRequest``): its messages' text counted with
-    ``counter`` (:func:`api_token_counter`) plus the chat overhead. The one count of an API prompt:
-    this estimate's, and the context check before stage 1 and 2 send anything
-    (``scoring.llm.api_over_long``)."""
-    return counter.count(_message_text(request)) + counter.chat_overhead
 
 
 # ---------------------------------------------------------------- the stages
@@ -230,15 +163,11 @@ def _with_costs(cfg: PipelineConfig, stage: StageEstimate, per_request: list[tup
 
 
 def _generation_stage(cfg: PipelineConfig, premises: Sequence[str], workdir) -> StageEstimate:
-    from multicsr_core.stages import api_generation_params, generation_prompts
-
     g = cfg.generation
     prompts = generation_prompts(cfg, premises)
     texts = [p.entailment_prompt for p in prompts] + [p.contradiction_prompt for p in prompts]
     lengths_source = list(premises) + list(premises)
     if g.backend == "openai":
-        from multicsr_core.scoring.llm import generate_with_api
-
         collector = RequestCollector(g.llm)
         generate_with_api(collector, texts, **api_generation_params(cfg))
         counter = api_token_counter(g.llm)
@@ -268,10 +197,6 @@ def _generation_stage(cfg: PipelineConfig, premises: Sequence[str], workdir) -> 
 
 
 def _cached_keys(workdir, keys: Sequence[str]) -> set[str]:
-    import sqlite3
-
-    from multicsr_core.llm.cache import default_cache_path
-
     if workdir is None or not default_cache_path(workdir).is_file():
         return set()
     unique = list(dict.fromkeys(keys))
@@ -288,8 +213,6 @@ def _cached_keys(workdir, keys: Sequence[str]) -> set[str]:
 def _scoring_stage(cfg: PipelineConfig, premises: Sequence[str], hypotheses: Sequence[str] | None,
                    workdir) -> StageEstimate:
     """``hypotheses`` None: behind stage 1, not written yet (each taken as long as its premise)."""
-    from multicsr_core.builders import guide_ref_for_scoring, openai_scorer, scoring_llm
-
     s = cfg.scoring
     exact = hypotheses is not None
     pairs_premises = list(premises) + list(premises)
@@ -316,8 +239,6 @@ def _scoring_stage(cfg: PipelineConfig, premises: Sequence[str], hypotheses: Seq
                               s.batch_price_factor if s.batch_api else 1.0,
                               notes=notes + ["expected completion: one score token per request"])
         return _with_costs(cfg, stage, per_request)
-    from multicsr_core.prompts import SCORING_PROMPT_CHOICES, format_scoring_prompt
-
     counter = local_token_counter(ref, revision, True)
     variant = SCORING_PROMPT_CHOICES[s.prompt]
     prompt_tokens = sum(counter.count(format_scoring_prompt(p, h, variant))
@@ -329,8 +250,6 @@ def _scoring_stage(cfg: PipelineConfig, premises: Sequence[str], hypotheses: Seq
 
 def estimate(cfg: PipelineConfig, workdir: str | Path | None = None) -> Estimate:
     """Requests, tokens, cache hits and cost of the LLM stages of ``cfg``; calls nothing."""
-    from multicsr_core.io.inputs import read_premises, read_triplets
-
     i = cfg.input
     stages: list[StageEstimate] = []
     notes: list[str] = []

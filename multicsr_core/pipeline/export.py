@@ -28,6 +28,7 @@ and written nowhere, and any error text is scrubbed of it before it is raised. `
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -35,8 +36,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
-from multicsr_core.errors import RetryableError, UserError
+from multicsr_core.cards import TRAINING_FILE, _funnel, fix_file_modes, write_dataset_card, write_model_card
+from multicsr_core.errors import RetryableError, UserError, machine_error_of
+from multicsr_core.io.corpus import read_corpus, read_provenance
+from multicsr_core.redaction import redact_text
 
 __all__ = ["FORMATS", "MARKER", "ExportError", "export_corpus", "export_model", "push_folder"]
 
@@ -70,8 +76,6 @@ def _selected(table: pa.Table, all_rows: bool) -> pa.Table:
 
 
 def _read_marker(out_dir: Path) -> dict | None:
-    import json
-
     try:
         marker = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -83,8 +87,6 @@ def _ready_folder(out_dir: Path, identity: dict, entries: list[str]) -> None:
     """Make ``out_dir`` ready for an export that writes the top-level ``entries``: a new or empty
     folder, or one this same export (``identity``: kind, source, format) wrote before, whose
     entries are removed to be written again. Anything else is refused (nothing is touched)."""
-    import json
-
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir}: is a file; give --to a new or empty folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -114,12 +116,6 @@ def _ready_folder(out_dir: Path, identity: dict, entries: list[str]) -> None:
 def export_corpus(corpus: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "hf", all_rows: bool = False,
                   repo_id: str | None = None, license: str | None = None) -> Exported:
     """Write ``corpus`` (a multicsr corpus Parquet) to ``out_dir`` in ``fmt`` with its dataset card."""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from multicsr_core.cards import _funnel, fix_file_modes, write_dataset_card
-    from multicsr_core.io.corpus import read_corpus, read_provenance
-
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     corpus = Path(corpus)
@@ -141,8 +137,6 @@ def export_corpus(corpus: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
         rows = pa.table({"sent0": rows["premise"], "sent1": rows["entailment"], "hard_neg": rows["contradiction"]})
         pacsv.write_csv(rows, data_path, pacsv.WriteOptions(quoting_style="needed"))
     elif fmt == "jsonl":
-        import json
-
         with open(data_path, "w", encoding="utf-8") as handle:
             for row in rows.to_pylist():
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -162,8 +156,6 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_
                  license: str | None = None) -> Exported:
     """Copy a multicsr-trained model folder to ``out_dir`` (without trainer checkpoints) and rewrite
     its card for where it will be loaded from: ``repo_id`` (the Hub) or ``out_dir``."""
-    from multicsr_core.cards import TRAINING_FILE, write_model_card
-
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "modules.json").is_file():
         raise ExportError(f"{model_dir}: not a SentenceTransformer folder (no modules.json)")
@@ -179,8 +171,6 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_
 
 
 def _scrub(text: str, token: str) -> str:
-    from multicsr_core.redaction import redact_text
-
     return redact_text(text.replace(token, "<redacted>")) if token else redact_text(text)
 
 
@@ -190,6 +180,7 @@ def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "datas
 
     The token is ``$HF_TOKEN`` (required); ``$HF_ENDPOINT`` selects the Hub (default huggingface.co).
     """
+    # only an upload needs the Hub client (a second to import); which httpx it uses depends on its version
     try:  # huggingface_hub's HTTP client (httpx2 in huggingface_hub 2.x): its transport errors are not OSErrors
         from httpx2 import TransportError
     except ImportError:
@@ -217,8 +208,6 @@ def push_folder(folder: str | os.PathLike, repo_id: str, repo_type: str = "datas
     except HfHubHTTPError as exc:  # the Hub answered: bad token, no write access, bad name...
         raise ExportError(f"upload to {repo_id} failed: {_scrub(str(exc), token)}") from None
     except (OSError, TransportError) as exc:  # no answer (offline, DNS, refused, timeout): retry later
-        from multicsr_core.errors import machine_error_of
-
         machine = machine_error_of(exc, folder, "--to")  # a full disk (the client's own cache), not the network
         if machine is not None:
             raise machine from None

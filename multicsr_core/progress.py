@@ -1,9 +1,9 @@
-"""Progress of long work, reported one way everywhere.
+"""Progress of long work, reported one way everywhere (the CLI, the Prefect tasks).
 
-Core functions take a plain ``progress(done, total)`` callback. :class:`ProgressReporter`
+Core functions take a plain ``progress(done, total)`` callback (:data:`Progress`). :class:`ProgressReporter`
 implements it: a rich bar on a terminal (a log line every 10% otherwise, so CI logs stay
 readable), the rate in items per second, and optional extra sinks such as the Prefect progress
-artifact that ``multicsr.tasks.progress`` adds.
+artifact that ``multicsr.orchestration.progress`` adds.
 """
 
 from __future__ import annotations
@@ -14,9 +14,13 @@ import time
 from typing import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as ProgressBar
 
 log = logging.getLogger("multicsr")
+
+# what every long core call takes: progress(done, total), called as items finish
+Progress = Callable[[int, int], None]
 
 
 class ProgressReporter:
@@ -26,13 +30,13 @@ class ProgressReporter:
         self.sinks = list(sinks or [])
         self.console = console or Console(stderr=True)
         self.started = time.monotonic()
-        self._bar: Progress | None = None
+        self._bar: ProgressBar | None = None
         self._task_id = None
         self._last_logged_decile = -1
 
     def __enter__(self) -> "ProgressReporter":
         if self.console.is_terminal:
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            self._bar = ProgressBar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=self.console, transient=False)
             self._bar.start()
