@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 # ModelRefError: a ref that cannot be resolved (unknown bundled name, missing file or package,
 # unreadable GGUF); one line naming the ref and what to do (the CLI prints it, exit 2). Re-exported.
 from multicsr_core.errors import ModelRefError
+from multicsr_core.io.atomic import atomic_directory, atomic_path
 
 __all__ = ["ModelRefError", "model_provenance", "resolve_model_ref"]
 
@@ -167,9 +167,8 @@ def assemble_chunked_gguf(ref: str, spec: _BundledChunkedGGUF) -> Path:
     with FileLock(str(target) + ".lock"):
         if target.is_file() and target.stat().st_size == size:
             return target
-        tmp = target.with_name(f".{spec.file_name}.{os.getpid()}.partial")
         digest = hashlib.sha256()
-        try:
+        with atomic_path(target) as tmp:  # a mismatch raises inside: the joined file is dropped
             with tmp.open("wb") as out:
                 for chunk in chunks:
                     with chunk.open("rb") as f:
@@ -179,9 +178,6 @@ def assemble_chunked_gguf(ref: str, spec: _BundledChunkedGGUF) -> Path:
             if digest.hexdigest() != spec.sha256:
                 raise ModelRefError(f"{ref}: the joined chunks have sha256 {digest.hexdigest()[:12]}..., not "
                                     f"{spec.sha256[:12]}...: reinstall the packages ({spec.install})")
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
     log.info("joined %d chunks of %s into %s", len(chunks), ref, target)
     return target
 
@@ -314,8 +310,8 @@ def _convert_locked(path: Path, sha: str, root: Path, target: Path) -> tuple[Pat
             shutil.rmtree(stale, ignore_errors=True)
         if target.exists():
             shutil.rmtree(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".gguf-{sha[:16]}-", dir=root))
-        try:
+        # 0o755: the cache is an ordinary model folder; the prefix is what the cleanup above looks for
+        with atomic_directory(target, mode=0o755, prefix=f".gguf-{sha[:16]}-") as tmp:
             started = time.perf_counter()
             log.info("converting %s (sha256 %s) into %s: done once, then cached", path.name, sha[:12], target)
             _dequantize_gguf(path, tmp)
@@ -324,11 +320,6 @@ def _convert_locked(path: Path, sha: str, root: Path, target: Path) -> tuple[Pat
                       "converted_from": str(path), "conversion_seconds": round(seconds, 1),
                       "format": _CONVERSION_FORMAT, "dtype": "float32", "versions": _versions()}
             (tmp / GGUF_SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary model folder
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     log.info("converted %s in %.1f s", path.name, seconds)
     return target, True
 

@@ -7,28 +7,20 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from multicsr_core.config import PipelineConfig
-from multicsr_core.curation import curate_table, curation_funnel
-from multicsr_core.curation_report import write_curation_report
-from multicsr_core.io.corpus import (concat_corpus, make_provenance, read_corpus, read_provenance, with_provenance,
-                                    write_parquet_atomic)
+from multicsr_core.config import CurationConfig, PipelineConfig
+from multicsr_core.curation_report import inline_figures
+from multicsr_core.pipeline.curate import curate_shards, publish_curated_stage
 from multicsr.orchestration.caching import (STAGE_TASK, content_hash, run_cached, stage_cache_policy, task_runs,
                                             workdir_relative)
 
 
 @task(name="curate", cache_policy=stage_cache_policy("shard_paths"), **STAGE_TASK)
 def curate_task(workdir: str, output_path: str, shard_paths: list[str], curation_config: dict, swap_mode: str) -> dict:
-    table = concat_corpus([read_corpus(p) for p in shard_paths])
-    c = curation_config
-    curated = curate_table(table, rule=c["rule"], alpha=c["alpha"], beta=c["beta"], gamma=c["gamma"],
-                           enabled=c["enabled"], swap_mode=swap_mode)
-    funnel = curation_funnel(curated)
-    prov = make_provenance("curate", curation=c, swap_mode=swap_mode, funnel=funnel,
-                           shards=[content_hash(p) for p in shard_paths])
-    write_parquet_atomic(concat_corpus([curated], prov), output_path)
-    get_run_logger().info("curation funnel: %s", funnel)
-    return {"path": workdir_relative(output_path, workdir), "rows": curated.num_rows, "kept": funnel["kept"],
-            "funnel": funnel}
+    curated = curate_shards(shard_paths, [content_hash(p) for p in shard_paths],
+                            CurationConfig.model_validate(curation_config), swap_mode, output_path)
+    get_run_logger().info("curation funnel: %s", curated.funnel)
+    return {"path": workdir_relative(output_path, workdir), "rows": curated.rows, "kept": curated.kept,
+            "funnel": curated.funnel}
 
 
 def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, swap_mode: str,
@@ -45,22 +37,11 @@ def curate(scored_shards: list[dict], cfg: PipelineConfig, workdir: str | Path, 
     # the cached stage file records only what determined it.
     publish_dir = Path(publish_dir if publish_dir is not None else workdir)
     published = publish_dir / "corpus.parquet"
-    stage_table = read_corpus(result["path"])
-    prov = {**read_provenance(result["path"]), "config": cfg.to_dict(), "config_hash": cfg.config_hash()}
-    if generation_rejects:
-        from multicsr_core.generation.engine import generation_funnel
-
-        prov["funnel"] = {**generation_funnel(generation_rejects), **prov.get("funnel", {})}
-    write_parquet_atomic(with_provenance(stage_table, prov), published)
-    c = cfg.curation
-    report = write_curation_report(read_corpus(published), publish_dir / "reports", rule=c.rule, alpha=c.alpha,
-                                   beta=c.beta, gamma=c.gamma, generation_rejects=generation_rejects)
+    report = publish_curated_stage(result["path"], cfg, publish_dir, generation_rejects)
     create_table_artifact([{"stage": k, "triplets": v} for k, v in report["funnel"].items()], key="curation-funnel",
                           description="Curation funnel: generated -> scored -> kept, rejected by reason")
     # the UI cannot follow the report's relative image links: the figures (funnel, histograms with
     # alpha/beta and kept/rejected, scatter) go into the artifact itself as data: URIs
-    from multicsr_core.curation_report import inline_figures
-
     create_markdown_artifact(inline_figures(report["markdown"], publish_dir / "reports"), key="curation-report",
                              description="Curation report")
     return {**result, "path": str(published), "stage_path": result["path"], "report": report["files"]}

@@ -11,6 +11,7 @@ from prefect.artifacts import create_table_artifact
 
 from multicsr_core.config import PipelineConfig, deep_merge, expand_path
 from multicsr_core.evaluation.runner import resolve_senteval_dir
+from multicsr_core.io.atomic import atomic_symlink
 from multicsr_core.pipeline.train import train_stage
 from multicsr.orchestration.caching import (STAGE_TASK, FileContents, run_cached, stage_cache_policy, task_runs,
                                             workdir_relative)
@@ -74,10 +75,7 @@ def train(corpus: dict, cfg: PipelineConfig, workdir: str | Path, publish_dir: s
                             source_path=corpus["stage_path"], **training_inputs(cfg), provenance_config=cfg.to_dict())
     publish_dir = Path(publish_dir if publish_dir is not None else workdir)
     link = publish_dir / "model"
-    tmp = publish_dir / ".model.tmp-link"
-    tmp.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(result["path"], workdir), tmp)
     if link.is_dir() and not link.is_symlink():
         raise FileExistsError(f"{link} is a real folder, not the pipeline's link; move it away")
-    os.replace(tmp, link)
+    atomic_symlink(link, os.path.relpath(result["path"], workdir))
     return {**result, "stage_path": result["path"], "path": str(Path(workdir) / "model")}

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from multicsr_core.evaluation.sts import STS_TASKS, StsResults, senteval_average
+from multicsr_core.io.atomic import write_text_atomic
 from multicsr_core.io.senteval import TRANSFER_TASKS
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "meta_path_for",
     "read_results_json",
     "write_results_json",
-    "write_text_atomic",
 ]
 
 # Column titles of the papers' STS table, keyed by the results-JSON key.
@@ -68,25 +66,6 @@ _SECRET_KEY = re.compile(r"(api[_-]?key|secret|passw(or)?d|authorization|(^|_)to
 
 # ---------------------------------------------------------------------------------------------------------
 # Files
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: readers never
-    see a partial file, and a failure leaves the previous file untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "x") rather than mkstemp: the file gets the usual umask permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def meta_path_for(path: str | Path) -> Path:

@@ -72,7 +72,8 @@ def evaluate_model(model_ref_or_model, data_dir: str | Path, tasks: Sequence[str
 def write_results(results: dict, path: str | Path, provenance: dict | None = None) -> Path:
     """Write the results JSON atomically; ``provenance`` (secret-looking keys redacted) goes under
     ``_provenance`` in the same file, so the numbers and what produced them never drift apart."""
-    from multicsr_core.evaluation.report import _redact, write_text_atomic
+    from multicsr_core.evaluation.report import _redact
+    from multicsr_core.io.atomic import write_text_atomic
 
     payload = {k: v for k, v in results.items() if k != "_provenance"}
     if provenance:

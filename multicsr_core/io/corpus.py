@@ -9,10 +9,9 @@ metadata under the key ``multicsr``.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -20,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from multicsr_core.errors import InputError
+from multicsr_core.io.atomic import atomic_path
+from multicsr_core.redaction import redact_secrets
 
 METADATA_KEY = b"multicsr"
 
@@ -59,8 +60,6 @@ PREMISE_SCHEMA = pa.schema([pa.field("premise", pa.string(), nullable=False), pa
 
 
 def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
     out = {"python": platform.python_version()}
     for name in ("multicsr", "torch", "transformers", "sentence-transformers", "openai", "pyarrow"):
         try:
@@ -78,8 +77,6 @@ def make_provenance(stage: str, config: dict | None = None, config_hash: str | N
     if config_hash is not None:
         prov["config_hash"] = config_hash
     prov.update(extra)
-    from multicsr_core.redaction import redact_secrets
-
     return redact_secrets(prov)  # a config's base URL may carry user:key
 
 
@@ -103,8 +100,6 @@ def corpus_table(rows: dict[str, Sequence] | Iterable[dict], provenance: dict | 
 
 
 def with_provenance(table: pa.Table, provenance: dict) -> pa.Table:
-    from multicsr_core.redaction import redact_secrets
-
     meta = dict(table.schema.metadata or {})
     # every provenance reaches the file through here: URL credentials and secret keys never do
     meta[METADATA_KEY] = json.dumps(redact_secrets(provenance), sort_keys=True, default=str).encode("utf-8")
@@ -120,26 +115,9 @@ def read_provenance(path: str | Path) -> dict:
 def write_parquet_atomic(table: pa.Table, path: str | Path, row_group_size: int = 65536) -> Path:
     """Write to a temporary file beside ``path``, fsync, then ``os.replace``: readers never see
     a partial file, and a crash mid-write leaves the previous file untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs are ordinary files
-    try:
+    with atomic_path(path, fsync=True) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return Path(path)
 
 
 def _parquet_error(path: Path, exc: Exception) -> InputError:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -53,6 +54,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from multicsr_core.errors import InputError  # noqa: F401  (re-exported: callers import it from here)
+from multicsr_core.io.atomic import write_bytes_atomic
 from multicsr_core.io.corpus import (COLUMNS, corpus_table, is_full_corpus, parquet_schema, read_corpus,
                                      read_parquet)
 
@@ -234,18 +236,13 @@ def materialize_stream(path: str | Path, folder: str | Path) -> Path:
     """``path`` itself for a regular file; for a pipe, FIFO or device its content (read once) in a
     file under ``folder`` named by its sha256, so a run that reads its input as a stream can be
     resumed and cached like one that read a file."""
-    import hashlib
-
     path = Path(path)
     if not is_stream(path):
         return path
     data = bytes(_read_bytes(path))
     target = Path(folder) / f"stream-{hashlib.sha256(data).hexdigest()[:16]}"
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + f".{os.getpid()}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)
+        write_bytes_atomic(target, data)
     return target
 
 

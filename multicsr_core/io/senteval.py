@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from multicsr_core.errors import DataDirError
+from multicsr_core.io.download import data_root_hint
+
 __all__ = [
     "STS_SUBSETS",
     "StsPairs",
@@ -79,9 +82,6 @@ def _rejoin(sentence: str) -> str:
 
 
 def _missing(path: Path) -> ValueError:
-    from multicsr_core.errors import DataDirError
-    from multicsr_core.io.download import data_root_hint
-
     return DataDirError("file not found", path=path, hint=data_root_hint())
 
 
