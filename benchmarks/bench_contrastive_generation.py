@@ -51,7 +51,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from multicsr_core.generation.decoding import contrastive_decode, model_rows  # noqa: E402
+from multicsr_core.generation.decoding import SpecialTokens, contrastive_decode, model_rows  # noqa: E402
+from multicsr_core.generation.settings import DecodingSettings  # noqa: E402
 from multicsr_core.io.inputs import read_premises  # noqa: E402
 from multicsr_core.prompts import build_generation_prompts  # noqa: E402
 
@@ -131,9 +132,9 @@ def run_plain(model, intended, opposite, new_tokens):
 
 def run_ours(model, intended, opposite, new_tokens, omega=OMEGA):
     eos_ids, pad, start = _specials(model)
-    return contrastive_decode(model, intended, opposite if omega else None, omega=omega, max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, eos_token_ids=eos_ids, pad_token_id=pad,
-                              decoder_start_token_id=start)
+    return contrastive_decode(model, intended, opposite if omega else None,
+                              DecodingSettings(omega=omega, max_new_tokens=new_tokens, min_new_tokens=new_tokens),
+                              SpecialTokens(eos_ids, pad, start))
 
 
 @torch.inference_mode()

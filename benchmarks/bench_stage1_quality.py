@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from multicsr_core.generation.cleaning import clean_generation, comparable  # noqa: E402
 from multicsr_core.generation.engine import generate_contrastive, generation_fingerprint  # noqa: E402
+from multicsr_core.generation.settings import DecodingSettings  # noqa: E402
 from multicsr_core.io.inputs import read_premises  # noqa: E402
 from multicsr_core.models import resolve_model_ref  # noqa: E402
 from multicsr_core.prompts import build_generation_prompts  # noqa: E402
@@ -76,7 +77,8 @@ class GenerationCache:
         cache_dir.mkdir(parents=True, exist_ok=True)
 
     def _path(self, omega: float, premises: list[str]) -> tuple[Path, dict]:
-        fingerprint = generation_fingerprint(self.model_ref, omega=omega, max_new_tokens=self.max_new_tokens)
+        fingerprint = generation_fingerprint(self.model_ref, None,
+                                             DecodingSettings(omega=omega, max_new_tokens=self.max_new_tokens))
         fingerprint["versions"].pop("engine", None)
         key = hashlib.sha256(json.dumps([fingerprint, premises], sort_keys=True).encode()).hexdigest()
         return self.cache_dir / f"{key[:32]}.json", fingerprint
@@ -90,8 +92,8 @@ class GenerationCache:
             return json.loads(path.read_text(encoding="utf-8"))
         t0 = time.perf_counter()
         prompts = build_generation_prompts(premises, seed=fingerprint["seed"])
-        triplets = generate_contrastive(self.model, self.tokenizer, prompts, omega=omega,
-                                        max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        triplets = generate_contrastive(self.model, self.tokenizer, prompts, DecodingSettings(
+            omega=omega, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size))
         got = [{"premise": t.premise, "entailment_raw": t.entailment_raw, "contradiction_raw": t.contradiction_raw,
                 "entailment_prompt_id": t.entailment_prompt_id, "contradiction_prompt_id": t.contradiction_prompt_id,
                 "entailment_finished": t.entailment_finished, "contradiction_finished": t.contradiction_finished}
@@ -200,7 +202,7 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from multicsr_core.builders import cached_guide
+    from multicsr_core.pipeline.components import cached_guide
     from multicsr_core.generation.engine import load_generator
     from multicsr_core.guide import GuideEmbeddings
     from multicsr_core.scoring.guide import GuideScorer

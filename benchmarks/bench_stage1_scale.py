@@ -64,18 +64,24 @@ def worker(checkout: Path, model_path: str, profile_out: Path | None) -> None:
     from multicsr_core.generation.engine import generate_contrastive, load_generator
     from multicsr_core.prompts import build_generation_prompts
 
+    try:  # checkouts from #22 on take the decoding settings as one object; older ones as keywords
+        from multicsr_core.generation.settings import DecodingSettings
+    except ImportError:
+        DecodingSettings = None
+
     model, tokenizer = load_generator(model_path)
     print(json.dumps({"ready": True, "code": str(checkout)}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         torch.set_num_threads(request["threads"])
         prompts = build_generation_prompts(request["premises"], seed=42)
+        decoding = dict(omega=request["omega"], max_new_tokens=request["new_tokens"], batch_size=request["batch_size"])
+        args, kwargs = ((DecodingSettings(**decoding),), {}) if DecodingSettings is not None else ((), decoding)
         profiler = cProfile.Profile() if request.get("profile") else None
         started = time.perf_counter()
         if profiler:
             profiler.enable()
-        rows = generate_contrastive(model, tokenizer, prompts, omega=request["omega"],
-                                    max_new_tokens=request["new_tokens"], batch_size=request["batch_size"])
+        rows = generate_contrastive(model, tokenizer, prompts, *args, **kwargs)
         if profiler:
             profiler.disable()
         seconds = time.perf_counter() - started

@@ -87,10 +87,12 @@ def hf_cfg(model, intended, opposite, omega, new_tokens, min_new_tokens, eos, pa
 
 
 def ours(model, intended, opposite, omega, new_tokens, min_new_tokens, eos, pad) -> list[list[int]]:
-    from multicsr_core.generation.decoding import contrastive_decode
+    from multicsr_core.generation.decoding import SpecialTokens, contrastive_decode
+    from multicsr_core.generation.settings import DecodingSettings
 
-    return contrastive_decode(model, intended, opposite, omega=omega, max_new_tokens=new_tokens,
-                              min_new_tokens=min_new_tokens, eos_token_ids=eos, pad_token_id=pad)
+    return contrastive_decode(model, intended, opposite,
+                              DecodingSettings(omega=omega, max_new_tokens=new_tokens, min_new_tokens=min_new_tokens),
+                              SpecialTokens(eos, pad))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -176,7 +176,8 @@ def parameters_b(model) -> float:
 
 def generation_part(name: str, model, sizes: Sizes, device: torch.device, omega: float = 0.3) -> dict:
     """generate vs our loop at w = 0 and w = omega, at each batch size (sequences per call)."""
-    from multicsr_core.generation.decoding import contrastive_decode
+    from multicsr_core.generation.decoding import SpecialTokens, contrastive_decode
+    from multicsr_core.generation.settings import DecodingSettings
 
     config = model.config
     eos, pad = int(config.eos_token_id), int(config.pad_token_id)
@@ -199,9 +200,8 @@ def generation_part(name: str, model, sizes: Sizes, device: torch.device, omega:
             return out[:, 1:] if seq2seq else out[:, input_ids.shape[1]:]
 
         def ours(w):
-            return lambda: contrastive_decode(model, intended, opposite, omega=w, max_new_tokens=n_tokens,
-                                              min_new_tokens=n_tokens, eos_token_ids=[eos], pad_token_id=pad,
-                                              decoder_start_token_id=start)
+            settings = DecodingSettings(omega=w, max_new_tokens=n_tokens, min_new_tokens=n_tokens)
+            return lambda: contrastive_decode(model, intended, opposite, settings, SpecialTokens([eos], pad, start))
 
         def hf_cfg():  # transformers' classifier-free guidance configured to the same rule (g = 1 / (1 - w))
             negative = torch.tensor(opposite, device=device)

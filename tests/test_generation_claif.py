@@ -3,6 +3,7 @@ generation through the engine with a tiny random T5."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from multicsr_core.generation import (
+    CLAIF_DECODING,
     CLAIF_MASK_RATES,
     build_claif_items,
     generate_claif_pairs,
@@ -84,10 +86,10 @@ def test_generate_claif_pairs_with_a_local_model(stsb_sentences):
     sentences = stsb_sentences[:3]
     items = build_claif_items(sentences, seed=1)
     model, tokenizer = tiny_generator("t5", [i.prompt for i in items] + ['"'])
-    kwargs = dict(seed=1, max_new_tokens=8, batch_size=9)
-    pairs = generate_claif_pairs(model, tokenizer, sentences, **kwargs)
+    settings = dataclasses.replace(CLAIF_DECODING, seed=1, max_new_tokens=8, batch_size=9)
+    pairs = generate_claif_pairs(model, tokenizer, sentences, settings)
     assert len(pairs) == 27
-    assert generate_claif_pairs(model, tokenizer, sentences, **kwargs) == pairs  # seeded sampling
+    assert generate_claif_pairs(model, tokenizer, sentences, settings) == pairs  # seeded sampling
     assert [(p.sentence, p.mask_rate, p.masked, p.prompt) for p in pairs] == [
         (i.sentence, i.mask_rate, i.masked, i.prompt) for i in items
     ]
@@ -97,5 +99,5 @@ def test_generate_claif_pairs_with_a_local_model(stsb_sentences):
                     else "contains_mask" if "<mask>" in p.generated else None)
         assert p.reject_reason == expected
     assert len({p.generated for p in pairs}) > 5
-    greedy = generate_claif_pairs(model, tokenizer, sentences, do_sample=False, **kwargs)
+    greedy = generate_claif_pairs(model, tokenizer, sentences, dataclasses.replace(settings, do_sample=False))
     assert [p.generated for p in greedy] != [p.generated for p in pairs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 
 from multicsr_core.generation import (
     ContrastiveLogitsProcessor,
+    DecodingSettings,
+    SpecialTokens,
     TokenSelector,
     build_logits_processors,
     clean_generation,
@@ -53,9 +56,8 @@ def _pairs(prompts):
     return intended, opposite
 
 
-def _decode_kwargs(model, tokenizer):
-    eos, pad, start = special_token_ids(model, tokenizer)
-    return dict(eos_token_ids=eos, pad_token_id=pad, decoder_start_token_id=start)
+def _special(model, tokenizer):
+    return SpecialTokens(*special_token_ids(model, tokenizer))
 
 
 def _generate_reference(model, tokenizer, ids, max_new_tokens, min_new_tokens):
@@ -112,8 +114,8 @@ def test_omega_zero_equals_generate_greedy(generator, prompts):
     intended, _ = _pairs(prompts)
     ids = _ids(tokenizer, intended)
     assert len(set(map(len, ids))) > 3  # real padding in the batch
-    ours = contrastive_decode(model, ids, None, omega=0.0, max_new_tokens=12, min_new_tokens=4,
-                              **_decode_kwargs(model, tokenizer))
+    ours = contrastive_decode(model, ids, None, DecodingSettings(omega=0.0, max_new_tokens=12, min_new_tokens=4),
+                              _special(model, tokenizer))
     reference = _generate_reference(model, tokenizer, ids, 12, 4)
     assert ours == reference
     assert len({tuple(r) for r in ours}) > len(ours) // 2  # the outputs really depend on the prompt
@@ -121,8 +123,8 @@ def test_omega_zero_equals_generate_greedy(generator, prompts):
     # the same through the text API, in float32 as users run it, one premise per batch
     model32 = model.to(torch.float32)
     try:
-        texts = generate_texts(model32, tokenizer, intended, omega=0.0, max_new_tokens=12, min_new_tokens=4,
-                               batch_size=3, use_chat_template=False)
+        texts = generate_texts(model32, tokenizer, intended, settings=DecodingSettings(
+            omega=0.0, max_new_tokens=12, min_new_tokens=4, batch_size=3, use_chat_template=False))
         reference = _generate_reference(model32, tokenizer, ids, 12, 4)
         assert [t.text for t in texts] == tokenizer.batch_decode(reference, skip_special_tokens=True)
     finally:
@@ -136,18 +138,20 @@ def test_cached_loop_equals_naive_reference(generator, prompts, omega):
     ids_a, ids_b = _ids(tokenizer, intended), _ids(tokenizer, opposite)
     # a second EOS id that the models do emit, so rows end at different steps and get pruned
     eos_ids = special_token_ids(model, tokenizer)[0]
-    plain = contrastive_decode(model, ids_a, ids_b, omega=omega, max_new_tokens=10,
-                               **_decode_kwargs(model, tokenizer))
+    plain = contrastive_decode(model, ids_a, ids_b, DecodingSettings(omega=omega, max_new_tokens=10),
+                               _special(model, tokenizer))
     frequent = max(set(t for r in plain for t in r[3:]), key=lambda t: sum(r[3:].count(t) for r in plain))
-    kwargs = _decode_kwargs(model, tokenizer) | {"eos_token_ids": eos_ids + [frequent]}
+    special = dataclasses.replace(_special(model, tokenizer), eos_token_ids=eos_ids + [frequent])
 
-    ours = contrastive_decode(model, ids_a, ids_b, omega=omega, max_new_tokens=10, min_new_tokens=2, **kwargs)
+    ours = contrastive_decode(model, ids_a, ids_b, DecodingSettings(omega=omega, max_new_tokens=10, min_new_tokens=2),
+                              special)
     reference = _naive_contrastive(model, tokenizer, ids_a, ids_b, omega, 10, 2, eos_ids + [frequent])
     assert ours == reference
     lengths = {len(r) for r in ours}
     assert len(lengths) > 1 and min(lengths) >= 2  # per-row EOS at different steps, after min_new_tokens
     # the contrast changes the output
-    assert ours != contrastive_decode(model, ids_a, None, omega=0.0, max_new_tokens=10, min_new_tokens=2, **kwargs)
+    assert ours != contrastive_decode(model, ids_a, None,
+                                      DecodingSettings(omega=0.0, max_new_tokens=10, min_new_tokens=2), special)
 
 
 def test_both_branches_receive_the_same_token(generator, prompts):
@@ -158,9 +162,9 @@ def test_both_branches_receive_the_same_token(generator, prompts):
     handle = model.register_forward_pre_hook(lambda mod, args, kwargs: fed.append(kwargs[key].clone()),
                                              with_kwargs=True)
     try:
-        contrastive_decode(model, _ids(tokenizer, intended), _ids(tokenizer, opposite), omega=0.3,
-                           max_new_tokens=8, do_sample=True, temperature=1.5, row_seeds=list(range(len(intended))),
-                           **_decode_kwargs(model, tokenizer))
+        contrastive_decode(model, _ids(tokenizer, intended), _ids(tokenizer, opposite),
+                           DecodingSettings(omega=0.3, max_new_tokens=8, do_sample=True, temperature=1.5),
+                           _special(model, tokenizer), row_seeds=list(range(len(intended))))
     finally:
         handle.remove()
     # 8 new tokens: the first from the prefill, then 7 steps. Decoder-only prefills in one call, or
@@ -180,9 +184,10 @@ def test_output_does_not_depend_on_batch_mates(generator, do_sample):
     prompts = build_generation_prompts(premises, seed=3)
     kwargs = dict(omega=0.3, max_new_tokens=8, do_sample=do_sample, temperature=1.3, top_k=20, top_p=0.95,
                   seed=11, use_chat_template=False)
-    together = generate_contrastive(model, tokenizer, prompts, batch_size=6, **kwargs)
-    alone = [generate_contrastive(model, tokenizer, [p], batch_size=1, **kwargs)[0] for p in prompts[:3]]
-    reordered = generate_contrastive(model, tokenizer, prompts[::-1], batch_size=4, **kwargs)[::-1]
+    together = generate_contrastive(model, tokenizer, prompts, DecodingSettings(batch_size=6, **kwargs))
+    alone = [generate_contrastive(model, tokenizer, [p], DecodingSettings(batch_size=1, **kwargs))[0]
+             for p in prompts[:3]]
+    reordered = generate_contrastive(model, tokenizer, prompts[::-1], DecodingSettings(batch_size=4, **kwargs))[::-1]
     assert alone == together[:3]
     assert reordered == together
     assert [r.premise for r in together] == premises  # input order
@@ -191,11 +196,11 @@ def test_output_does_not_depend_on_batch_mates(generator, do_sample):
 def test_sampling_is_seeded_and_reproducible(generator, prompts):
     arch, model, tokenizer = generator
     kwargs = dict(omega=0.3, max_new_tokens=10, batch_size=3, do_sample=True, temperature=1.5, use_chat_template=False)
-    first = generate_contrastive(model, tokenizer, prompts, seed=5, **kwargs)
-    again = generate_contrastive(model, tokenizer, prompts, seed=5, **kwargs)
-    other = generate_contrastive(model, tokenizer, prompts, seed=6, **kwargs)
-    greedy = generate_contrastive(model, tokenizer, prompts, omega=0.3, max_new_tokens=10, batch_size=3,
-                                  use_chat_template=False)
+    first = generate_contrastive(model, tokenizer, prompts, DecodingSettings(seed=5, **kwargs))
+    again = generate_contrastive(model, tokenizer, prompts, DecodingSettings(seed=5, **kwargs))
+    other = generate_contrastive(model, tokenizer, prompts, DecodingSettings(seed=6, **kwargs))
+    greedy = generate_contrastive(model, tokenizer, prompts,
+                                  DecodingSettings(omega=0.3, max_new_tokens=10, batch_size=3, use_chat_template=False))
     assert first == again
     raw = lambda rows: [(r.entailment_raw, r.contradiction_raw) for r in rows]  # noqa: E731
     assert raw(first) != raw(other)
@@ -215,7 +220,8 @@ def test_token_selector_samples_the_softmax_distribution():
     again = TokenSelector(True, row_seeds=list(range(4000)))
     assert again(logits[:1], torch.tensor([7])).item() == tokens[7].item()
     # warpers compose: top_k=2 keeps only the two best tokens
-    warped = build_logits_processors([4], do_sample=True, temperature=0.5, top_k=2)(None, logits.clone())
+    warping = DecodingSettings(do_sample=True, temperature=0.5, top_k=2)
+    warped = build_logits_processors(warping, [4])(None, logits.clone())
     assert set(TokenSelector(True, list(range(4000)))(warped, torch.arange(4000)).tolist()) == {0, 1}
 
 
@@ -238,8 +244,9 @@ def test_length_buckets():
 def test_generate_contrastive_rows_prompts_and_progress(generator, prompts):
     arch, model, tokenizer = generator
     calls = []
-    rows = generate_contrastive(model, tokenizer, prompts, omega=0.3, max_new_tokens=6, batch_size=4,
-                                use_chat_template=False, progress=lambda done, total: calls.append((done, total)))
+    rows = generate_contrastive(model, tokenizer, prompts,
+                                DecodingSettings(omega=0.3, max_new_tokens=6, batch_size=4, use_chat_template=False),
+                                progress=lambda done, total: calls.append((done, total)))
     assert calls == [(0, 6), (4, 6), (6, 6)]
     for row, p in zip(rows, prompts):
         assert row.premise == p.premise
@@ -256,9 +263,10 @@ def test_generate_contrastive_rows_prompts_and_progress(generator, prompts):
 def test_chat_template_is_applied_when_present(prompts):
     texts = [t for p in prompts for t in (p.entailment_prompt, p.contradiction_prompt)]
     model, tokenizer = tiny_generator("llama", texts, chat_template=True)
-    rows = generate_contrastive(model, tokenizer, prompts[:2], max_new_tokens=4)
+    rows = generate_contrastive(model, tokenizer, prompts[:2], DecodingSettings(max_new_tokens=4))
     assert rows[0].entailment_prompt == f"<s>[INST] {prompts[0].entailment_prompt} [/INST]"
-    plain = generate_contrastive(model, tokenizer, prompts[:2], max_new_tokens=4, use_chat_template=False)
+    plain = generate_contrastive(model, tokenizer, prompts[:2],
+                                 DecodingSettings(max_new_tokens=4, use_chat_template=False))
     assert plain[0].entailment_prompt == prompts[0].entailment_prompt
     assert [r.entailment_raw for r in rows] != [r.entailment_raw for r in plain]
 
@@ -266,10 +274,10 @@ def test_chat_template_is_applied_when_present(prompts):
 def test_stop_strings_end_and_cut(generator, prompts):
     arch, model, tokenizer = generator
     intended, _ = _pairs(prompts)
-    full = generate_texts(model, tokenizer, intended, max_new_tokens=10, min_new_tokens=10, use_chat_template=False)
+    plain = DecodingSettings(omega=0.0, max_new_tokens=10, min_new_tokens=10, use_chat_template=False)
+    full = generate_texts(model, tokenizer, intended, settings=plain)
     word = full[0].text.split()[2]  # a word the model writes at its third step
-    cut = generate_texts(model, tokenizer, intended, max_new_tokens=10, min_new_tokens=10,
-                         stop_strings=[word], use_chat_template=False)
+    cut = generate_texts(model, tokenizer, intended, settings=dataclasses.replace(plain, stop_strings=[word]))
     assert cut[0].finished and cut[0].num_tokens <= 3 < full[0].num_tokens  # stopped early, stop token kept
     for a, b in zip(full, cut):
         assert b.text == a.text.split(word, 1)[0]
@@ -283,13 +291,13 @@ def test_load_generator_roundtrip(tmp_path, generator, prompts):
     loaded, loaded_tokenizer = load_generator(tmp_path, dtype="float32")
     assert type(loaded) is type(model) and not loaded.training
     assert loaded.dtype == torch.float32
-    kwargs = dict(omega=0.3, max_new_tokens=6, use_chat_template=False)
-    assert (generate_contrastive(loaded, loaded_tokenizer, prompts[:2], **kwargs)
-            == generate_contrastive(model.to(torch.float32), tokenizer, prompts[:2], **kwargs))
+    settings = DecodingSettings(omega=0.3, max_new_tokens=6, use_chat_template=False)
+    assert (generate_contrastive(loaded, loaded_tokenizer, prompts[:2], settings)
+            == generate_contrastive(model.to(torch.float32), tokenizer, prompts[:2], settings))
     model.to(torch.float64)
     bf16, _ = load_generator(tmp_path, dtype="bf16")
     assert bf16.dtype == torch.bfloat16
-    rows = generate_contrastive(bf16, loaded_tokenizer, prompts[:2], **kwargs)
+    rows = generate_contrastive(bf16, loaded_tokenizer, prompts[:2], settings)
     assert len(rows) == 2
     with pytest.raises(ValueError, match="unknown dtype"):
         load_generator(tmp_path, dtype="int3")
@@ -299,10 +307,12 @@ def test_fingerprint(tmp_path):
     base = generation_fingerprint("google/flan-t5-xl", "main")
     json.dumps(base)
     assert base["omega"] == 0.3 and base["prompt_set"] == "syncse-pool" and base["temperature"] is None
-    assert generation_fingerprint("google/flan-t5-xl", "main", temperature=0.5) == base  # greedy ignores it
+    # greedy ignores it
+    assert generation_fingerprint("google/flan-t5-xl", "main", DecodingSettings(temperature=0.5)) == base
     for change in [dict(omega=0.2), dict(max_new_tokens=32), dict(seed=1), dict(do_sample=True),
-                   dict(prompt_set="official-2shot"), dict(template="{instruction}: {premise}"), dict(dtype="bf16"),
                    dict(use_chat_template=False)]:
+        assert generation_fingerprint("google/flan-t5-xl", "main", DecodingSettings(**change)) != base, change
+    for change in [dict(prompt_set="official-2shot"), dict(template="{instruction}: {premise}"), dict(dtype="bf16")]:
         assert generation_fingerprint("google/flan-t5-xl", "main", **change) != base, change
     assert generation_fingerprint("google/flan-t5-xl", "other") != base
     prompt_file = tmp_path / "p.yaml"
@@ -311,7 +321,7 @@ def test_fingerprint(tmp_path):
     prompt_file.write_text("entailment: [A2]\ncontradiction: [B]\n", encoding="utf-8")
     assert generation_fingerprint("m", prompt_file=prompt_file)["prompt_set_sha256"] != first["prompt_set_sha256"]
     with pytest.raises(ValueError, match="top_p"):
-        generation_fingerprint("m", do_sample=True, top_p=0.0)
+        generation_fingerprint("m", None, DecodingSettings(do_sample=True, top_p=0.0))
 
 
 @pytest.mark.parametrize(
@@ -336,11 +346,11 @@ def test_clean_generation(text, cleaned, reason):
 def test_bad_arguments(generator, prompts):
     arch, model, tokenizer = generator
     with pytest.raises(ValueError, match="max_new_tokens"):
-        generate_contrastive(model, tokenizer, prompts, max_new_tokens=0)
+        generate_contrastive(model, tokenizer, prompts, DecodingSettings(max_new_tokens=0))
     with pytest.raises(ValueError, match="temperature"):
-        generate_contrastive(model, tokenizer, prompts, do_sample=True, temperature=0)
+        generate_contrastive(model, tokenizer, prompts, DecodingSettings(do_sample=True, temperature=0))
     with pytest.raises(ValueError, match="opposite"):
-        generate_texts(model, tokenizer, ["a"], omega=0.3)
+        generate_texts(model, tokenizer, ["a"], settings=DecodingSettings(omega=0.3))
 
 
 def test_shared_prefix_lengths():
@@ -376,8 +386,8 @@ def test_prompts_sharing_prefixes_of_several_lengths_equal_the_naive_reference(g
     opposite = [base[:12] + other(5), other(11), base[:20] + other(2), base[:20] + other(3), other(6), base[:25]]
     eos = special_token_ids(model, tokenizer)[0]
     try:
-        ours = contrastive_decode(model, intended, opposite if omega else None, omega=omega, max_new_tokens=8,
-                                  **_decode_kwargs(model, tokenizer))
+        ours = contrastive_decode(model, intended, opposite if omega else None,
+                                  DecodingSettings(omega=omega, max_new_tokens=8), _special(model, tokenizer))
     finally:
         handle.remove()
     # two prefill calls (prefixes, then rests), each narrower than the longest prompt, then steps of one token

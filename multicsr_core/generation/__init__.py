@@ -1,5 +1,7 @@
 """Stage 1: contrastive generation (MultiCSR section 3.1) and CLAIF mask-and-fill generation.
 
+- ``settings``: ``DecodingSettings``, how to decode (w, lengths, sampling, stop strings), one frozen object
+  passed whole from the config mapping down to the decoding loop; its fields are its fingerprint
 - ``engine``: ``load_generator``, ``generate_contrastive``, ``generate_texts``, ``generation_fingerprint``
 - ``decoding``: ``contrastive_decode``, the one decoding loop over token ids (seq2seq and decoder-only)
 - ``processors``: the contrast step ``l - w * l_hat``, warpers, per-row seeded token selection
@@ -7,9 +9,10 @@
 - ``claif``: CLAIF masking and generation
 """
 
-from .claif import CLAIF_MASK_RATES, ClaifItem, ClaifPair, build_claif_items, generate_claif_pairs, mask_words
+from .claif import (CLAIF_DECODING, CLAIF_MASK_RATES, ClaifItem, ClaifPair, build_claif_items, generate_claif_pairs,
+                    mask_words)
 from .cleaning import CleanedText, clean_generation
-from .decoding import contrastive_decode, special_token_ids
+from .decoding import SpecialTokens, contrastive_decode, special_token_ids
 from .engine import (
     ENGINE_VERSION,
     GeneratedText,
@@ -23,8 +26,11 @@ from .engine import (
     reject_counts,
 )
 from .processors import ContrastiveLogitsProcessor, TokenSelector, build_logits_processors, row_seed
+from .settings import DecodingSettings
 
 __all__ = [
+    "DecodingSettings",
+    "CLAIF_DECODING",
     "CLAIF_MASK_RATES",
     "ClaifItem",
     "ClaifPair",
@@ -34,6 +40,7 @@ __all__ = [
     "CleanedText",
     "clean_generation",
     "contrastive_decode",
+    "SpecialTokens",
     "special_token_ids",
     "ENGINE_VERSION",
     "GeneratedText",

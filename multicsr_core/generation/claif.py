@@ -31,8 +31,10 @@ from ..prompts import CLAIF_MASK_TOKEN, format_claif_generation_prompt
 from .cleaning import clean_generation
 from .engine import ProgressCallback, generate_texts
 from .processors import row_seed
+from .settings import DecodingSettings
 
 __all__ = [
+    "CLAIF_DECODING",
     "CLAIF_MASK_RATES",
     "ClaifItem",
     "ClaifPair",
@@ -48,6 +50,12 @@ CLAIF_MASK_RATES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0
 CLAIF_REJECT_EMPTY = "empty"
 CLAIF_REJECT_IDENTICAL = "identical"
 CLAIF_REJECT_MASK = "contains_mask"
+
+#: CLAIF's decoding: plain (w = 0), the official temperature 0.7 and top_p 0.9; the official max_tokens
+#: 256 lowered to 64 since the output stops at the closing quote of the completion prompt (stop string
+#: ``"``); completion prompts, so no chat template. ``seed`` also seeds the masking.
+CLAIF_DECODING = DecodingSettings(omega=0.0, max_new_tokens=64, batch_size=32, do_sample=True, temperature=0.7,
+                                  top_p=0.9, use_chat_template=False, stop_strings=('"',))
 
 
 def _masked_count(n_words: int, rate: float) -> int:
@@ -113,27 +121,18 @@ def generate_claif_pairs(
     model,
     tokenizer,
     sentences: Sequence[str],
+    settings: DecodingSettings = CLAIF_DECODING,
     *,
-    seed: int = 42,
     mask_rates: Sequence[float] = CLAIF_MASK_RATES,
-    max_new_tokens: int = 64,
-    batch_size: int = 32,
-    do_sample: bool = True,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    use_chat_template: bool = False,
     progress: ProgressCallback | None = None,
 ) -> list[ClaifPair]:
-    """Mask-and-fill pairs from a local model (defaults: the official temperature 0.7, top_p 0.9;
-    the official max_tokens 256 is lowered to 64 since the output stops at the closing quote)."""
-    items = build_claif_items(sentences, seed=seed, mask_rates=mask_rates)
-    outputs = generate_texts(
-        model, tokenizer, [item.prompt for item in items],
-        omega=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
-        temperature=temperature, top_p=top_p, seed=seed,
-        sample_keys=[f"claif\x00{item.mask_rate!r}\x00{item.prompt}" for item in items],
-        stop_strings=['"'], use_chat_template=use_chat_template, progress=progress,
-    )
+    """Mask-and-fill pairs from a local model, decoded as ``settings`` say (default ``CLAIF_DECODING``;
+    change a field with ``dataclasses.replace(CLAIF_DECODING, ...)``); ``settings.seed`` also seeds
+    the masking."""
+    items = build_claif_items(sentences, seed=settings.seed, mask_rates=mask_rates)
+    outputs = generate_texts(model, tokenizer, [item.prompt for item in items], settings=settings,
+                             sample_keys=[f"claif\x00{item.mask_rate!r}\x00{item.prompt}" for item in items],
+                             progress=progress)
     pairs = []
     for item, out in zip(items, outputs):
         cleaned = clean_generation(out.text, item.sentence)

@@ -256,21 +256,10 @@ def _echoes_instruction(text: str, premise: str) -> bool:
     return bool(grams & _INSTRUCTION_NGRAMS)
 
 
-def clean_generation(text: str, premise: str, finished: bool = True) -> CleanedText:
-    """The sentence in a generated output, or a named reason to reject it (see the module docstring).
-
-    ``text`` is the decoded output; ``premise`` the sentence it was written for; ``finished``
-    False when decoding stopped at ``max_new_tokens`` (the sentence is then ``truncated`` if
-    the cut went through it: it ends the raw output without closing punctuation).
-    """
-    fixes: list[str] = []
-    raw = text.replace("\r", "").strip()
-    if not raw.strip(_QUOTES + " \n\t"):
-        return CleanedText("", REJECT_EMPTY)
-    if _REFUSAL.match(raw.lstrip(_QUOTES + " ")):
-        return CleanedText(_SPACES.sub(" ", raw), REJECT_REFUSAL)
-    if _is_repetitive(raw):  # before extraction: a loop of labels would yield a fragment
-        return CleanedText(_SPACES.sub(" ", raw), REJECT_REPETITION)
+def _unwrap(raw: str, fixes: list[str]) -> tuple[str, bool, str | None]:
+    """The answer inside its wrappers (template continuation, markdown, lead-in, answer label, restated
+    input, bare label): (text, whether an answer label's quote never closes, a reject reason or None).
+    Appends each fix to ``fixes``."""
     work = raw
     outputs = list(_TEMPLATE_OUTPUT.finditer(work))
     if outputs and outputs[-1].end() < len(work):
@@ -278,7 +267,7 @@ def clean_generation(text: str, premise: str, finished: bool = True) -> CleanedT
         work = work[outputs[-1].end():].strip()
         fixes.append(FIX_WRAPPER)
     elif _TEMPLATE_INPUT.search(work) or outputs:
-        return CleanedText(_SPACES.sub(" ", raw), REJECT_ECHO)
+        return work, False, REJECT_ECHO
     if _MARKDOWN.search(work):
         work = _MARKDOWN.sub("", work)
         fixes.append(FIX_MARKDOWN)
@@ -287,14 +276,14 @@ def clean_generation(text: str, premise: str, finished: bool = True) -> CleanedT
     if m:
         work = work[m.end():].strip()
         fixes.append(FIX_LEAD_IN)
-    unclosed = False
     extracted, found, unclosed = _after_wrapper(work)
     if found:
         work = extracted
         fixes.append(FIX_WRAPPER)
     elif _SOURCE_LABEL.match(work):
         # "The original sentence is: "..."" and no answer after it: only the input restated
-        return CleanedText(_SPACES.sub(" ", raw), REJECT_META_ONLY, tuple(fixes + [FIX_WRAPPER]))
+        fixes.append(FIX_WRAPPER)
+        return work, unclosed, REJECT_META_ONLY
     lines = [line.strip() for line in work.split("\n") if line.strip()]
     if len(lines) >= 2 and _SOURCE_LINE.match(lines[0]):
         # "Original: <the input>\nSwapped: <the answer>": drop the restated input
@@ -304,7 +293,12 @@ def clean_generation(text: str, premise: str, finished: bool = True) -> CleanedT
     if m:
         work = work[m.end():].strip()
         fixes.append(FIX_LABEL)
-    # several candidates, or an answer then a blank line and an explanation: keep the first block
+    return work, unclosed, None
+
+
+def _first_block(work: str, fixes: list[str]) -> str:
+    """The first candidate of several, or the answer before a blank line and an explanation, cut to its
+    first sentence block, without a meta suffix or enclosing quotes. Appends each fix to ``fixes``."""
     lines = [line.strip() for line in work.split("\n") if line.strip()]
     items = [line for line in lines if _LIST_ITEM.match(line)]
     paragraphs = [p.strip() for p in re.split(r"\n\s*\n", work) if p.strip()]
@@ -328,6 +322,11 @@ def clean_generation(text: str, premise: str, finished: bool = True) -> CleanedT
     work, quoted = _strip_quotes(work)
     if quoted:
         fixes.append(FIX_QUOTES)
+    return work
+
+
+def _verdict(work: str, raw: str, premise: str, finished: bool, unclosed: bool, fixes: list[str]) -> CleanedText:
+    """The extracted sentence ``work`` kept, or rejected with the first reason that applies."""
     fixes_t = tuple(dict.fromkeys(fixes))
     if not work:
         return CleanedText("", REJECT_META_ONLY if META_FIXES & set(fixes_t) else REJECT_EMPTY, fixes_t)
@@ -341,3 +340,24 @@ def clean_generation(text: str, premise: str, finished: bool = True) -> CleanedT
     if comparable(work) == comparable(premise):
         return CleanedText(work, REJECT_COPY, fixes_t)
     return CleanedText(work, None, fixes_t)
+
+
+def clean_generation(text: str, premise: str, finished: bool = True) -> CleanedText:
+    """The sentence in a generated output, or a named reason to reject it (see the module docstring).
+
+    ``text`` is the decoded output; ``premise`` the sentence it was written for; ``finished``
+    False when decoding stopped at ``max_new_tokens`` (the sentence is then ``truncated`` if
+    the cut went through it: it ends the raw output without closing punctuation).
+    """
+    fixes: list[str] = []
+    raw = text.replace("\r", "").strip()
+    if not raw.strip(_QUOTES + " \n\t"):
+        return CleanedText("", REJECT_EMPTY)
+    if _REFUSAL.match(raw.lstrip(_QUOTES + " ")):
+        return CleanedText(_SPACES.sub(" ", raw), REJECT_REFUSAL)
+    if _is_repetitive(raw):  # before extraction: a loop of labels would yield a fragment
+        return CleanedText(_SPACES.sub(" ", raw), REJECT_REPETITION)
+    work, unclosed, reject = _unwrap(raw, fixes)
+    if reject is not None:  # a template echo, or only the input restated: the whole raw text is the evidence
+        return CleanedText(_SPACES.sub(" ", raw), reject, tuple(fixes))
+    return _verdict(_first_block(work, fixes), raw, premise, finished, unclosed, fixes)

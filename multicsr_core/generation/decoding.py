@@ -21,7 +21,8 @@ This module knows nothing of prompts or text; ``engine.py`` tokenizes and batche
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
@@ -29,8 +30,11 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .processors import ContrastiveLogitsProcessor, TokenSelector, build_logits_processors
 
-__all__ = ["contrastive_decode", "special_token_ids", "model_rows", "shared_prefix_lengths", "Seq2SeqRows",
-           "DecoderOnlyRows"]
+if TYPE_CHECKING:
+    from .settings import DecodingSettings
+
+__all__ = ["contrastive_decode", "SpecialTokens", "special_token_ids", "model_rows", "shared_prefix_lengths",
+           "Seq2SeqRows", "DecoderOnlyRows"]
 
 
 def _first_set(name: str, *sources):
@@ -242,52 +246,54 @@ def _accepts(model, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The token ids that end, pad and start a batch's sequences (``special_token_ids`` finds the first
+    three); ``stop_token_ids`` end a sequence like EOS but stay in its output (the caller cuts the
+    text at the stop string)."""
+
+    eos_token_ids: Sequence[int]
+    pad_token_id: int
+    decoder_start_token_id: int | None = None
+    stop_token_ids: Sequence[int] = ()
+
+
+def _check_prompts(intended: Sequence[Sequence[int]], opposite: Sequence[Sequence[int]] | None, contrast: bool) -> None:
+    if contrast and (opposite is None or len(opposite) != len(intended)):
+        raise ValueError("omega != 0 needs one opposite prompt per intended prompt")
+    if any(len(r) == 0 for r in intended) or (contrast and any(len(r) == 0 for r in opposite)):
+        raise ValueError("empty prompt (no token ids)")
+
+
 @torch.inference_mode()
 def contrastive_decode(
     model,
     intended: Sequence[Sequence[int]],
-    opposite: Sequence[Sequence[int]] | None = None,
-    *,
-    omega: float = 0.3,
-    max_new_tokens: int = 64,
-    min_new_tokens: int = 0,
-    eos_token_ids: Sequence[int],
-    pad_token_id: int,
-    decoder_start_token_id: int | None = None,
-    stop_token_ids: Sequence[int] = (),
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
+    opposite: Sequence[Sequence[int]] | None,
+    settings: DecodingSettings,
+    special: SpecialTokens,
     row_seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
-    """Decode one batch; returns the new token ids of each sequence, without its final EOS/stop token.
-
-    ``intended[i]`` / ``opposite[i]`` are the prompt token ids of sequence i's two branches
-    (``opposite`` may be None only when ``omega == 0``). ``stop_token_ids`` end a sequence like EOS
-    but are kept in its output (the caller cuts the text at the stop string). ``row_seeds`` (one
-    per sequence) seed the per-row generators when ``do_sample``.
-    """
+    """Decode one batch as ``settings`` say; returns the new token ids of each sequence, without its
+    final EOS/stop token. ``intended[i]`` / ``opposite[i]`` are the prompt token ids of sequence i's two
+    branches (``opposite`` may be None only when ``settings.omega == 0``). ``row_seeds`` (one per
+    sequence) seed the per-row generators when ``settings.do_sample``. (``engine.py`` batches, and
+    tokenizes and cuts at the stop strings.)"""
     n = len(intended)
     if n == 0:
         return []
-    contrast = omega != 0.0
-    if contrast and (opposite is None or len(opposite) != n):
-        raise ValueError("omega != 0 needs one opposite prompt per intended prompt")
-    if any(len(r) == 0 for r in intended) or (contrast and any(len(r) == 0 for r in opposite)):
-        raise ValueError("empty prompt (no token ids)")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-
+    contrast = settings.omega != 0.0
+    _check_prompts(intended, opposite, contrast)
+    max_new_tokens, pad_token_id, eos_token_ids = settings.max_new_tokens, special.pad_token_id, special.eos_token_ids
     rows = model_rows(model, list(intended) + (list(opposite) if contrast else []), pad_token_id,
-                      decoder_start_token_id)
+                      special.decoder_start_token_id)
 
     device = model.device
-    combine = ContrastiveLogitsProcessor(omega)
-    processors = build_logits_processors(eos_token_ids, min_new_tokens, do_sample, temperature, top_k, top_p, device)
-    select = TokenSelector(do_sample, row_seeds)
+    combine = ContrastiveLogitsProcessor(settings.omega)
+    processors = build_logits_processors(settings, eos_token_ids, device)
+    select = TokenSelector(settings.do_sample, row_seeds)
     eos = torch.tensor(list(eos_token_ids), device=device)
-    terminal = torch.tensor(list(eos_token_ids) + list(stop_token_ids), device=device)
+    terminal = torch.tensor(list(eos_token_ids) + list(special.stop_token_ids), device=device)
 
     tokens = torch.full((n, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     lengths = torch.full((n,), max_new_tokens, dtype=torch.long, device=device)

@@ -30,8 +30,9 @@ import torch
 
 from ..prompts import GenerationPrompts, PromptSet, resolve_prompt_set
 from .cleaning import clean_generation
-from .decoding import contrastive_decode, special_token_ids
+from .decoding import SpecialTokens, contrastive_decode, special_token_ids
 from .processors import row_seed
+from .settings import DecodingSettings
 
 __all__ = [
     "ENGINE_VERSION",
@@ -131,28 +132,39 @@ def _stop_token_ids(tokenizer, stop_strings: Sequence[str]) -> list[int]:
     return [v for v, t in enumerate(texts) if any(s in t for s in stop_strings)]
 
 
-def _check_decoding(omega, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p) -> None:
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    if not 0 <= min_new_tokens <= max_new_tokens:
-        raise ValueError(f"min_new_tokens must be in [0, max_new_tokens], got {min_new_tokens!r}")
-    if not isinstance(omega, (int, float)) or omega != omega:
-        raise ValueError(f"omega must be a number, got {omega!r}")
-    if do_sample:
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k!r}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-
-
 @dataclass(frozen=True)
 class GeneratedText:
     prompt: str  # the exact text fed to the model for the intended branch
     text: str  # decoded output, cut at the first stop string
     num_tokens: int  # generated tokens, EOS not counted
     finished: bool  # ended by EOS or a stop string (False: hit max_new_tokens)
+
+
+def _special_tokens(model, tokenizer, stop_strings: Sequence[str]) -> SpecialTokens:
+    eos_ids, pad_id, start_id = special_token_ids(model, tokenizer)
+    stop_ids = [v for v in _stop_token_ids(tokenizer, stop_strings) if v not in eos_ids]
+    return SpecialTokens(eos_ids, pad_id, start_id, stop_ids)
+
+
+def _group_lengths(intended_enc: list, opposite_enc: list | None, group_size: int) -> list[int]:
+    """The longest prompt (either branch) of each group of ``group_size`` consecutive items."""
+    group_lengths = []
+    for g in range(len(intended_enc) // group_size):
+        members = range(g * group_size, (g + 1) * group_size)
+        group_lengths.append(
+            max(max(len(intended_enc[i][0]), len(opposite_enc[i][0]) if opposite_enc is not None else 0)
+                for i in members)
+        )
+    return group_lengths
+
+
+def _generated_text(tokenizer, prompt: str, ids: list[int], settings: DecodingSettings,
+                    special: SpecialTokens) -> GeneratedText:
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    for stop in settings.stop_strings:
+        text = text.split(stop, 1)[0]
+    finished = len(ids) < settings.max_new_tokens or (bool(ids) and ids[-1] in special.stop_token_ids)
+    return GeneratedText(prompt, text, len(ids), finished)
 
 
 def _generate(
@@ -162,68 +174,34 @@ def _generate(
     opposite: Sequence[str] | None,
     keys: Sequence[str],
     group_size: int,
-    batch_size: int,
-    *,
-    omega: float,
-    max_new_tokens: int,
-    min_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    seed: int,
-    stop_strings: Sequence[str],
-    use_chat_template: bool,
+    settings: DecodingSettings,
     progress: ProgressCallback | None,
 ) -> list[GeneratedText]:
     """Decode ``intended[i]`` against ``opposite[i]``; consecutive groups of ``group_size`` items
-    stay in one batch of ``batch_size`` groups."""
-    _check_decoding(omega, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p)
-    contrast = omega != 0
-    if contrast and opposite is None:
-        raise ValueError("omega != 0 needs opposite prompts")
-    intended_enc = [encode_prompt(tokenizer, p, use_chat_template) for p in intended]
-    opposite_enc = [encode_prompt(tokenizer, p, use_chat_template) for p in opposite] if contrast else None
-    eos_ids, pad_id, start_id = special_token_ids(model, tokenizer)
-    stop_ids = [v for v in _stop_token_ids(tokenizer, stop_strings) if v not in eos_ids]
-
-    n_groups = len(intended) // group_size
-    group_lengths = []
-    for g in range(n_groups):
-        members = range(g * group_size, (g + 1) * group_size)
-        group_lengths.append(
-            max(max(len(intended_enc[i][0]), len(opposite_enc[i][0]) if contrast else 0) for i in members)
-        )
+    stay in one batch of ``settings.batch_size`` groups."""
+    contrast = settings.omega != 0
+    intended_enc = [encode_prompt(tokenizer, p, settings.use_chat_template) for p in intended]
+    opposite_enc = [encode_prompt(tokenizer, p, settings.use_chat_template) for p in opposite] if contrast else None
+    special = _special_tokens(model, tokenizer, settings.stop_strings)
+    group_lengths = _group_lengths(intended_enc, opposite_enc, group_size)
+    n_groups = len(group_lengths)
 
     results: list[GeneratedText | None] = [None] * len(intended)
     done = 0
     if progress is not None:
         progress(0, n_groups)
-    for batch in length_buckets(group_lengths, batch_size):
+    for batch in length_buckets(group_lengths, settings.batch_size):
         items = [i for g in batch for i in range(g * group_size, (g + 1) * group_size)]
         new_ids = contrastive_decode(
             model,
             [intended_enc[i][0] for i in items],
             [opposite_enc[i][0] for i in items] if contrast else None,
-            omega=omega,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            eos_token_ids=eos_ids,
-            pad_token_id=pad_id,
-            decoder_start_token_id=start_id,
-            stop_token_ids=stop_ids,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            row_seeds=[row_seed(seed, keys[i]) for i in items] if do_sample else None,
+            settings,
+            special,
+            row_seeds=[row_seed(settings.seed, keys[i]) for i in items] if settings.do_sample else None,
         )
         for i, ids in zip(items, new_ids):
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            for stop in stop_strings:
-                text = text.split(stop, 1)[0]
-            finished = len(ids) < max_new_tokens or (bool(ids) and ids[-1] in stop_ids)
-            results[i] = GeneratedText(intended_enc[i][1], text, len(ids), finished)
+            results[i] = _generated_text(tokenizer, intended_enc[i][1], ids, settings, special)
         done += len(batch)
         if progress is not None:
             progress(done, n_groups)
@@ -235,41 +213,29 @@ def generate_texts(
     tokenizer,
     prompts: Sequence[str],
     opposite_prompts: Sequence[str] | None = None,
+    settings: DecodingSettings = DecodingSettings(omega=0.0, batch_size=32),
     *,
-    omega: float = 0.0,
-    max_new_tokens: int = 64,
-    min_new_tokens: int = 0,
-    batch_size: int = 32,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 42,
     sample_keys: Sequence[str] | None = None,
-    stop_strings: Sequence[str] = (),
-    use_chat_template: bool = True,
     progress: ProgressCallback | None = None,
 ) -> list[GeneratedText]:
-    """One output per prompt, in input order; contrasted with ``opposite_prompts[i]`` when omega != 0.
+    """One output per prompt, in input order, decoded as ``settings`` say (default: plain decoding);
+    contrasted with ``opposite_prompts[i]`` when ``settings.omega != 0``.
 
     ``sample_keys[i]`` (default: the prompt pair) names prompt i's random stream when sampling,
-    so two equal prompts that must differ need different keys. ``stop_strings`` end a sequence
-    when a generated token contains one, and the text is cut at its first occurrence.
+    so two equal prompts that must differ need different keys. ``settings.stop_strings`` end a
+    sequence when a generated token contains one, and the text is cut at its first occurrence.
     ``progress(n_done, n_total)`` is called after each batch, counting prompts.
     """
+    if settings.omega != 0 and opposite_prompts is None:
+        raise ValueError("omega != 0 needs opposite prompts")
     if opposite_prompts is not None and len(opposite_prompts) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(opposite_prompts)} opposite prompts")
     if sample_keys is None:
         sample_keys = [f"{p}\x00{opposite_prompts[i] if opposite_prompts else ''}" for i, p in enumerate(prompts)]
     elif len(sample_keys) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(sample_keys)} sample keys")
-    return _generate(
-        model, tokenizer, list(prompts), list(opposite_prompts) if opposite_prompts is not None else None,
-        list(sample_keys), 1, batch_size,
-        omega=omega, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
-        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=stop_strings,
-        use_chat_template=use_chat_template, progress=progress,
-    )
+    return _generate(model, tokenizer, list(prompts), list(opposite_prompts) if opposite_prompts is not None else None,
+                     list(sample_keys), 1, settings, progress)
 
 
 @dataclass(frozen=True)
@@ -303,24 +269,13 @@ def generate_contrastive(
     model,
     tokenizer,
     prompts: Sequence[GenerationPrompts],
-    omega: float = 0.3,
-    max_new_tokens: int = 64,
-    batch_size: int = 16,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 42,
-    use_chat_template: bool = True,
+    settings: DecodingSettings = DecodingSettings(),
     progress: ProgressCallback | None = None,
-    min_new_tokens: int = 0,
-    stop_strings: Sequence[str] = (),
 ) -> list[GeneratedTriplet]:
-    """Stage 1: an entailment and a contradiction per premise by contrastive decoding (paper 3.1).
+    """Stage 1: an entailment and a contradiction per premise by contrastive decoding (paper 3.1),
+    decoded as ``settings`` say (``DecodingSettings``: w, lengths, greedy or sampling, stop strings;
+    ``settings.batch_size`` counts premises).
 
-    ``omega`` is w in ``l - w * l_hat`` (paper default 0.3; 0 = plain decoding). Greedy unless
-    ``do_sample``; then temperature / top_k (0 = off) / top_p (1 = off) apply to the contrasted
-    scores and the same sampled token feeds both branches. ``batch_size`` counts premises.
     ``progress(n_done, n_total)`` counts premises, called after each batch. Outputs are cleaned
     with ``clean_generation``; rejected rows are returned with ``reject_reason`` set (see
     ``reject_counts``), never silently dropped. ``stop_strings`` (a prompt set's, e.g. the
@@ -330,17 +285,15 @@ def generate_contrastive(
     rejected as ``prompt_too_long`` on the side(s) whose prompt is too long.
     """
     prompts = list(prompts)
-    over = _over_long_sides(tokenizer, prompts, context_limit(model, max_new_tokens), use_chat_template)
+    max_new_tokens = settings.max_new_tokens
+    over = _over_long_sides(tokenizer, prompts, context_limit(model, max_new_tokens), settings.use_chat_template)
     if over:
         log.warning("%d of %d premises have a prompt longer than %s's context allows (%s tokens with %d new): "
                     "rejected as prompt_too_long, not decoded", len(over), len(prompts),
                     getattr(model.config, "_name_or_path", "the model"), context_limit(model, max_new_tokens),
                     max_new_tokens)
-    decoded = _decode_triplets(model, tokenizer, [p for k, p in enumerate(prompts) if k not in over],
-                               omega=omega, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
-                               temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                               use_chat_template=use_chat_template, progress=progress, min_new_tokens=min_new_tokens,
-                               stop_strings=stop_strings)
+    decoded = _decode_triplets(model, tokenizer, [p for k, p in enumerate(prompts) if k not in over], settings,
+                               progress)
     rows = []
     for k, p in enumerate(prompts):
         if k in over:
@@ -384,9 +337,8 @@ def _over_long_sides(tokenizer, prompts: Sequence[GenerationPrompts], limit: int
     return over
 
 
-def _decode_triplets(model, tokenizer, prompts: Sequence[GenerationPrompts], *, omega, max_new_tokens, batch_size,
-                     do_sample, temperature, top_k, top_p, seed, use_chat_template, progress, min_new_tokens,
-                     stop_strings):
+def _decode_triplets(model, tokenizer, prompts: Sequence[GenerationPrompts], settings: DecodingSettings,
+                     progress: ProgressCallback | None):
     """Decode and clean both sides of every premise; yields one ``GeneratedTriplet`` per premise."""
     intended, opposite, keys = [], [], []
     for p in prompts:
@@ -394,12 +346,7 @@ def _decode_triplets(model, tokenizer, prompts: Sequence[GenerationPrompts], *, 
         opposite += [p.contradiction_prompt, p.entailment_prompt]
         keys += [f"entailment\x00{p.entailment_prompt}\x00{p.contradiction_prompt}",
                  f"contradiction\x00{p.contradiction_prompt}\x00{p.entailment_prompt}"]
-    outputs = _generate(
-        model, tokenizer, intended, opposite, keys, 2, batch_size,
-        omega=omega, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
-        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_strings=tuple(stop_strings),
-        use_chat_template=use_chat_template, progress=progress,
-    )
+    outputs = _generate(model, tokenizer, intended, opposite, keys, 2, settings, progress)
     for k, p in enumerate(prompts):
         ent, con = outputs[2 * k], outputs[2 * k + 1]
         # not finished=...: tiny random test models always hit max_new_tokens mid-"sentence", and a
@@ -481,47 +428,31 @@ def _prompt_set_digest(prompt_set: PromptSet) -> str:
 def generation_fingerprint(
     model_id_or_path: str | Path,
     revision: str | None = None,
+    settings: DecodingSettings = DecodingSettings(),
     *,
-    omega: float = 0.3,
-    max_new_tokens: int = 64,
-    min_new_tokens: int = 0,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 42,
     prompt_set: str | PromptSet = "syncse-pool",
     template: str | None = None,
     prompt_file: str | Path | None = None,
-    use_chat_template: bool = True,
     dtype: str | torch.dtype = "float32",
 ) -> dict:
     """Everything that determines stage 1's output for a given premise, as a JSON-able dict.
 
-    Use it (plus the batch's premises) as a cache key. Sampling parameters are recorded only when
-    sampling, so changing them under greedy decoding keeps the cache. The prompt set is recorded
-    by name and by a digest of its pools and template (so an edited prompt file changes the key).
-    Batch size is not part of it: outputs do not depend on batch-mates. ``versions`` holds the
-    engine and library versions; numerics can change with them.
+    Use it (plus the batch's premises) as a cache key. The decoding part is
+    ``settings.fingerprint()``: every field that changes the output, the sampling ones only when
+    sampling (so changing them under greedy decoding keeps the cache); batch size is not part of it
+    (outputs do not depend on batch-mates). The prompt set is recorded by name and by a digest of its
+    pools, template and stop strings (so an edited prompt file changes the key). ``versions`` holds
+    the engine and library versions; numerics can change with them.
     """
     import transformers
 
-    _check_decoding(omega, max_new_tokens, min_new_tokens, do_sample, temperature, top_k, top_p)
     resolved = resolve_prompt_set(prompt_set, template=template, prompt_file=prompt_file)
     return {
         "model": str(model_id_or_path),
         "revision": revision,
         "dtype": str(resolve_dtype(dtype)).replace("torch.", ""),
-        "omega": float(omega),
-        "max_new_tokens": int(max_new_tokens),
-        "min_new_tokens": int(min_new_tokens),
-        "do_sample": bool(do_sample),
-        "temperature": float(temperature) if do_sample else None,
-        "top_k": int(top_k) if do_sample else None,
-        "top_p": float(top_p) if do_sample else None,
-        "seed": int(seed),  # draws the pool instructions, and the samples when sampling
+        **settings.fingerprint(),
         "prompt_set": resolved.name,
         "prompt_set_sha256": _prompt_set_digest(resolved),
-        "use_chat_template": bool(use_chat_template),
         "versions": {"engine": ENGINE_VERSION, "transformers": transformers.__version__, "torch": torch.__version__},
     }

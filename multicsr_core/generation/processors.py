@@ -9,7 +9,7 @@ own seeded generator).
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from transformers import (
@@ -19,6 +19,9 @@ from transformers import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+if TYPE_CHECKING:
+    from .settings import DecodingSettings
 
 __all__ = [
     "ContrastiveLogitsProcessor",
@@ -43,6 +46,10 @@ class ContrastiveLogitsProcessor:
     """
 
     def __init__(self, omega: float):
+        # the one check of omega (as transformers' ClassifierFreeGuidanceLogitsProcessor checks its scale):
+        # DecodingSettings builds this processor to check its omega where the settings are built
+        if not isinstance(omega, (int, float)) or omega != omega:
+            raise ValueError(f"omega must be a number, got {omega!r}")
         self.omega = float(omega)
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -55,13 +62,7 @@ class ContrastiveLogitsProcessor:
 
 
 def build_logits_processors(
-    eos_token_ids: Sequence[int],
-    min_new_tokens: int = 0,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    device: str | torch.device = "cpu",
+    settings: DecodingSettings, eos_token_ids: Sequence[int], device: str | torch.device = "cpu"
 ) -> LogitsProcessorList:
     """The processors applied after the contrast step, in ``generate``'s order, for scores on ``device``.
 
@@ -70,16 +71,17 @@ def build_logits_processors(
     Warpers are added only when sampling, and only when they change something.
     """
     processors = LogitsProcessorList()
-    if min_new_tokens > 0:
+    if settings.min_new_tokens > 0:
         # its EOS ids live on ``device``: torch.isin needs both tensors on the scores' device
-        processors.append(MinNewTokensLengthLogitsProcessor(0, min_new_tokens, list(eos_token_ids), device=str(device)))
-    if do_sample:
-        if temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(temperature))
-        if top_k > 0:
-            processors.append(TopKLogitsWarper(top_k))
-        if top_p < 1.0:
-            processors.append(TopPLogitsWarper(top_p))
+        processors.append(MinNewTokensLengthLogitsProcessor(0, settings.min_new_tokens, list(eos_token_ids),
+                                                            device=str(device)))
+    if settings.do_sample:
+        if settings.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k > 0:
+            processors.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            processors.append(TopPLogitsWarper(settings.top_p))
     return processors
 
 
