@@ -21,6 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from multicsr_core.losses import LOSSES  # the names only: no torch until a loss is built
+
 DATA_ROOT_ENV = "MULTICSR_DATA_ROOT"
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -162,7 +164,7 @@ class TrainingConfig(_Section):
     mlp_only_train: bool = True
     max_seq_length: int = Field(32, ge=4, le=8192, description="tokens per input while training only (SimCSE: 32)")
     save_max_seq_length: int | None = Field(None, ge=4, le=8192, description="the saved model's max_seq_length; None = the backbone's own (evaluation is untruncated either way)")
-    loss: Literal["paper", "official", "simcse", "unsup-simcse", "claif", "clhaif"] = "paper"
+    loss: Literal[tuple(LOSSES)] = "paper"  # multicsr_core.losses.LOSSES: the one list of losses
     guide_model: str = "princeton-nlp/unsup-simcse-bert-base-uncased"
     guide_pooling: Literal["auto", "cls", "mean"] = "auto"
     mask: bool = Field(True, description="False disables the in-batch mask (ablation: without stage 3)")

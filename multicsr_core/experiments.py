@@ -24,12 +24,16 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from multicsr_core.io.atomic import atomic_path, write_text_atomic
+
 __all__ = [
+    "FalseNegativesSettings",
     "false_negatives_experiment",
     "false_negatives_markdown",
     "plot_false_negatives",
@@ -69,67 +73,69 @@ def _choose_duplicated(guide_cos: np.ndarray, sigma: float, seed: int) -> int:
     return int(random.Random(seed).choice(list(eligible)))
 
 
-def false_negatives_experiment(
-    base: str,
-    triplets: str | os.PathLike | tuple[Sequence[str], Sequence[str], Sequence[str]],
-    stsb_dev,
-    guide: str | None = None,
-    n_triplets: int = 256,
-    duplications: Sequence[int] = (1, 32, 128),
-    batch_size: int = 32,
-    epochs: float = 1,
-    lr: float = 5e-5,
-    sigma: float = 0.9,
-    tau: float = 0.05,
-    pooling: str = "mean",
-    max_seq_length: int = 32,
-    seed: int = 42,
-    guide_cache_dir: str | os.PathLike | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict:
-    """Train with and without the mask for each duplication count K; return STS-B dev (Spearman x 100).
+@dataclass(frozen=True)
+class FalseNegativesSettings:
+    """The experiment's size and training settings (small CPU defaults; the paper uses 10K pairs).
 
-    ``triplets``: a SimCSE csv path or (anchor, positive, negative) lists; the first
-    ``n_triplets`` are used. ``stsb_dev``: ``read_stsbenchmark(dir, "dev")`` or (s1, s2, scores).
-    Each run starts from ``base`` (``build_model(base, pooling, max_seq_length=...)``) and is
-    scored on STS-B dev after its last step. ``guide`` defaults to ``base``.
-    """
-    from multicsr_core.guide import GuideEmbeddings, load_guide
-    from multicsr_core.training import build_model, train
+    ``n_triplets``: the first N triplets are used; ``duplications``: the copy counts K of the
+    duplicated triplet, one pair of runs (with and without the mask) per K."""
 
-    say = progress or (lambda message: None)
+    n_triplets: int = 256
+    duplications: tuple[int, ...] = (1, 32, 128)
+    batch_size: int = 32
+    epochs: float = 1
+    lr: float = 5e-5
+    sigma: float = 0.9
+    tau: float = 0.05
+    pooling: str = "mean"
+    max_seq_length: int = 32
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if min(self.duplications) < 1:
+            raise ValueError(f"duplication counts are copies of the triplet, at least 1; got {list(self.duplications)}")
+
+
+def _first_triplets(triplets, n_triplets: int) -> tuple[list[str], list[str], list[str]]:
     anchors, positives, negatives = (
         read_snli_triplets(triplets) if isinstance(triplets, (str, os.PathLike)) else triplets
     )
     if len(anchors) < n_triplets:
         raise ValueError(f"need {n_triplets} triplets, got {len(anchors)}")
-    anchors, positives, negatives = (list(c[:n_triplets]) for c in (anchors, positives, negatives))
-    if min(duplications) < 1:
-        raise ValueError(f"duplication counts are copies of the triplet, at least 1; got {list(duplications)}")
+    return tuple(list(c[:n_triplets]) for c in (anchors, positives, negatives))  # type: ignore[return-value]
 
-    guide_embeddings = GuideEmbeddings(load_guide(guide or base), cache_dir=guide_cache_dir)
-    guide_cos = guide_embeddings.similarity(anchors, positives)
-    chosen = _choose_duplicated(guide_cos, sigma, seed)
-    others = [i for i in range(n_triplets) if i != chosen]
-    say(f"duplicating triplet {chosen} (guide cosine premise-entailment {guide_cos[chosen]:.3f})")
 
-    results = {"with_mask": [], "without_mask": []}
+def _train_once(base: str, data, out_dir: Path, masked: bool, settings: FalseNegativesSettings, guide_embeddings,
+                stsb_dev, evaluate_before: bool):
+    """One run from ``base``: the paper loss (masked) or supervised SimCSE, scored on STS-B dev after its last step."""
+    from multicsr_core.losses import LossSettings
+    from multicsr_core.training import TrainingSettings, build_model, train
+
+    s = settings
+    model = build_model(base, pooling=s.pooling, max_seq_length=s.max_seq_length, seed=s.seed)
+    loss = LossSettings("paper" if masked else "simcse", sigma=s.sigma, tau=s.tau)
+    training = TrainingSettings(loss, batch_size=s.batch_size, lr=s.lr, epochs=s.epochs, eval_steps=10**9,
+                                seed=s.seed, evaluate_before=evaluate_before)
+    return train(model, data, out_dir, training, guide=guide_embeddings, stsb_dev=stsb_dev)
+
+
+def _duplication_runs(base: str, columns, chosen: int, settings: FalseNegativesSettings, guide_embeddings, stsb_dev,
+                      say: Callable[[str], None]) -> tuple[dict, float | None, list[dict]]:
+    """For each K, the runs with and without the mask on the triplets with ``chosen`` present K
+    times: ``(final dev scores by mask, the base model's dev score, one record per run)``."""
+    others = [i for i in range(len(columns[0])) if i != chosen]
+    results: dict[str, list] = {"with_mask": [], "without_mask": []}
     baseline = None
     runs = []
     work = Path(tempfile.mkdtemp(prefix="multicsr-fig4-"))
-    started = time.perf_counter()
     try:
-        for k in duplications:
+        for k in settings.duplications:
             rows = others + [chosen] * k
-            data = tuple([column[i] for i in rows] for column in (anchors, positives, negatives))
+            data = tuple([column[i] for i in rows] for column in columns)
             for masked in (True, False):
-                model = build_model(base, pooling=pooling, max_seq_length=max_seq_length, seed=seed)
-                result = train(
-                    model, data, work / f"k{k}-{'mask' if masked else 'nomask'}",
-                    loss="paper" if masked else "simcse", guide=guide_embeddings, sigma=sigma, tau=tau,
-                    batch_size=batch_size, lr=lr, epochs=epochs, eval_steps=10**9, stsb_dev=stsb_dev, seed=seed,
-                    evaluate_before=baseline is None,
-                )
+                out_dir = work / f"k{k}-{'mask' if masked else 'nomask'}"
+                result = _train_once(base, data, out_dir, masked, settings, guide_embeddings, stsb_dev,
+                                     evaluate_before=baseline is None)
                 if baseline is None:
                     baseline = result.history[0]["stsb_dev"]
                 final = result.history[-1]["stsb_dev"]
@@ -138,23 +144,55 @@ def false_negatives_experiment(
                              "rows": len(rows), "train_seconds": result.train_seconds,
                              "masked_fraction": result.masked_fraction})
                 say(f"K={k} {'with' if masked else 'without'} mask: STS-B dev {final:.2f} ({result.steps} steps)")
-                shutil.rmtree(work / f"k{k}-{'mask' if masked else 'nomask'}", ignore_errors=True)
+                shutil.rmtree(out_dir, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return results, baseline, runs
 
+
+def false_negatives_experiment(
+    base: str,
+    triplets: str | os.PathLike | tuple[Sequence[str], Sequence[str], Sequence[str]],
+    stsb_dev,
+    guide: str | None = None,
+    settings: FalseNegativesSettings = FalseNegativesSettings(),
+    *,
+    guide_cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Train with and without the mask for each duplication count K; return STS-B dev (Spearman x 100).
+
+    ``triplets``: a SimCSE csv path or (anchor, positive, negative) lists. ``stsb_dev``:
+    ``read_stsbenchmark(dir, "dev")`` or (s1, s2, scores). Each run starts from ``base``
+    (``build_model(base, pooling, max_seq_length=...)``) and is scored on STS-B dev after its last
+    step. ``guide`` defaults to ``base``.
+    """
+    from multicsr_core.guide import GuideEmbeddings, load_guide
+
+    say = progress or (lambda message: None)
+    s = settings
+    anchors, positives, negatives = _first_triplets(triplets, s.n_triplets)
+    guide_embeddings = GuideEmbeddings(load_guide(guide or base), cache_dir=guide_cache_dir)
+    guide_cos = guide_embeddings.similarity(anchors, positives)
+    chosen = _choose_duplicated(guide_cos, s.sigma, s.seed)
+    say(f"duplicating triplet {chosen} (guide cosine premise-entailment {guide_cos[chosen]:.3f})")
+
+    started = time.perf_counter()
+    columns = (anchors, positives, negatives)
+    results, baseline, runs = _duplication_runs(base, columns, chosen, s, guide_embeddings, stsb_dev, say)
     return {
         "experiment": "false-negatives (MultiCSR Fig. 4)",
         "metric": "STS-B dev Spearman x 100 after training",
-        "duplications": list(duplications),
+        "duplications": list(s.duplications),
         "with_mask": results["with_mask"],
         "without_mask": results["without_mask"],
         "base_model_stsb_dev": baseline,
         "duplicated_triplet": {"index": chosen, "premise": anchors[chosen], "entailment": positives[chosen],
                                "contradiction": negatives[chosen], "guide_cosine": float(guide_cos[chosen])},
         "runs": runs,
-        "config": {"base": base, "guide": guide or base, "n_triplets": n_triplets, "batch_size": batch_size,
-                   "epochs": epochs, "lr": lr, "sigma": sigma, "tau": tau, "pooling": pooling,
-                   "max_seq_length": max_seq_length, "seed": seed},
+        "config": {"base": base, "guide": guide or base, "n_triplets": s.n_triplets, "batch_size": s.batch_size,
+                   "epochs": s.epochs, "lr": s.lr, "sigma": s.sigma, "tau": s.tau, "pooling": s.pooling,
+                   "max_seq_length": s.max_seq_length, "seed": s.seed},
         "seconds": time.perf_counter() - started,
     }
 
@@ -199,9 +237,7 @@ def write_false_negatives(result: dict, output: str | os.PathLike) -> dict[str, 
     output.parent.mkdir(parents=True, exist_ok=True)
     paths = {"json": output, "markdown": output.with_suffix(".md"), "plot": output.with_suffix(".png")}
     for key, text in (("json", json.dumps(result, indent=2)), ("markdown", false_negatives_markdown(result))):
-        temporary = paths[key].with_name(paths[key].name + ".tmp")
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, paths[key])
-    temporary_plot = plot_false_negatives(result, paths["plot"].with_name(paths["plot"].stem + ".tmp.png"))
-    os.replace(temporary_plot, paths["plot"])
+        write_text_atomic(paths[key], text, fsync=False)
+    with atomic_path(paths["plot"]) as temporary_plot:  # keeps the .png suffix savefig reads
+        plot_false_negatives(result, temporary_plot)
     return paths

@@ -1,9 +1,9 @@
 """Stage 3: build the sentence encoder and train it with sentence-transformers' trainer.
 
 ``build_model`` makes SimCSE's encoder (CLS pooling with an MLP used only in training, or mean
-pooling); ``train`` turns triplets into a ``datasets.Dataset``, picks a loss from
-:mod:`multicsr_core.losses`, evaluates STS-B dev every ``eval_steps`` and reloads the best
-checkpoint, then saves a folder that ``SentenceTransformer(path)`` loads on its own.
+pooling); ``train`` turns triplets into a ``datasets.Dataset``, builds the loss that its
+:class:`TrainingSettings` name from :data:`multicsr_core.losses.LOSSES`, evaluates STS-B dev every
+``eval_steps`` and reloads the best checkpoint, then saves a folder that ``SentenceTransformer(path)`` loads on its own.
 
 Sequence lengths: ``max_seq_length`` (SimCSE: 32) is a training setting only. The STS-B dev
 evaluation between steps reads every sentence in full up to the backbone's limit, as SentEval
@@ -33,26 +33,26 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from sentence_transformers.sentence_transformer.modules import Dense
 
+from multicsr_core.losses import LOSSES, LossSettings
+from multicsr_core.losses.registry import unknown_loss
+
 __all__ = [
-    "LOSSES",
     "TrainingOnlyMLP",
+    "TrainingSettings",
     "TrainResult",
     "build_model",
     "training_columns",
     "index_sentences",
-    "make_loss",
     "supervised_corpus",
     "train",
 ]
 
-LOSSES = ("paper", "official", "simcse", "unsup-simcse", "claif", "clhaif")
-_GUIDED = ("paper", "official")
 DEV_EVALUATOR_NAME = "stsb-dev"
 _METRIC = f"eval_{DEV_EVALUATOR_NAME}_spearman_cosine"
 
@@ -199,7 +199,8 @@ def training_columns(data, loss: str = "paper") -> dict[str, list]:
     claif: anchor, positive, score; clhaif: anchor, positive[, negative], score.
     """
     if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        raise unknown_loss(loss)
+    entry = LOSSES[loss]
     raw = _as_columns(data)
     if "kept" in raw:
         keep = [flag is not False for flag in raw["kept"]]
@@ -214,13 +215,11 @@ def training_columns(data, loss: str = "paper") -> dict[str, list]:
                 break
     if "anchor" not in found:
         raise ValueError(f"training data has no anchor column (one of {_COLUMN_ALIASES['anchor']}); got {list(raw)}")
-    roles = {"unsup-simcse": ("anchor",), "claif": ("anchor", "positive")}.get(loss, ("anchor", "positive", "negative"))
-    needed = ("anchor", "positive") if loss != "unsup-simcse" else ("anchor",)
-    for role in needed:
+    for role in entry.text_columns[:2]:  # anchor (and positive) are required, a negative is used if there
         if role not in found:
             raise ValueError(f"loss {loss!r} needs a {role} column (one of {_COLUMN_ALIASES[role]}); got {list(raw)}")
-    columns = {role: found[role] for role in roles if role in found}
-    if loss in ("claif", "clhaif"):
+    columns = {role: found[role] for role in entry.text_columns if role in found}
+    if entry.scored:
         if "score" not in found:
             raise ValueError(f"loss {loss!r} needs an AI score column (one of {_COLUMN_ALIASES['score']})")
         columns["score"] = [float(v) for v in found["score"]]
@@ -265,38 +264,7 @@ def supervised_corpus(curated, nli_path: str | os.PathLike):
     return concat_corpus([curated, nli])
 
 
-# ----------------------------------------------------------------------------- the loss
-
-
-def make_loss(
-    name: str,
-    model,
-    guide_embeddings: np.ndarray | None = None,
-    sigma: float = 0.9,
-    phi: float = 0.95,
-    tau: float = 0.05,
-    gather_across_devices: bool = False,
-):
-    """The loss called ``name`` (one of :data:`LOSSES`) around ``model``."""
-    from multicsr_core import losses
-
-    if name in _GUIDED and guide_embeddings is None:
-        raise ValueError(f"loss {name!r} needs guide embeddings (pass guide=...)")
-    if name == "paper":
-        return losses.MaskedInfoNCELoss(model, guide_embeddings, sigma=sigma, tau=tau,
-                                        gather_across_devices=gather_across_devices)
-    if name == "official":
-        return losses.OfficialMaskedBCELoss(model, guide_embeddings, phi=phi, tau=tau,
-                                            gather_across_devices=gather_across_devices)
-    if name == "simcse":
-        return losses.SupervisedSimCSELoss(model, tau=tau, gather_across_devices=gather_across_devices)
-    if name == "unsup-simcse":
-        return losses.UnsupSimCSELoss(model, tau=tau, gather_across_devices=gather_across_devices)
-    if name == "claif":
-        return losses.CLAIFLoss(model)
-    if name == "clhaif":
-        return losses.SoftInfoNCELoss(model, tau=tau, gather_across_devices=gather_across_devices)
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+# ----------------------------------------------------------------------------- the loss's guide matrix
 
 
 def _guide_matrix(guide, texts: list[str], guide_cache_dir, device: str = "cpu") -> np.ndarray:
@@ -315,6 +283,32 @@ def _guide_matrix(guide, texts: list[str], guide_cache_dir, device: str = "cpu")
 
 
 # ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How :func:`train` trains: the loss with its hyperparameters, and the trainer's settings.
+
+    Defaults follow method.md (tau 0.05, sigma 0.9, batch 256, lr 5e-5, 3 epochs, linear decay,
+    no warmup, seed 42). ``batch_size`` is per device. ``precision``: "auto" = bf16 (or fp16) on
+    a CUDA GPU, fp32 on CPU. ``save_max_seq_length``: the saved folder's length, default the
+    backbone's own (:func:`saved_max_seq_length`). ``evaluate_before``: score STS-B dev at step 0
+    too. ``keep_checkpoints``: keep the trainer's checkpoints beside the saved folder.
+    """
+
+    loss: LossSettings = LossSettings()
+    batch_size: int = 256
+    lr: float = 5e-5
+    epochs: float = 3
+    max_steps: int | None = None
+    eval_steps: int = 125
+    seed: int = 42
+    precision: str = "auto"
+    warmup_ratio: float = 0.0
+    no_duplicate_batches: bool = False
+    save_max_seq_length: int | None = None
+    evaluate_before: bool = True
+    keep_checkpoints: bool = False
 
 
 @dataclass
@@ -411,124 +405,75 @@ def _masked_fraction(loss, dataset, batch_size: int, batches: int = 8) -> float 
     return masked / total if total else 0.0
 
 
-def train(
-    model,
-    triplets,
-    output_dir: str | os.PathLike,
-    loss: str = "paper",
-    guide=None,
-    sigma: float = 0.9,
-    phi: float = 0.95,
-    tau: float = 0.05,
-    batch_size: int = 256,
-    lr: float = 5e-5,
-    epochs: float = 3,
-    max_steps: int | None = None,
-    eval_steps: int = 125,
-    stsb_dev=None,
-    seed: int = 42,
-    precision: str = "auto",
-    warmup_ratio: float = 0.0,
-    guide_cache_dir: str | os.PathLike | None = None,
-    no_duplicate_batches: bool = False,
-    save_max_seq_length: int | None = None,
-    evaluate_before: bool = True,
-    keep_checkpoints: bool = False,
-    progress: Callable[[int, int, dict | None], None] | None = None,
-) -> TrainResult:
-    """Train ``model`` (from :func:`build_model`, or any SentenceTransformer) and save it to ``output_dir``.
-
-    ``triplets``: see :func:`training_columns`. ``loss``: one of :data:`LOSSES`. ``guide`` (for
-    "paper"/"official"): a path or hub id (loaded by :func:`multicsr_core.guide.load_guide`), a
-    loaded guide model, a :class:`~multicsr_core.guide.GuideEmbeddings`, or a precomputed
-    (n_unique_sentences, dim) matrix in :func:`index_sentences` order; ``guide_cache_dir`` keeps
-    its embeddings across runs. ``stsb_dev``: ``(sentences1, sentences2, scores)`` or an object
-    with ``sentences1/sentences2/scores`` (``multicsr_core.io.senteval.read_stsbenchmark(dir, "dev")``);
-    then STS-B dev Spearman is computed every ``eval_steps`` and the best checkpoint is reloaded
-    at the end. ``precision``: "auto" = bf16 (or fp16) on a CUDA GPU, fp32 on CPU. ``progress``
-    is called as ``progress(step, total_steps, metrics_or_None)``.
-
-    Lengths: training reads ``model.max_seq_length`` tokens per input; the STS-B dev evaluation
-    reads them untruncated up to the backbone's limit (as SentEval); the saved folder gets
-    ``save_max_seq_length``, default the backbone's own length (:func:`saved_max_seq_length`).
-
-    Defaults follow method.md (tau 0.05, sigma 0.9, batch 256, lr 5e-5, 3 epochs, linear decay,
-    no warmup, seed 42). Multi-GPU: launched with torchrun/accelerate, the losses gather
-    candidates across processes (global-batch negatives and mask); ``batch_size`` is per device.
-    The folder saved to ``output_dir`` loads with ``SentenceTransformer(output_dir)`` and has no
-    training-only MLP.
-    """
+def _training_dataset(triplets, loss: str, guide, guide_cache_dir, device: str):
+    """``(datasets.Dataset, guide matrix or None, rows)``: the text columns ``loss`` trains on and a
+    label column (guide sentence ids for the guided losses, the AI score for the scored ones)."""
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
-    from transformers import set_seed
 
-    from multicsr_core.evaluation.dev import UntruncatedSimilarityEvaluator
-    from multicsr_core.evaluation.lengths import untruncated_length
-
-    output_dir = Path(output_dir)
-    set_seed(seed)
     columns = training_columns(triplets, loss)
     text_names = [name for name in columns if name != "score"]
-    rows = len(columns[text_names[0]])
-
     dataset_columns: dict[str, list] = {name: columns[name] for name in text_names}
     guide_matrix = None
-    if loss in _GUIDED:
+    if LOSSES[loss].guided:
         texts, ids = index_sentences([columns[name] for name in text_names])
-        guide_matrix = _guide_matrix(guide, texts, guide_cache_dir, device=str(model.device))
+        guide_matrix = _guide_matrix(guide, texts, guide_cache_dir, device=device)
         dataset_columns["label"] = ids.tolist()
     elif "score" in columns:
         dataset_columns["label"] = columns["score"]
-    dataset = Dataset.from_dict(dataset_columns)
+    return Dataset.from_dict(dataset_columns), guide_matrix, len(columns[text_names[0]])
 
-    evaluator = None
-    if stsb_dev is not None:
-        s1, s2, scores = (
-            (stsb_dev.sentences1, stsb_dev.sentences2, stsb_dev.scores) if hasattr(stsb_dev, "sentences1") else stsb_dev
-        )
-        evaluator = UntruncatedSimilarityEvaluator(
-            s1, s2, scores, name=DEV_EVALUATOR_NAME, batch_size=128, show_progress_bar=False,
-        )
-    train_length = model.max_seq_length
-    save_length = saved_max_seq_length(model, save_max_seq_length)
 
-    checkpoint_dir = output_dir / "checkpoints"
-    steps_per_epoch = math.ceil(rows / batch_size)
-    total_steps = max_steps if max_steps else math.ceil(steps_per_epoch * epochs)
-    args = SentenceTransformerTrainingArguments(
+def _dev_evaluator(stsb_dev):
+    """STS-B dev Spearman between steps (untruncated, as SentEval), or None without dev data."""
+    from multicsr_core.evaluation.dev import UntruncatedSimilarityEvaluator
+
+    if stsb_dev is None:
+        return None
+    s1, s2, scores = (
+        (stsb_dev.sentences1, stsb_dev.sentences2, stsb_dev.scores) if hasattr(stsb_dev, "sentences1") else stsb_dev
+    )
+    return UntruncatedSimilarityEvaluator(s1, s2, scores, name=DEV_EVALUATOR_NAME, batch_size=128,
+                                          show_progress_bar=False)
+
+
+def _trainer_arguments(settings: TrainingSettings, checkpoint_dir: Path, evaluate: bool):
+    """sentence-transformers' trainer arguments for ``settings`` (checkpoints only when evaluating)."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    return SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=batch_size,
-        learning_rate=lr,
-        num_train_epochs=epochs,
-        max_steps=max_steps if max_steps else -1,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.lr,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps if settings.max_steps else -1,
         lr_scheduler_type="linear",
-        warmup_steps=float(warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio of total steps
+        warmup_steps=float(settings.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio of total steps
         weight_decay=0.0,
-        seed=seed,
-        data_seed=seed,
-        eval_strategy="steps" if evaluator else "no",
-        eval_steps=eval_steps,
-        save_strategy="steps" if evaluator else "no",
-        save_steps=eval_steps,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=settings.eval_steps,
+        save_strategy="steps" if evaluate else "no",
+        save_steps=settings.eval_steps,
         save_only_model=True,
         save_total_limit=2,
-        load_best_model_at_end=evaluator is not None,
-        metric_for_best_model=_METRIC if evaluator else None,
+        load_best_model_at_end=evaluate,
+        metric_for_best_model=_METRIC if evaluate else None,
         greater_is_better=True,
-        logging_steps=max(1, min(eval_steps, 50)),
+        logging_steps=max(1, min(settings.eval_steps, 50)),
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        batch_sampler=BatchSamplers.NO_DUPLICATES if no_duplicate_batches else BatchSamplers.BATCH_SAMPLER,
-        **_precision_flags(precision),
+        batch_sampler=BatchSamplers.NO_DUPLICATES if settings.no_duplicate_batches else BatchSamplers.BATCH_SAMPLER,
+        **_precision_flags(settings.precision),
     )
-    gather = args.world_size > 1  # torchrun/accelerate: negatives and mask span the global batch
-    loss_module = make_loss(loss, model, guide_matrix, sigma=sigma, phi=phi, tau=tau, gather_across_devices=gather)
 
-    history: list[dict] = []
-    if evaluator is not None and evaluate_before:
-        history.append({"step": 0, "stsb_dev": 100 * evaluator(model)[f"{DEV_EVALUATOR_NAME}_spearman_cosine"]})
+
+def _trainer(model, args, dataset, loss_module, evaluator, progress):
+    """The trainer, its log lines on stderr (stdout is for the commands' JSON reports)."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -541,51 +486,114 @@ def train(
             *([_progress_callback(progress)] if progress else []),
         ],
     )
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    for stdout_printer in (PrinterCallback, ProgressCallback):  # stdout is for the JSON report
+    for stdout_printer in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(stdout_printer)
     trainer.add_callback(_stderr_log_callback())
+    return trainer
+
+
+def _timed_train(trainer):
+    """``(the trainer's TrainOutput, seconds it took)``."""
     started = time.perf_counter()
     output = trainer.train()
-    seconds = time.perf_counter() - started
+    return output, time.perf_counter() - started
 
-    for record in trainer.state.log_history:
-        if _METRIC in record:
-            history.append({"step": int(record["step"]), "stsb_dev": 100 * float(record[_METRIC])})
-    best_score = best_step = None
-    if evaluator is not None:
-        trained = [r for r in history if r["step"] > 0]
-        if trained:
-            best = max(trained, key=lambda r: r["stsb_dev"])
-            best_score, best_step = best["stsb_dev"], best["step"]
 
+def _dev_history(log_history: list[dict]) -> list[dict]:
+    """The trainer's STS-B dev evaluations as ``{"step", "stsb_dev"}`` (Spearman x 100)."""
+    return [{"step": int(record["step"]), "stsb_dev": 100 * float(record[_METRIC])}
+            for record in log_history if _METRIC in record]
+
+
+def _best(history: list[dict]) -> tuple[float | None, int | None]:
+    """The best trained (step > 0) dev score and its step."""
+    trained = [r for r in history if r["step"] > 0]
+    if not trained:
+        return None, None
+    best = max(trained, key=lambda r: r["stsb_dev"])
+    return best["stsb_dev"], best["step"]
+
+
+def _result_config(settings: TrainingSettings, args, rows: int, train_length: int, save_length: int | None) -> dict:
+    """``TrainResult.config``: the settings as they ran (precision resolved), the rows and the planned steps."""
+    loss = settings.loss
+    steps_per_epoch = math.ceil(rows / settings.batch_size)
+    planned = settings.max_steps if settings.max_steps else math.ceil(steps_per_epoch * settings.epochs)
+    return {
+        "loss": loss.name, "sigma": loss.sigma, "phi": loss.phi, "tau": loss.tau, "batch_size": settings.batch_size,
+        "lr": settings.lr, "epochs": settings.epochs, "max_steps": settings.max_steps,
+        "eval_steps": settings.eval_steps, "seed": settings.seed,
+        "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32", "warmup_ratio": settings.warmup_ratio,
+        "no_duplicate_batches": settings.no_duplicate_batches, "rows": rows, "planned_steps": planned,
+        "world_size": args.world_size, "max_seq_length": train_length, "save_max_seq_length": save_length,
+    }
+
+
+def _save_inference_model(model, output_dir: Path, save_length: int | None, keep_checkpoints: bool) -> None:
+    """Save the model without its training-only MLP, at its inference length, and drop the checkpoints."""
     final = _inference_model(model)
     final.max_seq_length = save_length  # 32 was for training only; the folder keeps the backbone's length
     final.save(str(output_dir))
     if not keep_checkpoints:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
 
+
+def train(
+    model,
+    triplets,
+    output_dir: str | os.PathLike,
+    settings: TrainingSettings = TrainingSettings(),
+    *,
+    guide=None,
+    stsb_dev=None,
+    guide_cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[int, int, dict | None], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` (from :func:`build_model`, or any SentenceTransformer) and save it to ``output_dir``.
+
+    ``triplets``: see :func:`training_columns`. ``settings``: the loss (``settings.loss``, built
+    from :data:`multicsr_core.losses.LOSSES`) and the trainer's settings. ``guide`` (for the
+    guided losses "paper"/"official"): a path or hub id (loaded by :func:`multicsr_core.guide.load_guide`),
+    a loaded guide model, a :class:`~multicsr_core.guide.GuideEmbeddings`, or a precomputed
+    (n_unique_sentences, dim) matrix in :func:`index_sentences` order; ``guide_cache_dir`` keeps
+    its embeddings across runs. ``stsb_dev``: ``(sentences1, sentences2, scores)`` or an object
+    with ``sentences1/sentences2/scores`` (``multicsr_core.io.senteval.read_stsbenchmark(dir, "dev")``);
+    then STS-B dev Spearman is computed every ``eval_steps`` and the best checkpoint is reloaded
+    at the end. ``progress`` is called as ``progress(step, total_steps, metrics_or_None)``.
+    Lengths: training reads ``model.max_seq_length`` tokens per input, STS-B dev untruncated (as
+    SentEval), the saved folder gets ``settings.save_max_seq_length`` (:func:`saved_max_seq_length`).
+    Multi-GPU (torchrun/accelerate): the losses gather candidates across processes. The saved
+    folder loads with ``SentenceTransformer(output_dir)`` and has no training-only MLP.
+    """
+    from transformers import set_seed
+
+    from multicsr_core.evaluation.lengths import untruncated_length
+
+    output_dir = Path(output_dir)
+    set_seed(settings.seed)
+    dataset, guide_matrix, rows = _training_dataset(triplets, settings.loss.name, guide, guide_cache_dir,
+                                                    str(model.device))
+    evaluator = _dev_evaluator(stsb_dev)
+    train_length = model.max_seq_length
+    save_length = saved_max_seq_length(model, settings.save_max_seq_length)
+    args = _trainer_arguments(settings, output_dir / "checkpoints", evaluator is not None)
+    # torchrun/accelerate: negatives and mask span the global batch
+    loss_module = settings.loss.build(model, guide_matrix, gather_across_devices=args.world_size > 1)
+    history: list[dict] = []
+    if evaluator is not None and settings.evaluate_before:
+        history.append({"step": 0, "stsb_dev": 100 * evaluator(model)[f"{DEV_EVALUATOR_NAME}_spearman_cosine"]})
+    trainer = _trainer(model, args, dataset, loss_module, evaluator, progress)
+    output, seconds = _timed_train(trainer)
+    history += _dev_history(trainer.state.log_history)
+    best_score, best_step = _best(history) if evaluator is not None else (None, None)
+    _save_inference_model(model, output_dir, save_length, keep_checkpoints=settings.keep_checkpoints)
     steps = int(trainer.state.global_step)
     return TrainResult(
-        output_dir=str(output_dir),
-        loss=loss,
-        steps=steps,
-        best_score=best_score,
-        best_step=best_step,
-        history=history,
-        train_loss=float(output.training_loss) if output.training_loss is not None else None,
-        train_seconds=seconds,
-        seconds_per_step=seconds / steps if steps else None,
-        masked_fraction=_masked_fraction(loss_module, dataset, batch_size),
-        max_seq_length_train=train_length,
-        max_seq_length_saved=save_length,
+        output_dir=str(output_dir), loss=settings.loss.name, steps=steps, best_score=best_score, best_step=best_step,
+        history=history, train_loss=float(output.training_loss) if output.training_loss is not None else None,
+        train_seconds=seconds, seconds_per_step=seconds / steps if steps else None,
+        masked_fraction=_masked_fraction(loss_module, dataset, settings.batch_size),
+        max_seq_length_train=train_length, max_seq_length_saved=save_length,
         max_seq_length_eval=(evaluator.last_max_seq_length or untruncated_length(model)) if evaluator else None,
-        config={
-            "loss": loss, "sigma": sigma, "phi": phi, "tau": tau, "batch_size": batch_size, "lr": lr,
-            "epochs": epochs, "max_steps": max_steps, "eval_steps": eval_steps, "seed": seed,
-            "precision": "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32", "warmup_ratio": warmup_ratio,
-            "no_duplicate_batches": no_duplicate_batches, "rows": rows, "planned_steps": total_steps,
-            "world_size": args.world_size, "max_seq_length": train_length, "save_max_seq_length": save_length,
-        },
+        config=_result_config(settings, args, rows, train_length, save_length),
     )

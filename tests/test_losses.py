@@ -272,3 +272,27 @@ def test_unsup_simcse_without_dropout_matches_reference_and_with_dropout_differs
         train_value = loss([minilm.preprocess(sentences)], None).item()
     minilm.eval()
     assert train_value > eval_value  # dropout makes the two views differ, so the positive is harder
+
+
+def test_the_registry_is_the_one_list_of_losses_and_builds_each_with_its_settings():
+    from typing import get_args, get_type_hints
+
+    from multicsr.cli import train as train_command
+    from multicsr_core.config import TrainingConfig
+    from multicsr_core.losses import LOSSES, LossSettings
+
+    # the config's and the CLI's choices are the registry's names, in its order
+    assert get_args(TrainingConfig.model_fields["loss"].annotation) == tuple(LOSSES)
+    cli_loss = get_type_hints(train_command, include_extras=True)["loss"]
+    assert get_args(get_args(cli_loss)[0]) == tuple(LOSSES)
+    for name, entry in LOSSES.items():
+        loss = LossSettings(name, sigma=0.7, phi=0.8, tau=0.1).build(model=None, guide_embeddings=GUIDE)
+        assert type(loss) is entry.loss_class and entry.qualified_name == f"multicsr_core.losses.{type(loss).__name__}"
+        assert loss.citation == entry.citations[entry.papers[0]] and "@inproceedings" in loss.citation
+        config = loss.get_config_dict()
+        assert config.get("tau", 0.1) == 0.1 and config.get("sigma", 0.7) == 0.7 and config.get("phi", 0.8) == 0.8
+    # each hyperparameter reaches the loss that has it
+    assert LossSettings("paper", sigma=0.7).build(None, GUIDE).sigma == 0.7
+    assert LossSettings("official", phi=0.8).build(None, GUIDE).phi == 0.8
+    with pytest.raises(ValueError, match="unknown loss 'triplet'; choose one of paper, official, simcse"):
+        LossSettings("triplet")

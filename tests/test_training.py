@@ -11,10 +11,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from multicsr_core.losses import LOSSES, LossSettings  # noqa: E402
 from multicsr_core.training import (  # noqa: E402
-    LOSSES,
+    TrainingSettings,
     index_sentences,
-    make_loss,
     supervised_corpus,
     train,
     training_columns,
@@ -62,9 +62,10 @@ def test_paper_loss_fine_tunes_minilm_saves_best_checkpoint_and_reloads(minilm_p
     probe = snli[0][:4]
     before = model.encode(probe, convert_to_numpy=True)
     calls = []
+    settings = TrainingSettings(LossSettings("paper"), batch_size=8, max_steps=3, eval_steps=2, lr=1e-4)
     result = train(
-        model, snli, tmp_path / "model", loss="paper", guide=minilm_path, guide_cache_dir=tmp_path / "guide",
-        batch_size=8, max_steps=3, eval_steps=2, stsb_dev=stsb_dev_slice, lr=1e-4,
+        model, snli, tmp_path / "model", settings, guide=minilm_path, guide_cache_dir=tmp_path / "guide",
+        stsb_dev=stsb_dev_slice,
         progress=lambda step, total, metrics: calls.append((step, total, metrics is not None)),
     )
     assert result.steps == 3
@@ -92,7 +93,7 @@ def test_cls_with_training_only_mlp_saves_the_cls_vector_before_the_mlp(minilm_p
 
     model = build_model(minilm_path, pooling="cls", mlp_only_train=True, max_seq_length=32)
     assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "TrainingOnlyMLP"]
-    train(model, snli, tmp_path / "model", loss="simcse", batch_size=8, max_steps=1)
+    train(model, snli, tmp_path / "model", TrainingSettings(LossSettings("simcse"), batch_size=8, max_steps=1))
 
     folder = tmp_path / "model"
     reloaded = SentenceTransformer(str(folder), device="cpu")
@@ -122,8 +123,8 @@ def test_every_other_loss_trains_one_step(loss, minilm_path, snli, tmp_path):
     anchors, positives, negatives = snli
     data = {"sent0": anchors[:4], "sent1": positives[:4], "hard_neg": negatives[:4], "score": [0.9, 0.1, 0.5, 0.7]}
     model = build_model(minilm_path, pooling="mean", max_seq_length=16)
-    result = train(model, data, tmp_path / "m", loss=loss, guide=minilm_path, batch_size=4, max_steps=1,
-                   save_max_seq_length=128)
+    result = train(model, data, tmp_path / "m", TrainingSettings(LossSettings(loss), batch_size=4, max_steps=1,
+                                                                save_max_seq_length=128), guide=minilm_path)
     assert result.steps == 1 and np.isfinite(result.train_loss)
     assert (result.max_seq_length_train, result.max_seq_length_saved) == (16, 128)  # the user's saved length
 
@@ -155,7 +156,7 @@ def test_index_sentences_shares_ids_between_duplicates():
 
 def test_masked_losses_refuse_to_run_without_a_guide():
     with pytest.raises(ValueError, match="needs guide embeddings"):
-        make_loss("paper", model=None)
+        LossSettings("paper").build(model=None)
 
 
 def test_supervised_corpus_merges_curated_rows_with_nli_triplets():

@@ -7,6 +7,8 @@ from typing import Any
 from torch import nn
 from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
+from . import citations
+
 
 class CLAIFLoss(CosineSimilarityLoss):
     def __init__(self, model) -> None:
@@ -26,3 +28,7 @@ class CLAIFLoss(CosineSimilarityLoss):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"objective": "mean((cos - y)^2)"}
+
+    @property
+    def citation(self) -> str:
+        return citations.CLAIF

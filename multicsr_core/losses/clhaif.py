@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from sentence_transformers.base.losses.merged_forward import embed_columns
 
+from . import citations
 from ._batch import gather_candidates
 
 
@@ -53,3 +54,7 @@ class SoftInfoNCELoss(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"tau": self.tau, "gather_across_devices": self.gather_across_devices}
+
+    @property
+    def citation(self) -> str:
+        return citations.CLAIF

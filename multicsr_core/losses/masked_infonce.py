@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import citations
 from ._batch import GuidedInBatchLoss, own_candidate_positions
 
 
@@ -75,12 +76,4 @@ class MaskedInfoNCELoss(GuidedInBatchLoss):
 
     @property
     def citation(self) -> str:
-        return """
-@inproceedings{wang2024multicsr,
-    title = "Large Language Models can Contrastively Refine their Generation for Better Sentence Representation Learning",
-    author = "Wang, Huiming and Li, Zhaodonghui and Cheng, Liying and Soh, De Wen and Bing, Lidong",
-    booktitle = "Proceedings of NAACL 2024",
-    year = "2024",
-    url = "https://arxiv.org/abs/2310.10962",
-}
-"""
+        return citations.MULTICSR

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import citations
 from ._batch import GuidedInBatchLoss
 
 
@@ -70,3 +71,7 @@ class OfficialMaskedBCELoss(GuidedInBatchLoss):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"phi": self.phi, "tau": self.tau, "gather_across_devices": self.gather_across_devices}
+
+    @property
+    def citation(self) -> str:
+        return citations.MULTICSR

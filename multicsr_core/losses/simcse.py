@@ -6,6 +6,8 @@ from typing import Any
 
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
+from . import citations
+
 
 class SupervisedSimCSELoss(MultipleNegativesRankingLoss):
     def __init__(self, model, tau: float = 0.05, gather_across_devices: bool = False) -> None:
@@ -29,3 +31,7 @@ class SupervisedSimCSELoss(MultipleNegativesRankingLoss):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"tau": self.tau, "gather_across_devices": self.gather_across_devices}
+
+    @property
+    def citation(self) -> str:
+        return citations.SIMCSE

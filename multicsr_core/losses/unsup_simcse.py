@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
+from . import citations
+
 
 class UnsupSimCSELoss(MultipleNegativesRankingLoss):
     def __init__(self, model, tau: float = 0.05, gather_across_devices: bool = False) -> None:
@@ -44,3 +46,7 @@ class UnsupSimCSELoss(MultipleNegativesRankingLoss):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"tau": self.tau, "gather_across_devices": self.gather_across_devices}
+
+    @property
+    def citation(self) -> str:
+        return citations.SIMCSE

@@ -48,6 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from multicsr.runners import DASK_LOCAL_WORKERS
+from multicsr_core.losses import LOSSES  # the loss names (no torch: the classes load when a loss is built)
 
 # Before Prefect is imported anywhere: no telemetry (machines may be offline) and a start-up
 # timeout that a slow CI box can meet. Users' own settings win.
@@ -637,9 +638,8 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="output model folder (SentenceTransformer)")],
     guide: Annotated[str, _config_option("training.guide_model", "--guide", help="frozen guide model "
                                          "P_eta")] = _config_default("training.guide_model"),
-    loss: Annotated[Literal["paper", "official", "simcse", "unsup-simcse", "claif", "clhaif"],
-                    _config_option("training.loss", help="paper | official | simcse | unsup-simcse | claif | "
-                                   "clhaif")] = _config_default("training.loss"),
+    loss: Annotated[Literal[tuple(LOSSES)],
+                    _config_option("training.loss", help=" | ".join(LOSSES))] = _config_default("training.loss"),
     sigma: Annotated[float, _config_option("training.sigma", help="guide cosine at or above which an in-batch "
                                            "negative is masked")] = _config_default("training.sigma"),
     batch_size: Annotated[int, _config_option("training.batch_size", help="triplets per training "
