@@ -22,17 +22,36 @@ from pathlib import Path
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from multicsr_core.config import PipelineConfig
+from multicsr_core.pipeline.results import CuratedCorpus, TrainedModel
+from multicsr.orchestration.caching import Produced
 from multicsr.orchestration.library_logs import library_output_to_debug
-from multicsr.orchestration.publish import MANIFEST, Publication
+from multicsr.orchestration.publish import MANIFEST, Publication, model_card, publish_comparison
 from multicsr.orchestration.run_config import run_config
 from multicsr.orchestration.summary import RunSummary
 from multicsr.orchestration.termination import sigterm_deadline
 from multicsr.tasks.curate import curate
-from multicsr.tasks.evaluate import evaluate, model_card, publish_comparison
+from multicsr.tasks.evaluate import evaluate
 from multicsr.tasks.generate import generate
 from multicsr.tasks.load import load_input
 from multicsr.tasks.score import check_scoring_failures, score
 from multicsr.tasks.train import train
+
+
+def evaluate_models(model: Produced[TrainedModel], corpus: Produced[CuratedCorpus], cfg: PipelineConfig,
+                    workdir: str, publication: Publication) -> str:
+    """Evaluate the base model (``evaluation.evaluate_baseline``) and the trained one, stage their
+    results, the model card (written at commit) and the before/after table; returns the table."""
+    rows, baseline = {}, None
+    if cfg.evaluation.evaluate_baseline:
+        baseline = evaluate(cfg.training.base_model, "base:" + cfg.training.base_model, cfg, workdir, label="baseline",
+                            publish_as="baseline_results.json", publish_dir=publication.staging, after=model)
+        rows[f"{cfg.training.base_model} (before)"] = baseline.results
+    trained = evaluate(model.result.stage_path, model.result.key, cfg, workdir, label="trained",
+                       publish_as="results.json", publish_dir=publication.staging, after=model)
+    rows[f"{cfg.name} (after)"] = trained.results
+    publication.write_at_commit(model_card(model.result, trained, baseline, corpus.result, workdir))
+    return publish_comparison(rows, publication.staging)
 
 
 # Shards of generation and scoring are submitted to the task runner. By default one at a time
@@ -51,41 +70,29 @@ def multicsr_pipeline(config: dict, workdir: str, overrides: list[str] | None = 
     Path(workdir).mkdir(parents=True, exist_ok=True)
     summary = RunSummary(workdir)
     publication = Publication(workdir, cfg)
-    staged = publication.staging
     # a SIGTERM (docker stop, a cancel) ends the run in seconds, not after the running shard;
     # leaving the block without commit() drops what was staged: the published outputs stay as they were;
     # the libraries' warnings and bars go to the run's debug log meanwhile
     with sigterm_deadline(seconds=5), publication, library_output_to_debug():
         with summary.stage("load"):
             data = load_input(cfg, workdir)
-        if data["kind"] == "premises":
+        if data.result.kind == "premises":
             with summary.stage("generate"):
                 data = generate(data, cfg, workdir)
         with summary.stage("score"):
             scored = score(data, cfg, workdir)
         check_scoring_failures(scored, cfg)
         with summary.stage("curate"):
-            corpus = curate(scored, cfg, workdir, swap_mode="corpus" if data["kind"] == "triplets" else "generation",
-                            publish_dir=staged, generation_rejects=data.get("rejects"))
-
+            corpus = curate(scored, cfg, workdir, swap_mode="corpus" if data.result.kind == "triplets" else "generation",
+                            publish_dir=publication.staging, generation_rejects=getattr(data.result, "rejects", None))
         comparison = None
         if cfg.training.enabled:
             with summary.stage("train"):
-                model = train(corpus, cfg, workdir, publish_dir=staged)
+                model = train(corpus, cfg, workdir, publish_dir=publication.staging)
             if cfg.evaluation.enabled:
                 with summary.stage("evaluate"):
-                    rows, baseline = {}, None
-                    if cfg.evaluation.evaluate_baseline:
-                        baseline = evaluate(cfg.training.base_model, "base:" + cfg.training.base_model, cfg, workdir,
-                                            label="baseline", publish_as="baseline_results.json", publish_dir=staged,
-                                            after=model)
-                        rows[f"{cfg.training.base_model} (before)"] = baseline["results"]
-                    trained = evaluate(model["stage_path"], model["key"], cfg, workdir, label="trained",
-                                       publish_as="results.json", publish_dir=staged, after=model)
-                    rows[f"{cfg.name} (after)"] = trained["results"]
-                    publication.write_at_commit(model_card(model, trained, baseline, corpus, workdir))
-                    comparison = publish_comparison(rows, staged)
-        summary.publish(corpus, cfg, publish_dir=staged)
+                    comparison = evaluate_models(model, corpus, cfg, workdir, publication)
+        summary.publish(corpus.result, cfg, publish_dir=publication.staging)
         published = publication.commit()  # every output changes here, together, or none did
     names = {"corpus.parquet": "corpus", "model": "model", "results.json": "results",
              "baseline_results.json": "baseline_results", "run_summary.json": "summary", MANIFEST: "manifest"}

@@ -19,25 +19,26 @@ A stage file's content hash (:func:`content_hash`) is the hash of its table and 
 provenance that determines it, not of its bytes: the bytes hold a ``created_at``, so a stage
 recomputed with identical content would otherwise re-key (and recompute) everything downstream.
 
-A stage's result carries the Prefect task runs that produced it (:data:`TASK_RUNS`); the next
-stage's tasks wait for them (``wait_for``), so each task run's ``task_inputs`` name its upstream
+A stage's typed result travels with the Prefect task runs that produced it (:class:`Produced`);
+the next stage's tasks wait for them (``wait_for``), so each task run's ``task_inputs`` name its upstream
 runs and the UI draws the pipeline (load -> generate -> score -> curate -> train -> evaluate),
 on a failed run too. Waiting changes no key: ``wait_for`` is not a parameter.
 
-Task results name their files relative to the workdir (:func:`workdir_relative`) and
+Task results (typed: ``multicsr_core.pipeline.results``) name their files relative to the workdir (:func:`workdir_relative`) and
 :func:`run_cached` / :func:`rebase` turn them back into paths under the *current* workdir, so a
 moved or copied workdir resumes from its cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.futures import PrefectFuture
@@ -94,8 +95,11 @@ STAGE_TASK = dict(persist_result=True, result_serializer="json")
 
 
 def stage_key(task, params: dict[str, Any]) -> str:
-    """The key Prefect computes for ``task`` called with ``params`` (its cache policy, out of a run)."""
-    return task.cache_policy.compute_key(task_ctx=SimpleNamespace(task=task), inputs=params, flow_parameters={})
+    """The key Prefect computes for ``task`` called with ``params``: its cache policy, out of a run.
+    The policy the task was declared with, which Prefect keeps as given even where a setting
+    (``PREFECT_TASKS_DISABLE_CACHING``) turns caching off: the output still gets its own name."""
+    policy = getattr(task, "_user_cache_policy", task.cache_policy)  # prefect==3.8.8 keeps it there (with_options)
+    return policy.compute_key(task_ctx=SimpleNamespace(task=task), inputs=params, flow_parameters={})
 
 
 def stage_output(workdir: str | Path, task_name: str, key: str, suffix: str = ".parquet") -> Path:
@@ -108,19 +112,27 @@ def results_dir(workdir: str | Path) -> Path:
     return path
 
 
-# A stage result's key holding the Prefect task runs (as futures) that produced it:
-# the next stage's tasks wait for them, which is what the UI draws as the pipeline's edges.
-TASK_RUNS = "task_runs"
+R = TypeVar("R")
 
 
-def task_runs(*results: dict | None) -> list:
+@dataclass(frozen=True)
+class Produced(Generic[R]):
+    """A stage's typed result (``multicsr_core.pipeline.results``) and the Prefect task runs
+    (futures) that produced it: the next stage's tasks wait for them, which is what the UI draws
+    as the pipeline's edges."""
+
+    result: R
+    task_runs: tuple = ()
+
+
+def task_runs(*produced: Produced | None) -> list:
     """The task runs that produced these stage results: what the next stage waits for (``after``)."""
-    return [run for result in results if result for run in result.get(TASK_RUNS, [])]
+    return [run for item in produced if item is not None for run in item.task_runs]
 
 
-def produced_by(result: dict, *runs) -> dict:
+def produced_by(result: R, *runs) -> Produced[R]:
     """``result`` marked as the output of the task runs ``runs`` (futures)."""
-    return {**result, TASK_RUNS: list(runs)}
+    return Produced(result, tuple(runs))
 
 
 class FinishedTaskRun(PrefectFuture):
@@ -160,7 +172,7 @@ def run_cached(task, workdir: str | Path, output_suffix: str | None = ".parquet"
     ``run_name`` names the task run in the UI (``generate-shard-3-of-8``, ``evaluate-baseline``);
     ``after`` holds the upstream task runs (:func:`task_runs` of the stage results this call
     follows): the task waits for them and its ``task_inputs`` name them. Neither enters the key.
-    A direct call returns the result marked with its task run (:func:`produced_by`).
+    A direct call returns the typed result with its task run (:class:`Produced`).
     """
     params = {"workdir": str(workdir), **params}
     options: dict[str, Any] = {"result_storage": results_dir(workdir)}
@@ -181,8 +193,8 @@ def run_cached(task, workdir: str | Path, output_suffix: str | None = ".parquet"
     return produced_by(rebase(state.result(), workdir), FinishedTaskRun(state))  # a failed task raises here
 
 
-# Keys of a task result that name files (stored relative to the workdir).
-PATH_KEYS = ("path",)
+# Fields of a stage result that name files (stored relative to the workdir).
+PATH_FIELDS = ("path", "stage_path")
 
 
 def workdir_relative(path: str | Path, workdir: str | Path) -> str:
@@ -195,12 +207,13 @@ def workdir_relative(path: str | Path, workdir: str | Path) -> str:
 
 
 def rebase(result, workdir: str | Path):
-    """A task result with its workdir-relative paths made absolute under ``workdir`` (the one this
-    run uses, wherever the result was computed)."""
-    if not isinstance(result, dict):
+    """A stage result with its workdir-relative paths made absolute under ``workdir`` (the one
+    this run uses, wherever the result was computed)."""
+    if not dataclasses.is_dataclass(result):
         return result
-    return {k: (os.path.join(str(workdir), v) if k in PATH_KEYS and isinstance(v, str) and not os.path.isabs(v) else v)
-            for k, v in result.items()}
+    absolute = {name: os.path.join(str(workdir), value) for name in PATH_FIELDS
+                if isinstance(value := getattr(result, name, None), str) and not os.path.isabs(value)}
+    return dataclasses.replace(result, **absolute)
 
 
 # Provenance keys that say when or how fast, not what: left out of a stage file's content hash.

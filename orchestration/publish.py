@@ -28,7 +28,11 @@ import time
 import uuid
 from pathlib import Path
 
+from prefect.artifacts import create_markdown_artifact
+
 from multicsr_core.config import PipelineConfig
+from multicsr_core.io.atomic import write_text_atomic
+from multicsr_core.pipeline.results import CuratedCorpus, EvaluatedModel, TrainedModel
 
 # The names a run publishes in its workdir, in the order they are swapped in.
 PUBLISHED = ("corpus.parquet", "reports", "model", "baseline_results.json", "results.json", "run_summary.json")
@@ -40,9 +44,7 @@ def staging_root(workdir: str | Path) -> Path:
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n", fsync=False)
 
 
 def read_manifest(workdir: str | Path) -> dict:
@@ -104,7 +106,6 @@ class Publication:
 
     def _write_deferred(self) -> None:
         from multicsr_core.cards import fix_file_modes
-        from multicsr_core.evaluation.report import write_text_atomic
 
         for path, text in self.deferred.items():
             write_text_atomic(path, text)
@@ -121,3 +122,35 @@ class Publication:
         """Drop what was staged (a failed run): the published outputs stay as they were."""
         if not self.committed:
             shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def publish_comparison(rows: dict[str, dict], publish_dir: str | Path) -> str:
+    """The before/after Markdown table, as a file (in the run's staging folder) and an artifact."""
+    from multicsr_core.evaluation.report import markdown_comparison
+
+    markdown = markdown_comparison(rows)
+    (Path(publish_dir) / "reports").mkdir(parents=True, exist_ok=True)
+    (Path(publish_dir) / "reports" / "sts_comparison.md").write_text(markdown, encoding="utf-8")
+    create_markdown_artifact(markdown, key="sts-comparison", description="STS before/after, paper layout")
+    return markdown
+
+
+def model_card(model: TrainedModel, trained: EvaluatedModel, baseline: EvaluatedModel | None, corpus: CuratedCorpus,
+               workdir: str | Path) -> dict[Path, str]:
+    """The trained folder's model card with the final evaluation (``README.md``, and the figures in
+    its ``multicsr_evaluation.json``): ``{path: text}``, written when the run publishes. The
+    folder is the content-keyed training stage that ``<workdir>/model`` links to, so writing it
+    now would change the published model's card even if this run failed later."""
+    from multicsr_core.cards import CardTarget, model_card_files
+    from multicsr_core.pipeline.generate import generation_prompt_set
+
+    def absolute(path: str) -> Path:
+        return Path(path) if Path(path).is_absolute() else Path(workdir) / path
+
+    folder = absolute(model.stage_path)
+    files = model_card_files(folder, results=trained.results, baseline=baseline.results if baseline else None,
+                             target=CardTarget(model_ref=str(Path(workdir) / "model")),
+                             prompts_for=generation_prompt_set,
+                             corpus=absolute(corpus.path) if absolute(corpus.path).is_file()
+                             else absolute(corpus.stage_path))  # the staged copy carries stage 1's funnel
+    return {folder / name: text for name, text in files.items()}

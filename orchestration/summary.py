@@ -16,6 +16,7 @@ from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import read_provenance
 from multicsr_core.llm.accounting import Pricing
 from multicsr_core.llm.cache import ResponseCache, default_cache_path
+from multicsr_core.pipeline.results import CuratedCorpus
 
 
 class RunSummary:
@@ -52,10 +53,10 @@ class RunSummary:
             usage.update(batch_api_prompt_tokens=batch_prompt, batch_api_completion_tokens=batch_completion)
         return usage
 
-    def publish(self, corpus: dict, cfg: PipelineConfig, publish_dir: str | Path | None = None) -> str:
+    def publish(self, corpus: CuratedCorpus, cfg: PipelineConfig, publish_dir: str | Path | None = None) -> str:
         """Write ``run_summary.json`` into ``publish_dir`` (the run's staging folder; default the
         workdir) and the table artifact; returns the published path."""
-        funnel = read_provenance(corpus["path"]).get("funnel", {})
+        funnel = read_provenance(corpus.path).get("funnel", {})
         usage = self.llm_usage(cfg)
         summary = {"config_hash": cfg.config_hash(), "stages": self.stages, "funnel": funnel, "llm_usage": usage}
         path = Path(publish_dir if publish_dir is not None else self.workdir) / "run_summary.json"

@@ -8,13 +8,16 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
 from multicsr_core.config import PipelineConfig
+from multicsr_core.config_facts import guide_ref_for_scoring, scoring_llm_ref
 from multicsr_core.errors import RetryableError
 from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenance, with_provenance, write_parquet_atomic
 from multicsr_core.pipeline.components import build_scorer
+from multicsr_core.pipeline.results import ScoredShard
 from multicsr_core.pipeline.score import score_shard
-from multicsr.orchestration.caching import (STAGE_TASK, produced_by, run_cached, stage_cache_policy, task_runs,
-                                            workdir_relative)
+from multicsr.orchestration.caching import (STAGE_TASK, Produced, produced_by, run_cached, stage_cache_policy,
+                                            task_runs, workdir_relative)
 from multicsr.orchestration.progress import ShardFamily, gather_with_progress, stage_progress
+from multicsr.orchestration.secrets import resolve_api_key
 
 
 class ScoringFailures(RetryableError):  # a RuntimeError: rerunning retries the failed requests
@@ -22,21 +25,10 @@ class ScoringFailures(RetryableError):  # a RuntimeError: rerunning retries the 
     Replies that are not a score are no failure: they are final ``unparsable_score`` verdicts."""
 
 
-def resolve_api_key(cfg: PipelineConfig, stage: str = "scoring") -> str | None:
-    """The API key from the Prefect Secret block the config names (else the client reads the
-    environment variable). Only ever handed to the client: never a parameter, log or file."""
-    uses_api = cfg.scoring.scorer == "openai" if stage == "scoring" else cfg.generation.backend == "openai"
-    if not uses_api or not cfg.scoring.api_key_secret_block:
-        return None
-    from prefect.blocks.system import Secret
-
-    return Secret.load(cfg.scoring.api_key_secret_block).get()
-
-
 # the corpus enters by content; the shard runs with a config built from its keyed sections alone
 @task(name="score_shard", cache_policy=stage_cache_policy("source_path"), **STAGE_TASK)
 def score_shard_task(workdir: str, output_path: str, source_path: str, row_start: int, row_end: int,
-                     scorer_fingerprint: dict, config: dict) -> dict:
+                     scorer_fingerprint: dict, config: dict) -> ScoredShard:
     cfg = PipelineConfig.model_validate(config)
     table = read_corpus(source_path).slice(row_start, row_end - row_start)
     scorer = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg))
@@ -55,26 +47,28 @@ def score_shard_task(workdir: str, output_path: str, source_path: str, row_start
     if outcomes.get("prompt_too_long"):
         get_run_logger().warning("%d pairs in rows %d-%d have a prompt longer than the model's context (rejected as "
                                  "prompt_too_long, never run or sent)", outcomes["prompt_too_long"], row_start, row_end)
-    return {"path": workdir_relative(output_path, workdir), "rows": scored.num_rows, **outcomes}
+    return ScoredShard(workdir_relative(output_path, workdir), scored.num_rows, **outcomes)
 
 
 def api_client_settings(cfg: PipelineConfig) -> dict:
     """The scoring section's client settings (limits, prices, key source, the model's context):
-    API generation uses them too. ``context_tokens`` only when set: unset, a generation shard's
-    key (these settings are one of its parameters) is what it was before the setting existed."""
+    API generation uses them too."""
     keep = ("api_key_env", "api_key_secret_block", "concurrency", "timeout_s", "max_retries", "requests_per_minute",
             "tokens_per_minute", "price_input_per_1m", "price_output_per_1m", "budget_usd", "batch_poll_interval_s",
-            "batch_max_wait_s", "batch_price_factor", "batch_max_requests")
-    settings = {k: v for k, v in cfg.scoring.model_dump(mode="json").items() if k in keep}
-    if cfg.scoring.context_tokens is not None:
-        settings["context_tokens"] = cfg.scoring.context_tokens
-    return settings
+            "batch_max_wait_s", "batch_price_factor", "batch_max_requests", "context_tokens")
+    return {k: v for k, v in cfg.scoring.model_dump(mode="json").items() if k in keep}
 
 
-def _scoring_key_section(scoring: dict) -> dict:
-    """The scoring section as a shard's key holds it: ``context_tokens`` only when set, so shards
-    scored before the setting existed keep their keys."""
-    return {k: v for k, v in scoring.items() if not (k == "context_tokens" and v is None)}
+def scorer_config(cfg: PipelineConfig) -> dict:
+    """What a score shard's scorer reads, as its keyed ``config``: the scoring section with the
+    scoring model resolved (``config_facts``: the generator under self-curation, the training
+    guide for the guide scorer) and the guide's pooling. A training setting changes no shard."""
+    scoring = cfg.scoring.model_dump(mode="json")
+    if cfg.scoring.scorer == "guide":
+        scoring["llm"] = guide_ref_for_scoring(cfg)
+    else:
+        scoring["llm"], scoring["revision"], _ = scoring_llm_ref(cfg)
+    return {"scoring": scoring, "training": {"guide_pooling": cfg.training.guide_pooling}}
 
 
 def _has_failures(path: Path) -> bool:
@@ -83,7 +77,7 @@ def _has_failures(path: Path) -> bool:
     return read_provenance(path).get("failed", 0) > 0
 
 
-def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
+def score(corpus: Produced, cfg: PipelineConfig, workdir: str | Path) -> list[Produced[ScoredShard]]:
     """Score a corpus file in shards of ``scoring.shard_size`` rows, each shard cached by content.
 
     A shard holding failed pairs is not reused as is: the next run calls it again, and the
@@ -93,15 +87,7 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
     started yet never start (``gather_with_progress``), so the error is met, and logged, once.
     """
     fingerprint = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg)).fingerprint()
-    rows = pq.read_metadata(corpus["path"]).num_rows
-    config = cfg.model_dump(mode="json")
-    # Only the parts of the config that scores depend on enter the key: changing a training
-    # setting must not re-score.
-    config_for_key = {
-        "scoring": _scoring_key_section(config["scoring"]),
-        "generation": {k: config["generation"][k] for k in ("llm", "revision")},  # the default scoring LLM
-        "training": {k: config["training"][k] for k in ("guide_model", "guide_pooling")},  # the guide scorer
-    }
+    rows = pq.read_metadata(corpus.result.path).num_rows
     shards = ShardFamily()  # a shard failing for good (a UserError) cancels the ones not started
     starts = range(0, rows, cfg.scoring.shard_size)
     for number, start in enumerate(starts, start=1):
@@ -110,20 +96,20 @@ def score(corpus: dict, cfg: PipelineConfig, workdir: str | Path) -> list[dict]:
         end = min(start + cfg.scoring.shard_size, rows)
         shards.add(run_cached(score_shard_task, workdir, refresh_if=_has_failures, submit=True,
                               run_name=f"score-shard-{number}-of-{len(starts)}", after=task_runs(corpus),
-                              source_path=corpus["path"], row_start=start, row_end=end,
-                              scorer_fingerprint=fingerprint, config=config_for_key))
+                              source_path=corpus.result.path, row_start=start, row_end=end,
+                              scorer_fingerprint=fingerprint, config=scorer_config(cfg)))
     results = gather_with_progress(shards.futures, "score shards", workdir=workdir)
     return [produced_by(result, future) for result, future in zip(results, shards.futures)]
 
 
-def check_scoring_failures(shards: list[dict], cfg: PipelineConfig) -> None:
+def check_scoring_failures(shards: list[Produced[ScoredShard]], cfg: PipelineConfig) -> None:
     """Fail the run (after everything scored so far is saved) while more pairs than the allowed
     fraction are unscored because their requests failed; the next run retries exactly those.
     Unparsable replies never fail the run: curation rejects them (``unparsable_score``)."""
-    failed = sum(s["failed"] for s in shards)
-    total = 2 * sum(s["rows"] for s in shards)
+    failed = sum(s.result.failed for s in shards)
+    total = 2 * sum(s.result.rows for s in shards)
     if failed and failed > cfg.scoring.allowed_failure_fraction * total:
-        first = [e for s in shards for e in s["first_errors"]][:5]
+        first = [e for s in shards for e in s.result.first_errors][:5]
         raise ScoringFailures(f"{failed} of {total} pairs are still unscored after retries (allowed fraction "
                               f"{cfg.scoring.allowed_failure_fraction}); first errors: {first}. Everything scored is "
                               "saved: run the same command again to retry only the failed pairs.")

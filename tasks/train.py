@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from prefect.artifacts import create_table_artifact
 from multicsr_core.config import PipelineConfig, deep_merge, expand_path
 from multicsr_core.evaluation.runner import resolve_senteval_dir
 from multicsr_core.io.atomic import atomic_symlink
+from multicsr_core.pipeline.results import CuratedCorpus, TrainedModel
 from multicsr_core.pipeline.train import train_stage
-from multicsr.orchestration.caching import (STAGE_TASK, FileContents, run_cached, stage_cache_policy, task_runs,
-                                            workdir_relative)
+from multicsr.orchestration.caching import (STAGE_TASK, FileContents, Produced, run_cached, stage_cache_policy,
+                                            task_runs, workdir_relative)
 from multicsr.orchestration.library_logs import trainer_log_lines_to_debug
 from multicsr.orchestration.progress import stage_progress
 
@@ -47,14 +49,14 @@ def _training_config(provenance_config: dict, inputs: dict) -> PipelineConfig:
 
 # the corpus, the supervised NLI file and the SentEval folder enter by content; the run's whole
 # config is provenance only (recorded in the model folder), not a key
-TRAIN_POLICY = stage_cache_policy("source_path", FileContents(("supervised_nli",), locate=expand_path),
-                                  FileContents(("senteval_dir",), locate=senteval_folder),
+TRAIN_POLICY = stage_cache_policy("source_path", FileContents(parameters=("supervised_nli",), locate=expand_path),
+                                  FileContents(parameters=("senteval_dir",), locate=senteval_folder),
                                   not_keyed=("provenance_config",))
 
 
 @task(name="train", cache_policy=TRAIN_POLICY, **STAGE_TASK)
 def train_task(workdir: str, output_path: str, source_path: str, training_config: dict, supervised_nli: str | None,
-               senteval_dir: str, max_chars: int, provenance_config: dict) -> dict:
+               senteval_dir: str, max_chars: int, provenance_config: dict) -> TrainedModel:
     cfg = _training_config(provenance_config, {"training_config": training_config, "supervised_nli": supervised_nli,
                                                "senteval_dir": senteval_dir, "max_chars": max_chars})
     with stage_progress("train", "steps") as progress:
@@ -62,20 +64,24 @@ def train_task(workdir: str, output_path: str, source_path: str, training_config
     get_run_logger().info("trained %s: best STS-B dev %s at step %s", output_path, report["best_score"], report["best_step"])
     if report["history"]:
         create_table_artifact(report["history"], key="train-dev-history", description="STS-B dev Spearman x 100 by step")
-    return {"path": workdir_relative(output_path, workdir), "key": Path(output_path).name, "report": report}
+    return TrainedModel(workdir_relative(output_path, workdir), key=Path(output_path).name, report=report)
 
 
-def train(corpus: dict, cfg: PipelineConfig, workdir: str | Path, publish_dir: str | Path | None = None) -> dict:
+def train(corpus: Produced[CuratedCorpus], cfg: PipelineConfig, workdir: str | Path,
+          publish_dir: str | Path | None = None) -> Produced[TrainedModel]:
     """Train (cached by corpus content + :func:`training_inputs`), then stage the link ``model`` ->
     the trained folder in ``publish_dir`` (the run's staging folder; default the workdir). The
     link is relative to the workdir, where it is published, so a moved workdir keeps a working
     ``model``."""
     with trainer_log_lines_to_debug():
         result = run_cached(train_task, workdir, output_suffix="", run_name="train", after=task_runs(corpus),
-                            source_path=corpus["stage_path"], **training_inputs(cfg), provenance_config=cfg.to_dict())
+                            source_path=corpus.result.stage_path, **training_inputs(cfg),
+                            provenance_config=cfg.to_dict())
+    trained = result.result
     publish_dir = Path(publish_dir if publish_dir is not None else workdir)
     link = publish_dir / "model"
     if link.is_dir() and not link.is_symlink():
         raise FileExistsError(f"{link} is a real folder, not the pipeline's link; move it away")
-    atomic_symlink(link, os.path.relpath(result["path"], workdir))
-    return {**result, "stage_path": result["path"], "path": str(Path(workdir) / "model")}
+    atomic_symlink(link, os.path.relpath(trained.path, workdir))
+    return Produced(dataclasses.replace(trained, stage_path=trained.path, path=str(Path(workdir) / "model")),
+                    result.task_runs)
