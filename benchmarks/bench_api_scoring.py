@@ -32,16 +32,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from multicsr_core.llm.cache import ResponseCache  # noqa: E402
-from multicsr_core.llm.openai_backend import OpenAIChatBackend, _parse_completion  # noqa: E402
+from multicsr_core.llm.chat import parse_completion  # noqa: E402
+from multicsr_core.llm.direct import DirectTransport  # noqa: E402
+from multicsr_core.llm.openai_backend import OpenAIChatBackend  # noqa: E402
+from multicsr_core.llm.settings import APISettings  # noqa: E402
 from multicsr_core.scoring.llm import OpenAIScorer  # noqa: E402
 
-class TypedCreateBackend(OpenAIChatBackend):
-    """The baseline for --compare-typed: the same backend, sending through ``chat.completions.create``."""
+
+class TypedCreateTransport(DirectTransport):
+    """The baseline for --compare-typed: the same transport, sending through ``chat.completions.create``."""
 
     async def _create(self, client, request):
-        completion = await client.chat.completions.create(model=self.model, messages=list(request.messages),
+        completion = await client.chat.completions.create(model=self.connection.model, messages=list(request.messages),
                                                           **dict(request.params))
-        return _parse_completion(completion.model_dump())  # the same fields and checks as ours, from the typed object
+        return parse_completion(completion.model_dump())  # the same fields and checks as ours, from the typed object
 
 
 # L = 0.5 s is a typical chat-API latency for a one-token reply; L = 0.1 s stresses the client.
@@ -58,13 +62,15 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return process, base_url
 
 
-def run_one(n: int, latency: float, concurrency: int, backend_class=OpenAIChatBackend) -> dict:
+def run_one(n: int, latency: float, concurrency: int, typed: bool = False) -> dict:
     server, base_url = start_server(latency)
     try:
         with tempfile.TemporaryDirectory() as workdir:
             cache = ResponseCache(Path(workdir) / "responses.sqlite")
-            backend = backend_class("bench-model", cache=cache, base_url=base_url, api_key="sk-bench",
-                                        concurrency=concurrency, timeout_s=30.0)
+            backend = OpenAIChatBackend("bench-model", cache=cache, api_key="sk-bench",
+                                        settings=APISettings(base_url=base_url, concurrency=concurrency, timeout_s=30.0))
+            if typed:
+                backend.transport = TypedCreateTransport(backend.connection, backend.replies)
             scorer = OpenAIScorer(backend)
             premises = [f"premise {i}: a man is playing a guitar on a stage" for i in range(n)]
             hypotheses = [f"hypothesis {i}: someone makes music" for i in range(n)]
@@ -85,7 +91,7 @@ def run_one(n: int, latency: float, concurrency: int, backend_class=OpenAIChatBa
         server.kill()
         server.wait()
     ideal = n * latency / concurrency
-    return {"client": "typed create" if backend_class is TypedCreateBackend else "post (ours)", "n": n, "latency_s": latency, "concurrency": concurrency, "ideal_s": round(ideal, 3),
+    return {"client": "typed create" if typed else "post (ours)", "n": n, "latency_s": latency, "concurrency": concurrency, "ideal_s": round(ideal, 3),
             "wall_s": round(wall, 3), "ratio": round(wall / ideal, 3), "requests_per_s": round(n / wall, 1),
             "client_cpu_ms_per_request": round(1000 * cpu / n, 2),
             "cached_rerun_s": round(cached_wall, 3)}
@@ -104,7 +110,7 @@ def main() -> None:
     for point in grid:
         rows.append(run_one(*point))
         if args.compare_typed:
-            rows.append(run_one(*point, backend_class=TypedCreateBackend))
+            rows.append(run_one(*point, typed=True))
     print(f"{'client':<13} {'N':>6} {'L (s)':>6} {'C':>4} {'ideal (s)':>10} {'wall (s)':>9} {'wall/ideal':>10} {'req/s':>7} "
           f"{'client CPU ms/req':>17} {'cached rerun (s)':>17}")
     for row in rows:

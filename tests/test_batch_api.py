@@ -22,6 +22,7 @@ from multicsr_core.llm.accounting import Pricing
 from multicsr_core.llm.batch_api import BatchAPISettings, BatchStore, default_state_dir
 from multicsr_core.llm.cache import ResponseCache, default_cache_path
 from multicsr_core.llm.openai_backend import OpenAIChatBackend
+from multicsr_core.llm.settings import APISettings
 from multicsr_core.prompts import format_scoring_prompt
 from multicsr_core.scoring.llm import OpenAIScorer
 from tests.conftest import SHARED_DATA, openai_score_cmd, snli_triplets_csv
@@ -41,9 +42,10 @@ def _pairs(n: int) -> tuple[list[str], list[str]]:
 
 def _scorer(server: BatchAPIServer, workdir: Path, max_tokens_field: str = "max_tokens", **settings) -> OpenAIScorer:
     batch = BatchAPISettings(default_state_dir(workdir), poll_interval_s=0.02, **settings)
-    backend = OpenAIChatBackend("test-model", cache=ResponseCache(default_cache_path(workdir)),
-                                base_url=server.base_url, api_key=SECRET, max_retries=1, timeout_s=10,
-                                pricing=Pricing(1.0, 2.0), batch_api=batch, max_tokens_field=max_tokens_field)
+    backend = OpenAIChatBackend("test-model", cache=ResponseCache(default_cache_path(workdir)), api_key=SECRET,
+                                settings=APISettings(base_url=server.base_url, max_retries=1, timeout_s=10,
+                                                     pricing=Pricing(1.0, 2.0), batch_api=batch,
+                                                     max_tokens_field=max_tokens_field))
     return OpenAIScorer(backend)
 
 

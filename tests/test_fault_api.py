@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from multicsr_core.llm.batch_api import BatchStore, default_state_dir
-from multicsr_core.llm.openai_backend import (APIKeyRejected, APIModelNotFound, APIParameterRejected,
-                                              APIPermissionDenied, APIQuotaExhausted, ContextLengthExceeded,
-                                              permanent_error_class)
+from multicsr_core.llm.api_errors import (APIKeyRejected, APIModelNotFound, APIParameterRejected,
+                                          APIPermissionDenied, APIQuotaExhausted, ContextLengthExceeded,
+                                          permanent_error_class)
 from tests.conftest import openai_score_cmd, snli_triplets_csv
 from tests.openai_batch_server import BatchAPIServer
 from tests.openai_server import ChatCompletionsServer, openai_error

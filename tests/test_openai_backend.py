@@ -19,15 +19,11 @@ import pytest
 
 from multicsr_core.llm.accounting import BudgetExceeded, Pricing
 from multicsr_core.llm.cache import FAILED, OK, ResponseCache
+from multicsr_core.llm.api_generation import CLAIF_GENERATION_PARAMS, generate_claif_with_api, generate_with_api
 from multicsr_core.llm.openai_backend import NOT_REQUESTED, ChatRequest, OpenAIChatBackend
+from multicsr_core.llm.settings import APISettings
 from multicsr_core.prompts import format_claif_scoring_prompt, format_scoring_prompt
-from multicsr_core.scoring.llm import (
-    CLAIF_GENERATION_PARAMS,
-    ClaifScorer,
-    OpenAIScorer,
-    generate_claif_with_api,
-    generate_with_api,
-)
+from multicsr_core.scoring.llm import APIScoringSettings, ClaifScorer, OpenAIScorer
 from tests.openai_server import (
     ChatCompletionsServer,
     expected_claif_score,
@@ -55,9 +51,9 @@ def cache(tmp_path):
 
 
 def make_backend(server, cache, **kwargs):
-    options = dict(base_url=server.base_url, api_key=SECRET, timeout_s=0.75, max_retries=3, concurrency=4)
+    options = dict(base_url=server.base_url, timeout_s=0.75, max_retries=3, concurrency=4)
     options.update(kwargs)
-    return OpenAIChatBackend("test-model", cache=cache, **options)
+    return OpenAIChatBackend("test-model", cache=cache, settings=APISettings(**options), api_key=SECRET)
 
 
 def test_scores_from_logprobs_and_from_text(server, cache):
@@ -68,12 +64,12 @@ def test_scores_from_logprobs_and_from_text(server, cache):
     assert all(body["logprobs"] is True and body["top_logprobs"] == 10 for body in server.bodies)
 
     server.logprobs = False  # an endpoint without logprobs: the reply text and the official parser
-    text_scorer = OpenAIScorer(make_backend(server, cache), top_logprobs=5)  # other params: other cache keys
+    text_scorer = OpenAIScorer(make_backend(server, cache), APIScoringSettings(top_logprobs=5))  # other params: other cache keys
     text_scores = text_scorer.score_pairs(PREMISES, HYPOTHESES)
     assert [s.score for s in text_scores] == [s.score for s in scores]
     assert all(s.distribution is None for s in text_scores)
 
-    expected_mode = OpenAIScorer(make_backend(server, cache), mode="expected", use_logprobs=False)
+    expected_mode = OpenAIScorer(make_backend(server, cache), APIScoringSettings(mode="expected", use_logprobs=False))
     assert expected_mode.fingerprint()["params"] == {"temperature": 0.0, "max_tokens": 8}
 
 
@@ -182,7 +178,7 @@ def test_budget_cap_stops_cleanly_and_resumes(server, cache):
     pricing = Pricing(prompt_per_million=1000.0, completion_per_million=1000.0)
     budget = 0.25  # pessimistic estimate ~ (200 chars/3 + 8 + 8 tokens) * $0.001 = $0.08 per request
     scorer = OpenAIScorer(make_backend(server, cache, pricing=pricing, budget_usd=budget, concurrency=2),
-                          use_logprobs=False)
+                          APIScoringSettings(use_logprobs=False))
     scores = scorer.score_pairs(PREMISES, HYPOTHESES)
     report = scorer.last_report
     assert report.budget_exceeded and 0 < report.n_ok < len(PREMISES)
@@ -195,7 +191,8 @@ def test_budget_cap_stops_cleanly_and_resumes(server, cache):
         report.raise_for_budget()
     answered = [p for p, s in zip(PREMISES, scores) if s.score is not None]
 
-    bigger = OpenAIScorer(make_backend(server, cache, pricing=pricing, budget_usd=10.0), use_logprobs=False)
+    bigger = OpenAIScorer(make_backend(server, cache, pricing=pricing, budget_usd=10.0),
+                          APIScoringSettings(use_logprobs=False))
     final = bigger.score_pairs(PREMISES, HYPOTHESES)
     assert [s.score for s in final] == [float(expected_score(p)) for p in PROMPTS]
     assert all(server.count(p) == 1 for p in PREMISES)  # answered items were not asked again
@@ -204,13 +201,13 @@ def test_budget_cap_stops_cleanly_and_resumes(server, cache):
 
 def test_budget_without_prices_is_rejected(cache):
     with pytest.raises(ValueError, match="prices"):
-        OpenAIChatBackend("m", cache=cache, base_url="http://127.0.0.1:9/v1", budget_usd=1.0)
+        OpenAIChatBackend("m", cache=cache, settings=APISettings(base_url="http://127.0.0.1:9/v1", budget_usd=1.0))
 
 
 def test_missing_api_key_names_the_variable(cache, monkeypatch):
     monkeypatch.delenv("MY_LLM_KEY", raising=False)
     with pytest.raises(ValueError, match="MY_LLM_KEY"):
-        OpenAIChatBackend("gpt-4o-mini", cache=cache, api_key_env="MY_LLM_KEY")
+        OpenAIChatBackend("gpt-4o-mini", cache=cache, settings=APISettings(api_key_env="MY_LLM_KEY"))
 
 
 def test_api_key_never_reaches_disk_logs_or_errors(server, cache, tmp_path, monkeypatch, caplog):
@@ -218,8 +215,8 @@ def test_api_key_never_reaches_disk_logs_or_errors(server, cache, tmp_path, monk
     caplog.set_level(logging.DEBUG)
     server.inject(PREMISES[0], ["500", "500", "500", "500"])
     server.inject(PREMISES[1], ["non_numeric"])
-    backend = OpenAIChatBackend("test-model", cache=cache, base_url=server.base_url, api_key_env="MY_LLM_KEY",
-                                timeout_s=0.75, max_retries=3)
+    backend = OpenAIChatBackend("test-model", cache=cache, settings=APISettings(
+        base_url=server.base_url, api_key_env="MY_LLM_KEY", timeout_s=0.75, max_retries=3))
     scorer = OpenAIScorer(backend)
     scores = scorer.score_pairs(PREMISES, HYPOTHESES)
     assert server.authorization == {f"Bearer {SECRET}": server.total_requests()}  # the key was used...
@@ -289,11 +286,13 @@ WORKER = r"""
 import json, sys
 from multicsr_core.llm.cache import ResponseCache
 from multicsr_core.llm.openai_backend import OpenAIChatBackend
+from multicsr_core.llm.settings import APISettings
 from multicsr_core.scoring.llm import OpenAIScorer
 base_url, cache_path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 premises = [f"premise {i}: a child is riding a red bicycle down the street" for i in range(n)]
 hypotheses = [f"hypothesis {i}: a kid is on a bike" for i in range(n)]
-backend = OpenAIChatBackend("resume-model", cache=ResponseCache(cache_path), base_url=base_url, concurrency=4)
+backend = OpenAIChatBackend("resume-model", cache=ResponseCache(cache_path),
+                            settings=APISettings(base_url=base_url, concurrency=4))
 scores = OpenAIScorer(backend).score_pairs(premises, hypotheses)
 print(json.dumps([s.score for s in scores]))
 """
@@ -371,7 +370,7 @@ def test_max_completion_tokens_for_reasoning_models(cache, tmp_path, monkeypatch
             OpenAIScorer(make_backend(server, cache)).score_pairs(PREMISES, HYPOTHESES)
         message = str(refused.value)
         assert "max_tokens = 8" in message and "--set scoring.max_tokens_field=max_completion_tokens" in message
-        assert server.total_requests() <= make_backend(server, cache).concurrency  # stopped at the first refusal
+        assert server.total_requests() <= make_backend(server, cache).settings.concurrency  # stopped at the first refusal
         server.reset_counts()
 
         monkeypatch.setenv("OPENAI_API_KEY", SECRET)

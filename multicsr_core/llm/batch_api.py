@@ -5,9 +5,11 @@ compared to synchronous APIs", https://platform.openai.com/docs/guides/batch) an
 within a 24 h completion window. For a corpus of 275,601 triplets (551,202 scoring requests)
 that halves stage 2's bill; what we pay for it is latency.
 
-How one :meth:`OpenAIChatBackend.acomplete` call goes when the backend has ``batch_api`` set:
+This is the client's second transport (``transport.py``): how one
+:meth:`~multicsr_core.llm.openai_backend.OpenAIChatBackend.acomplete` call goes when its settings have
+``batch_api`` set (the client has answered what the response cache holds, and owns the budget, spend and report):
 
-1. Requests the response cache already answers are answered from it (as a direct call).
+1. Requests the response cache already answers were answered from it by the client.
 2. Requests that an earlier, killed run already submitted are found in the batch store (below)
    and their batch is polled again: a rerun never pays twice for the same request.
 3. The rest are written as JSONL (one ``/v1/chat/completions`` body per line, ``custom_id`` =
@@ -19,18 +21,18 @@ How one :meth:`OpenAIChatBackend.acomplete` call goes when the backend has ``bat
    store before the next starts, so the batch id is on disk BEFORE polling starts.
 4. All batches are polled every ``poll_interval_s`` (``batches.retrieve``) until each is
    ``completed``, ``expired``, ``failed`` or ``cancelled``. Their output file is downloaded
-   (``files.content``) and every line goes through the same parser (``_parse_completion``),
-   validator and response cache (``OpenAIChatBackend.store_reply``) as a direct reply.
+   (``files.content``) and every line goes through the same parser (``chat.parse_completion``),
+   validator and response cache (``transport.Replies.store_reply``) as a direct reply.
 5. Lines that failed (a non-200 status, an error line, an unusable body) and lines an expired,
    failed or cancelled batch never ran are retried at once as ordinary requests
-   (``acomplete(direct=True)``: the client's retries, rate limits and budget apply). So are the
+   (the direct transport, ``direct.py``: the client's retries, rate limits and budget apply). So are the
    lines of a batch the server no longer knows (404) or whose output file is gone.
 
 A create the server refuses (a 4xx: OpenAI's limit on tokens enqueued per model) while other
 batches run is not an error: the remaining batches wait for the running ones to end, then go.
 
-Errors no rerun can fix stop the call at once with the backend's one-line
-:class:`~multicsr_core.llm.openai_backend.PermanentAPIError` (exit 2), as on the direct path:
+Errors no rerun can fix stop the call at once with the one-line
+:class:`~multicsr_core.llm.api_errors.PermanentAPIError` (exit 2), as on the direct path:
 a call refused with 401 (the key) or 403 (permission) at any step, a create answered 404, a
 batch that failed validation because the model does not exist, and an output line whose request
 failed with a permanent error (401, 403, 404, a prompt longer than the context, a rejected
@@ -57,34 +59,31 @@ import asyncio
 import gzip
 import json
 import logging
-import os
 import sqlite3
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import openai
 
-from multicsr_core.llm.accounting import UsageTotals
-from multicsr_core.llm.openai_backend import PermanentAPIError
-
-if TYPE_CHECKING:
-    from multicsr_core.llm.openai_backend import (BatchReport, ChatRequest, ChatResult, OpenAIChatBackend,
-                                                  ProgressCallback, ReplyValidator)
+from multicsr_core.io.atomic import atomic_path
+from multicsr_core.llm.api_errors import (MODEL_MISSING, APIKeyRejected, APIModelNotFound, APIPermissionDenied,
+                                          PermanentAPIError, permanent_error_class)
+from multicsr_core.llm.chat import ChatRequest, InvalidReply, logical_params, parse_completion
+from multicsr_core.llm.connection import Connection
+from multicsr_core.llm.direct import DirectTransport
+from multicsr_core.llm.settings import (MAX_BYTES_PER_BATCH, MAX_REQUESTS_PER_BATCH, OPENAI_MAX_FILE_BYTES,
+                                        BatchAPISettings)
+from multicsr_core.llm.transport import Replies, UncachedCall
+from multicsr_core.redaction import redact_url
 
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"  # the only window OpenAI offers
-MAX_REQUESTS_PER_BATCH = 50_000  # OpenAI's limit per batch input file
-# OpenAI: an input file "can be up to 200 MB". 190 * 10**6 stays under it whether a MB is 10**6
-# or 2**20 bytes, with 5% to spare.
-OPENAI_MAX_FILE_BYTES = 200 * 10**6
-MAX_BYTES_PER_BATCH = 190 * 10**6
 TERMINAL = frozenset({"completed", "expired", "failed", "cancelled"})
 METADATA_KEY = "multicsr_local_id"
 _SQLITE_MAX_VARS = 500
@@ -98,39 +97,6 @@ ABANDONED = "abandoned"  # superseded before any batch was created
 def default_state_dir(workdir: str | Path) -> Path:
     """Where a workdir keeps its Batch API state: ``WORKDIR/.multicsr/batches``."""
     return Path(workdir) / ".multicsr" / "batches"
-
-
-@dataclass(frozen=True)
-class BatchAPISettings:
-    """Where batch state lives and how batches are run.
-
-    Args:
-        state_dir: the workdir's ``.multicsr/batches`` folder (batch store and request files).
-        poll_interval_s: seconds between two status checks of the running batches.
-        max_wait_s: stop waiting after this long (None: until every batch ends, at most the 24 h
-            window); unfinished requests come back ``not_requested`` and the next run picks the
-            same batches up again.
-        price_factor: the Batch API's price as a fraction of the synchronous one (0.5).
-        max_requests_per_batch: requests per submitted batch (at most OpenAI's 50,000).
-        max_bytes_per_batch: bytes per submitted input file (at most 200 MB; default 190 MB).
-    """
-
-    state_dir: Path
-    poll_interval_s: float = 30.0
-    max_wait_s: float | None = None
-    price_factor: float = 0.5
-    max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH
-    max_bytes_per_batch: int = MAX_BYTES_PER_BATCH
-
-    def __post_init__(self) -> None:
-        if self.poll_interval_s <= 0:
-            raise ValueError(f"poll_interval_s must be positive, not {self.poll_interval_s}")
-        if not 1 <= self.max_requests_per_batch <= MAX_REQUESTS_PER_BATCH:
-            raise ValueError(f"max_requests_per_batch must be in 1..{MAX_REQUESTS_PER_BATCH}")
-        if not 1 <= self.max_bytes_per_batch <= OPENAI_MAX_FILE_BYTES:
-            raise ValueError(f"max_bytes_per_batch must be in 1..{OPENAI_MAX_FILE_BYTES}")
-        if not 0 <= self.price_factor <= 1:
-            raise ValueError(f"price_factor must be in [0, 1], not {self.price_factor}")
 
 
 class BatchAPIError(RuntimeError):
@@ -261,10 +227,10 @@ class BatchStore:
         return [BatchRecord(*row[:7], bool(row[7])) for row in rows]
 
 
-def request_line(backend: "OpenAIChatBackend", key: str, request: "ChatRequest") -> bytes:
+def request_line(connection: Connection, key: str, request: ChatRequest) -> bytes:
     """One line of a batch input file (newline included): ``custom_id`` is the cache key, the body
-    exactly what a direct request sends (:meth:`OpenAIChatBackend.request_body`)."""
-    line = {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": backend.request_body(request)}
+    exactly what a direct request sends (:meth:`Connection.request_body`)."""
+    line = {"custom_id": key, "method": "POST", "url": ENDPOINT, "body": connection.request_body(request)}
     return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -287,22 +253,16 @@ def split_request_lines(line_bytes: Iterable[tuple[str, int]], max_requests: int
 
 
 def _write_gzip_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    # private (0600, as mkstemp made it here before): a copy of the prompts sent
+    with atomic_path(path, private=True) as tmp:
         # level 1: a copy kept only until the output is ingested, up to 190 MB of JSON; level 9 (the default)
         # took 8x as long on this module's own text (17 s for 74 MB) for a file 22% smaller
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=1) as handle:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=1) as handle:
             handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stored_requests(path: Path) -> dict[str, dict]:
     """custom_id -> {"messages", "params"} from a batch's request file (empty if it is gone)."""
-    from multicsr_core.llm.openai_backend import logical_params
-
     if not path.is_file():
         return {}
     out = {}
@@ -327,39 +287,32 @@ def _jsonl(content: bytes) -> list[dict]:
 
 
 class _BatchRun:
-    """One acomplete call through the Batch API (see the module docstring for the steps)."""
+    """One call's uncached requests through the Batch API (see the module docstring for the steps)."""
 
-    def __init__(self, backend: "OpenAIChatBackend", settings: BatchAPISettings, validate: "ReplyValidator | None",
-                 requests: Mapping[str, "ChatRequest"]):
-        from multicsr_core.llm.openai_backend import redact_url
-
-        self.backend = backend
-        self.requests = requests  # this call's uncached requests, by custom_id
+    def __init__(self, connection: Connection, replies: Replies, settings: BatchAPISettings, call: UncachedCall):
+        self.connection = connection
+        self.replies = replies
+        self.call = call
+        self.requests = call.requests  # this call's uncached requests, by custom_id
         self.settings = settings
-        self.validate = validate
-        self.base_url = redact_url(backend.base_url)
+        self.base_url = redact_url(connection.base_url)
         self.store = BatchStore(settings.state_dir)
         self.reserved: dict[str, float] = {}  # custom_id -> budget reserved for it in this process
-        self.outcomes: dict[str, "ChatResult"] = {}  # custom_id -> final result from a batch line
         self.retry: set[str] = set()  # custom_ids to send as ordinary requests
-        self.index_of: dict[str, int] = {}  # custom_id -> its first position in the call's requests
-        self.total = 0  # requests in the call (errors say "request i of total")
 
     def _redacted(self, err: Exception) -> str:
-        return self.backend._redact(f"{type(err).__name__}: {err}")
+        return self.connection.redact(f"{type(err).__name__}: {err}")
 
     def _error(self, what: str, err: openai.APIError) -> Exception:
         """What a failed Batch API call raises: the permanent error (401, 403 at any step; 404 at
         create), else :class:`BatchAPIError` (the callers decide: wait, retry directly, or stop)."""
-        from multicsr_core.llm.openai_backend import APIKeyRejected, APIModelNotFound, APIPermissionDenied
-
         status = getattr(err, "status_code", None)
         permanent = {401: APIKeyRejected, 403: APIPermissionDenied}.get(status)
         if status == 404 and what == "create":  # after an upload that worked: /v1/batches or the model is missing
             permanent = APIModelNotFound
         if permanent is not None:
-            return self.backend.permanent_error(permanent, status, getattr(err, "body", None),
-                                                what=f"Batch API {what}")
+            return self.connection.permanent_error(permanent, status, getattr(err, "body", None),
+                                                   what=f"Batch API {what}")
         return BatchAPIError(f"Batch API {what} failed at {self.base_url or 'api.openai.com'}: "
                              f"{self._redacted(err)}", status)
 
@@ -370,14 +323,91 @@ class _BatchRun:
             # from None: the client's exception holds the request, headers (the key) included
             raise self._error(what, err) from None
 
+    # -- the whole call ------------------------------------------------------------------
+    async def run(self, client: openai.AsyncOpenAI) -> None:
+        """Pick up this call's requests an earlier run submitted, submit the rest within the budget,
+        poll until every batch ends (or ``max_wait_s``); what failed is left in ``self.retry``."""
+        pending = set(self.requests)
+        active, covered = await self._resume_open(client, pending)
+        fresh = self._reserve(covered)
+        deadline = None if self.settings.max_wait_s is None else time.monotonic() + self.settings.max_wait_s
+        sizes = ((key, len(request_line(self.connection, key, request))) for key, request in fresh.items())
+        queue = [{key: fresh[key] for key in keys} for keys in split_request_lines(
+            sizes, self.settings.max_requests_per_batch, self.settings.max_bytes_per_batch)]
+        unfinished: list[str] = []
+        while queue or active:
+            active = await self._submit(client, queue, active)
+            unfinished = await self.poll(client, active, pending, deadline)
+            active = []
+            if unfinished:  # max_wait_s ran out
+                for chunk in queue:  # never submitted: nothing reserved stays booked for them
+                    for key in chunk:
+                        self.call.not_requested(key, "not submitted: the Batch API refused more batches before "
+                                                     "max_wait_s ran out")
+                break
+        for local_id in unfinished:
+            record = self.store.get(local_id)
+            for key in self.store.open_batches_for(pending, self.connection.model, self.base_url).get(local_id, ()):
+                self.call.not_requested(key, f"Batch API batch {record.batch_id} still {record.status} after "
+                                             f"{self.settings.max_wait_s} s: run again to collect it (it is not "
+                                             "resubmitted)")
+
+    async def _resume_open(self, client: openai.AsyncOpenAI, pending: set[str]) -> tuple[list[str], set[str]]:
+        """The batches of earlier runs that hold some of ``pending`` (a rerun never pays twice):
+        their local ids, made pollable again, and the requests they hold."""
+        active: list[str] = []
+        covered: set[str] = set()
+        for local_id, held in self.store.open_batches_for(pending, self.connection.model, self.base_url).items():
+            if await self.resume(client, local_id):
+                active.append(local_id)
+                covered |= held
+        return active, covered
+
+    def _reserve(self, covered: set[str]) -> dict[str, ChatRequest]:
+        """The requests to submit: those no open batch holds, each with its budget reserved at the
+        Batch API price (the rest: not requested, the cap is reached)."""
+        fresh: dict[str, ChatRequest] = {}
+        for key, request in self.requests.items():
+            if key in covered:
+                continue
+            estimate = self.call.reserve(request, self.settings.price_factor)
+            if estimate is None:
+                self.call.not_requested(key)
+                continue
+            self.reserved[key] = estimate
+            fresh[key] = request
+        return fresh
+
+    async def _submit(self, client: openai.AsyncOpenAI, queue: list[dict[str, ChatRequest]],
+                      active: list[str]) -> list[str]:
+        """Submit queued batches (taken off ``queue``) until the server refuses one while others run."""
+        while queue:
+            try:
+                active.append(await self.submit(client, queue[0]))
+            except BatchAPIError as err:
+                if not (err.refused and active):
+                    raise
+                # e.g. OpenAI's limit on tokens enqueued per model: wait for the running batches
+                log.warning("Batch API: a new batch was refused (%s); %d batches wait until the running "
+                            "ones end", err, len(queue))
+                break
+            queue.pop(0)
+        return active
+
+    def release_reservations(self) -> None:
+        """Drop the reservations of lines never booked."""
+        for estimate in self.reserved.values():
+            self.replies.ledger.release(estimate)
+        self.reserved.clear()
+
     # -- submitting --------------------------------------------------------------------
-    async def submit(self, client: openai.AsyncOpenAI, requests: Mapping[str, "ChatRequest"]) -> str:
+    async def submit(self, client: openai.AsyncOpenAI, requests: Mapping[str, ChatRequest]) -> str:
         """Record, upload and create one batch; returns its local id. Each step is committed first."""
         local_id = uuid.uuid4().hex
-        lines = [request_line(self.backend, key, request) for key, request in requests.items()]
+        lines = [request_line(self.connection, key, request) for key, request in requests.items()]
         data = b"".join(lines)
         _write_gzip_atomic(self.store.requests_path(local_id), data)
-        self.store.add(BatchRecord(local_id, self.backend.model, self.base_url, len(lines), None, None, PREPARING,
+        self.store.add(BatchRecord(local_id, self.connection.model, self.base_url, len(lines), None, None, PREPARING,
                                    False), list(requests))
         uploaded = await self._call("upload", client.files.create(
             file=(f"multicsr-{local_id}.jsonl", data, "application/jsonl"), purpose="batch"))
@@ -389,7 +419,6 @@ class _BatchRun:
                 self.store.update(local_id, status=ABANDONED)
             raise  # else (no answer) it may exist: a rerun finds it by its metadata
         return local_id
-
     async def _create(self, client: openai.AsyncOpenAI, local_id: str, input_file_id: str) -> None:
         batch = await self._call("create", client.batches.create(
             input_file_id=input_file_id, endpoint=ENDPOINT, completion_window=COMPLETION_WINDOW,
@@ -430,7 +459,7 @@ class _BatchRun:
 
     # -- polling and ingesting -----------------------------------------------------------
     async def poll(self, client: openai.AsyncOpenAI, local_ids: Sequence[str], pending: set[str],
-                   progress, deadline: float | None) -> list[str]:
+                   deadline: float | None) -> list[str]:
         """Poll until every batch ends (or the monotonic ``deadline``); ingest each as it ends.
         Returns the local ids still running when the wait ran out."""
         running = list(local_ids)
@@ -451,7 +480,7 @@ class _BatchRun:
                 if batch.status == "missing":
                     self.store.update(local_id, status="missing")
                     await self.ingest(client, local_id, batch, pending)
-                    progress()
+                    self.call.report_progress()
                     continue
                 if batch.status != record.status:
                     self.store.update(local_id, status=batch.status)
@@ -459,7 +488,7 @@ class _BatchRun:
                              batch.request_counts.model_dump() if batch.request_counts else "")
                 if batch.status in TERMINAL:
                     await self.ingest(client, local_id, batch, pending)
-                    progress()
+                    self.call.report_progress()
                 else:
                     still.append(local_id)
             running = still
@@ -485,8 +514,6 @@ class _BatchRun:
         """Store every answered line in the response cache; queue the rest of ``pending`` for retry.
         A line of ``pending`` that failed for good (or a batch whose model does not exist) raises
         :class:`PermanentAPIError` once the batch is ingested: no retry can answer it."""
-        from multicsr_core.llm.openai_backend import InvalidReply, _parse_completion, permanent_error_class
-
         path = self.store.requests_path(local_id)
         held = self.store.items(local_id)
         stored = _stored_requests(path)
@@ -506,24 +533,24 @@ class _BatchRun:
                 log.debug("Batch API line %s failed: %s", key, line.get("error") or response.get("status_code"))
                 kind = (None if line.get("error") or not isinstance(body, dict) else
                         permanent_error_class(response.get("status_code"), body,
-                                              self.backend.wire_params(stored[key]["params"])))
+                                              self.connection.wire_params(stored[key]["params"])))
                 if kind is not None and key in pending and (permanent is None or self._before(key, permanent[3])):
                     permanent = (kind, response.get("status_code"), body, key)
                 continue
             try:
-                reply = _parse_completion(body)
+                reply = parse_completion(body)
             except InvalidReply as err:
                 self._book(key, None, err.prompt_tokens, err.completion_tokens)
                 continue
             self._book(key, None, reply.prompt_tokens, reply.completion_tokens)
             answered.add(key)
-            result = self.backend.store_reply(key, stored[key], reply, self.validate, batch_api=True)
+            result = self.replies.store_reply(key, stored[key], reply, self.call.validate, batch_api=True)
             if key in pending:
-                self.outcomes[key] = result
+                self.call.record(key, result)
         for key in (pending & held) - answered:
             self.retry.add(key)
             if key in self.reserved:  # never billed: it goes out as an ordinary request
-                self.backend.ledger.release(self.reserved.pop(key))
+                self.replies.ledger.release(self.reserved.pop(key))
         self.store.update(local_id, ingested=1)
         path.unlink(missing_ok=True)
         n_failed = len(held - answered)
@@ -533,28 +560,24 @@ class _BatchRun:
             kind, status, body, key = permanent
             request = self.requests.get(key)
             if request is None:
-                from multicsr_core.llm.openai_backend import ChatRequest
-
                 request = ChatRequest(stored[key]["messages"], stored[key]["params"])
-            raise self.backend.permanent_error(kind, status, body, index=self.index_of.get(key), total=self.total,
-                                               request=request)
+            raise self.connection.permanent_error(kind, status, body, index=self.call.index_of(key),
+                                                  total=self.call.total, request=request)
         self._raise_for_missing_model(batch)
 
     def _before(self, key: str, other: str) -> bool:
         """Whether ``key`` comes before ``other`` among this call's requests (the first one is reported)."""
-        return self.index_of.get(key, self.total) < self.index_of.get(other, self.total)
+        return self.call.index_of(key) < self.call.index_of(other)
 
     def _raise_for_missing_model(self, batch) -> None:
         """A batch that failed validation because its model does not exist: no retry can answer it."""
-        from multicsr_core.llm.openai_backend import _MODEL_MISSING, APIModelNotFound
-
         if batch.status != "failed" or getattr(batch, "errors", None) is None:
             return
         for error in getattr(batch.errors, "data", None) or []:
             code, message = str(getattr(error, "code", "") or ""), str(getattr(error, "message", "") or "")
-            if code == "model_not_found" or _MODEL_MISSING.search(message):
-                raise self.backend.permanent_error(APIModelNotFound, None, {"code": code, "message": message},
-                                                   what=f"Batch API batch {batch.id}")
+            if code == "model_not_found" or MODEL_MISSING.search(message):
+                raise self.connection.permanent_error(APIModelNotFound, None, {"code": code, "message": message},
+                                                      what=f"Batch API batch {batch.id}")
 
     def _book(self, key: str, body: Any, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """Book a line's tokens at the Batch API price (a failed line may still report usage)."""
@@ -564,136 +587,43 @@ class _BatchRun:
             completion_tokens = int(usage.get("completion_tokens") or 0)
         estimate = self.reserved.pop(key, 0.0)
         if estimate or prompt_tokens or completion_tokens:
-            self.backend.ledger.settle(estimate, prompt_tokens, completion_tokens, self.settings.price_factor)
+            self.replies.ledger.settle(estimate, prompt_tokens, completion_tokens, self.settings.price_factor)
 
 
-async def acomplete_with_batch_api(
-    backend: "OpenAIChatBackend",
-    requests: Sequence["ChatRequest"],
-    *,
-    validate: "ReplyValidator | None" = None,
-    progress: "ProgressCallback | None" = None,
-) -> "BatchReport":
-    """:meth:`OpenAIChatBackend.acomplete` through the Batch API; results come in input order."""
-    from multicsr_core.llm.openai_backend import NOT_REQUESTED, BatchReport, ChatResult
 
-    settings = backend.batch_api
-    assert settings is not None
-    keys = [backend.key_for(request) for request in requests]
-    stored = backend.cache.get_many(keys)
-    by_key: dict[str, ChatRequest] = {}
-    for key, request in zip(keys, requests):
-        row = stored.get(key)
-        if not (row is not None and row.ok):
-            by_key.setdefault(key, request)
-    before = backend.ledger.totals()
-    run = _BatchRun(backend, settings, validate, by_key)
-    run.total = len(requests)
-    for index, key in enumerate(keys):
-        run.index_of.setdefault(key, index)
-    budget_hit = False
-    not_requested: dict[str, ChatResult] = {}
-    done = [len(requests) - sum(1 for key in keys if key in by_key)]
 
-    def report_progress() -> None:
-        if progress is not None:
-            answered = sum(1 for key in keys if key in run.outcomes or key in not_requested)
-            progress(min(len(requests), done[0] + answered), len(requests))
+class BatchAPITransport:
+    """The uncached requests of a call through the OpenAI Batch API; lines that failed or never ran
+    go out through ``direct`` (the client's direct transport) before the call returns."""
 
-    report_progress()
-    if by_key:
-        client = backend.new_client()
+    label = " (Batch API)"
+
+    def __init__(self, connection: Connection, replies: Replies, settings: BatchAPISettings,
+                 direct: DirectTransport):
+        self.connection = connection
+        self.replies = replies
+        self.settings = settings
+        self.direct = direct
+
+    async def send(self, call: UncachedCall) -> None:
+        run = _BatchRun(self.connection, self.replies, self.settings, call)
+        client = self.connection.new_client()
         try:
-            pending = set(by_key)
-            active: list[str] = []
-            covered: set[str] = set()
-            for local_id, held in run.store.open_batches_for(pending, backend.model, run.base_url).items():
-                if await run.resume(client, local_id):
-                    active.append(local_id)
-                    covered |= held
-            fresh: dict[str, ChatRequest] = {}
-            for key, request in by_key.items():
-                if key in covered:
-                    continue
-                estimate = settings.price_factor * backend._estimates(request)[1]
-                if budget_hit or not backend.ledger.try_reserve(estimate):
-                    budget_hit = True
-                    not_requested[key] = ChatResult(NOT_REQUESTED, error="not requested: the budget cap was reached")
-                    continue
-                run.reserved[key] = estimate
-                fresh[key] = request
-            deadline = None if settings.max_wait_s is None else time.monotonic() + settings.max_wait_s
-            sizes = ((key, len(request_line(backend, key, request))) for key, request in fresh.items())
-            queue = [{key: fresh[key] for key in keys} for keys in
-                     split_request_lines(sizes, settings.max_requests_per_batch, settings.max_bytes_per_batch)]
-            unfinished: list[str] = []
-            while queue or active:
-                while queue:
-                    try:
-                        active.append(await run.submit(client, queue[0]))
-                    except BatchAPIError as err:
-                        if not (err.refused and active):
-                            raise
-                        # e.g. OpenAI's limit on tokens enqueued per model: wait for the running batches
-                        log.warning("Batch API: a new batch was refused (%s); %d batches wait until the running "
-                                    "ones end", err, len(queue))
-                        break
-                    queue.pop(0)
-                unfinished = await run.poll(client, active, pending, report_progress, deadline)
-                active = []
-                if unfinished:  # max_wait_s ran out
-                    for chunk in queue:  # never submitted: nothing reserved stays booked for them
-                        for key in chunk:
-                            not_requested[key] = ChatResult(NOT_REQUESTED, error="not submitted: the Batch API "
-                                                            "refused more batches before max_wait_s ran out")
-                    break
-            for local_id in unfinished:
-                record = run.store.get(local_id)
-                for key in run.store.open_batches_for(pending, backend.model, run.base_url).get(local_id, ()):
-                    not_requested[key] = ChatResult(
-                        NOT_REQUESTED, error=f"Batch API batch {record.batch_id} still {record.status} after "
-                                             f"{settings.max_wait_s} s: run again to collect it (it is not resubmitted)")
+            await run.run(client)
         finally:
-            for estimate in run.reserved.values():  # reservations of lines never booked
-                backend.ledger.release(estimate)
-            run.reserved.clear()
+            run.release_reservations()
             await client.close()
             run.store.close()
         if run.retry:
             retry_keys = sorted(run.retry)
             log.info("Batch API: %d failed or expired lines go out as ordinary requests", len(retry_keys))
-            try:
-                direct = await backend.acomplete([by_key[key] for key in retry_keys], validate=validate, direct=True)
-            except PermanentAPIError as err:  # number the request as the caller's, not in the retried list
-                if err.index is None or err.details is None:
-                    raise
-                key = retry_keys[err.index]
-                raise backend.permanent_error(err.details["cls"], err.details["status"], err.details["error"],
-                                              index=run.index_of[key], total=run.total,
-                                              request=err.details["request"]) from None
-            budget_hit = budget_hit or direct.budget_exceeded
-            run.outcomes.update(zip(retry_keys, direct.results))
-        report_progress()
-
-    results = []
-    for key in keys:
-        if key in run.outcomes:
-            results.append(run.outcomes[key])
-        elif key in not_requested:
-            results.append(not_requested[key])
-        else:
-            row = stored.get(key)
-            assert row is not None and row.ok, "every request is answered, cached or not requested"
-            results.append(ChatResult.from_row(row, cached=True))
-    after = backend.ledger.totals()
-    spent = UsageTotals(requests=after.requests - before.requests,
-                        prompt_tokens=after.prompt_tokens - before.prompt_tokens,
-                        completion_tokens=after.completion_tokens - before.completion_tokens,
-                        cost_usd=after.cost_usd - before.cost_usd)
-    report = BatchReport(results, spent, budget_hit, backend.ledger.budget_usd)
-    log.info("%s (Batch API): %s", backend.model, report.summary())
-    return report
+            retried = call.subset(retry_keys)  # numbered as the caller's requests in any error
+            await self.direct.send(retried)
+            call.budget_hit = call.budget_hit or retried.budget_hit
+            for key in retry_keys:
+                call.record(key, retried.outcomes[key])
+        call.report_progress()
 
 
-__all__ = ["BatchAPISettings", "BatchAPIError", "BatchStore", "acomplete_with_batch_api", "default_state_dir",
-           "request_line", "split_request_lines"]
+__all__ = ["BatchAPISettings", "BatchAPIError", "BatchAPITransport", "BatchStore", "OPENAI_MAX_FILE_BYTES",
+           "default_state_dir", "request_line", "split_request_lines"]

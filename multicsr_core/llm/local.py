@@ -46,7 +46,7 @@ from typing import Callable, Mapping, Sequence, Union
 import torch
 
 from multicsr_core.llm.cache import FAILED, OK, CacheEntry, ResponseCache, cache_key
-from multicsr_core.scoring.base import PROMPT_TOO_LONG, prompt_too_long_error
+from multicsr_core.llm.tokens import PROMPT_TOO_LONG, prompt_too_long_error
 
 log = logging.getLogger(__name__)
 

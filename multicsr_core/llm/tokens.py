@@ -11,11 +11,20 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 CHARS_PER_TOKEN = 4  # OpenAI's rule of thumb for English text
 MESSAGE_OVERHEAD_TOKENS = 4  # per chat message (role and separators), OpenAI cookbook
 REPLY_PRIMING_TOKENS = 3  # every reply is primed with <|start|>assistant<|message|>
+
+#: The reason curation gives for a triplet whose prompt does not fit the scoring model's context,
+#: and the prefix of the error text such a pair carries (the same name as stage 1's reject reason).
+PROMPT_TOO_LONG = "prompt_too_long"
+
+
+def prompt_too_long_error(tokens: int, limit: int) -> str:
+    """The stored error text of an over-long prompt: ``"prompt_too_long: <n> tokens > <limit>"``."""
+    return f"{PROMPT_TOO_LONG}: {tokens} tokens > {limit}"
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,22 @@ def api_prompt_tokens(counter: TokenCounter, request) -> int:
     """The prompt tokens of one API request (a ``ChatRequest``): its messages' text counted with
     ``counter`` (:func:`api_token_counter`) plus the chat overhead. The one count of an API prompt:
     ``multicsr estimate``'s, and the context check before stage 1 and 2 send anything
-    (``scoring.llm.api_over_long``)."""
+    (:func:`api_over_long`)."""
     return counter.count(_message_text(request)) + counter.chat_overhead
 
+
+def api_over_long(model: str, requests: Sequence, context_tokens: int | None) -> dict[int, tuple[int, int]]:
+    """{index: (prompt tokens, limit)} of the requests (``ChatRequest``) whose prompt is longer than an
+    API model's context allows: ``context_tokens`` less the request's ``max_tokens``. Tokens are
+    counted as ``multicsr estimate`` counts them (:func:`api_prompt_tokens`: tiktoken's encoding of the
+    model where it is on disk, else characters / 4, plus the chat overhead). None: no check."""
+    if context_tokens is None or not requests:
+        return {}
+    counter = api_token_counter(model)
+    over = {}
+    for i, request in enumerate(requests):
+        limit = context_tokens - int(request.params.get("max_tokens") or 0)
+        tokens = api_prompt_tokens(counter, request)
+        if tokens > limit:
+            over[i] = (tokens, limit)
+    return over

@@ -16,15 +16,16 @@ from multicsr_core.config_facts import guide_ref_for_scoring, scoring_llm
 from multicsr_core.generation.engine import load_generator
 from multicsr_core.guide import load_guide
 from multicsr_core.llm.accounting import Pricing
-from multicsr_core.llm.batch_api import BatchAPISettings, default_state_dir
+from multicsr_core.llm.batch_api import default_state_dir
 from multicsr_core.llm.cache import ResponseCache, default_cache_path
 from multicsr_core.llm.local import LocalLM
 from multicsr_core.llm.openai_backend import OpenAIChatBackend
+from multicsr_core.llm.settings import APISettings, BatchAPISettings
 from multicsr_core.models import model_provenance, resolve_model_ref
 from multicsr_core.prompts import SCORING_PROMPT_CHOICES
 from multicsr_core.redaction import restore_url
 from multicsr_core.scoring.guide import GuideScorer
-from multicsr_core.scoring.llm import LocalLLMScorer, OpenAIScorer
+from multicsr_core.scoring.llm import APIScoringSettings, LocalLLMScorer, OpenAIScorer
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,12 +58,12 @@ def build_openai_backend(cfg: PipelineConfig, workdir: str | Path, model: str, b
     s = cfg.scoring
     base_url = restore_url(base_url)  # `run` passes redacted URLs through Prefect; credentials via env
     batch_api = _batch_api_settings(cfg, workdir, batch_api_shard) if batch_api_shard is not None else None
-    return OpenAIChatBackend(model, cache=ResponseCache(default_cache_path(workdir)), base_url=base_url,
-                             api_key=api_key, api_key_env=s.api_key_env, concurrency=s.concurrency,
-                             timeout_s=s.timeout_s, max_retries=s.max_retries, requests_per_minute=s.requests_per_minute,
-                             tokens_per_minute=s.tokens_per_minute,
-                             pricing=Pricing(s.price_input_per_1m, s.price_output_per_1m), budget_usd=s.budget_usd,
-                             batch_api=batch_api, max_tokens_field=s.max_tokens_field)
+    settings = APISettings(base_url=base_url, api_key_env=s.api_key_env, concurrency=s.concurrency,
+                           timeout_s=s.timeout_s, max_retries=s.max_retries, requests_per_minute=s.requests_per_minute,
+                           tokens_per_minute=s.tokens_per_minute,
+                           pricing=Pricing(s.price_input_per_1m, s.price_output_per_1m), budget_usd=s.budget_usd,
+                           batch_api=batch_api, max_tokens_field=s.max_tokens_field)
+    return OpenAIChatBackend(model, cache=ResponseCache(default_cache_path(workdir)), settings=settings, api_key=api_key)
 
 
 def _local_scorer(cfg: PipelineConfig, workdir: str | Path) -> LocalLLMScorer:
@@ -100,5 +101,6 @@ def build_scorer(cfg: PipelineConfig, workdir: str | Path, api_key: str | None =
 def openai_scorer(cfg: PipelineConfig, backend) -> OpenAIScorer:
     """The API scorer the config names, over ``backend`` (``estimate`` passes one that only
     collects the requests, so its cache keys are the scorer's own)."""
-    return OpenAIScorer(backend, mode=cfg.scoring.mode, prompt_variant=SCORING_PROMPT_CHOICES[cfg.scoring.prompt],
-                        context_tokens=cfg.scoring.context_tokens)
+    return OpenAIScorer(backend, APIScoringSettings(mode=cfg.scoring.mode,
+                                                    prompt_variant=SCORING_PROMPT_CHOICES[cfg.scoring.prompt],
+                                                    context_tokens=cfg.scoring.context_tokens))

@@ -36,14 +36,14 @@ from typing import Sequence
 from multicsr_core.config import PipelineConfig, expand_path
 from multicsr_core.config_facts import guide_ref_for_scoring, scoring_llm
 from multicsr_core.io.inputs import read_premises, read_triplets
-from multicsr_core.llm.accounting import UsageTotals
+from multicsr_core.llm.accounting import Pricing, UsageTotals
+from multicsr_core.llm.api_generation import generate_with_api
 from multicsr_core.llm.cache import cache_key, default_cache_path
 from multicsr_core.llm.openai_backend import NOT_REQUESTED, BatchReport, ChatResult
 from multicsr_core.llm.tokens import api_prompt_tokens, api_token_counter, local_token_counter
 from multicsr_core.pipeline.components import openai_scorer
 from multicsr_core.pipeline.generate import api_generation_params, generation_prompts
 from multicsr_core.prompts import SCORING_PROMPT_CHOICES, format_scoring_prompt
-from multicsr_core.scoring.llm import generate_with_api
 
 
 @dataclass
@@ -148,8 +148,8 @@ class RequestCollector:
 
 # ---------------------------------------------------------------- the stages
 def _price(cfg: PipelineConfig, prompt_tokens: int, completion_tokens: int, factor: float) -> float:
-    s = cfg.scoring
-    return factor * (prompt_tokens * s.price_input_per_1m + completion_tokens * s.price_output_per_1m) / 1e6
+    return factor * Pricing(cfg.scoring.price_input_per_1m, cfg.scoring.price_output_per_1m).cost(prompt_tokens,
+                                                                                                   completion_tokens)
 
 
 def _with_costs(cfg: PipelineConfig, stage: StageEstimate, per_request: list[tuple[int, int, int, bool]]) -> StageEstimate:

@@ -20,12 +20,13 @@ from multicsr_core.generation.engine import (REJECT_PROMPT_TOO_LONG, GeneratedTr
 from multicsr_core.generation.settings import DecodingSettings
 from multicsr_core.io.corpus import corpus_table, make_provenance, with_provenance, write_parquet_atomic
 from multicsr_core.io.inputs import read_premises
+from multicsr_core.llm.api_generation import generate_with_api, generation_requests
+from multicsr_core.llm.tokens import api_over_long
 from multicsr_core.models import generator_traits, model_provenance
 from multicsr_core.pipeline.components import build_openai_backend, cached_generator
 from multicsr_core.progress import Progress
 from multicsr_core.prompts import base_model_prompt_set, build_generation_prompts, resolve_prompt_set
 from multicsr_core.redaction import redact_url
-from multicsr_core.scoring.llm import api_over_long, generate_with_api, generation_requests
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ def _side_done(cols: dict, side: str, i: int) -> bool:
 def _context_error_at_row(err, rows: list[int], path: str | Path | None, row_offset: int):
     """A prompt over the context that the server refused, re-raised naming the corpus row of its pair
     (``path: row N``, 1-based, as :class:`~multicsr_core.errors.UserError` formats it)."""
-    from multicsr_core.llm.openai_backend import ContextLengthExceeded
+    from multicsr_core.llm.api_errors import ContextLengthExceeded
 
     j = err.index % len(rows)  # the call's pairs: every row's entailment, then every row's contradiction
     named = ContextLengthExceeded(str(err), path=path if path is not None else "corpus",
@@ -46,7 +46,7 @@ def score_corpus(table: pa.Table, scorer: PairScorer, rescore: bool = False,
     i + 1`` of ``path`` (the file ``table`` was read from, or a slice of it starting at
     ``row_offset``; ``"corpus"`` when not given).
     """
-    from multicsr_core.llm.openai_backend import ContextLengthExceeded
+    from multicsr_core.llm.api_errors import ContextLengthExceeded
 
     cols = {name: table.column(name).to_pylist() for name in table.column_names}
     n = table.num_rows

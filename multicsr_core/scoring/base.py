@@ -26,6 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, runtime_checkable
 
+# The prompt-too-long verdict is measured where prompts are counted (llm/tokens.py, LocalLM); re-exported
+# here with the other verdicts, so scorers, curation and the corpus read them from one place.
+from multicsr_core.llm.tokens import PROMPT_TOO_LONG, prompt_too_long_error  # noqa: F401
+
 #: The reason curation gives for a triplet with an unparsable score, and the prefix of the
 #: error text such a pair carries in the corpus (``entailment_score_error``...).
 UNPARSABLE = "unparsable_score"
@@ -39,16 +43,6 @@ def unparsable_error(detail: str) -> str:
 def is_unparsable_error(error: str | None) -> bool:
     """Whether a stored error is an unparsable verdict (final) rather than a transport failure."""
     return bool(error) and error.startswith(UNPARSABLE)
-
-
-#: The reason curation gives for a triplet whose prompt does not fit the scoring model's context,
-#: and the prefix of the error text such a pair carries (the same name as stage 1's reject reason).
-PROMPT_TOO_LONG = "prompt_too_long"
-
-
-def prompt_too_long_error(tokens: int, limit: int) -> str:
-    """The stored error text of an over-long prompt: ``"prompt_too_long: <n> tokens > <limit>"``."""
-    return f"{PROMPT_TOO_LONG}: {tokens} tokens > {limit}"
 
 
 def is_prompt_too_long_error(error: str | None) -> bool:

@@ -1,4 +1,4 @@
-"""LLM scorers for stage 2 (MultiCSR, 0-5) and CLAIF (0-1), and API generation for stage 1.
+"""LLM scorers for stage 2 (MultiCSR, 0-5) and CLAIF (0-1).
 
 All of them implement :class:`~multicsr_core.scoring.base.PairScorer` and go through the
 response cache, so a rerun after a crash asks the model only what it has not answered yet.
@@ -17,7 +17,7 @@ transport failure is retried by the next run. A prompt longer than the model's c
 measured before it is run and is the verdict ``prompt_too_long``, never run or sent: a local
 model's tokens as it is fed them against its ``max_position_embeddings`` (``LocalLM``), an API
 model's tokens as ``multicsr estimate`` counts them against ``scoring.context_tokens`` less
-``max_tokens`` (:func:`api_over_long`; API generation in stage 1 too). For the one-forward modes "not a score" means the
+``max_tokens`` (``llm.tokens.api_over_long``; API generation in stage 1 too). For the one-forward modes "not a score" means the
 score tokens hold less than ``min_score_mass`` of the first token's probability: the model was
 going to say something else, and reading the argmax over the digits anyway would invent a score
 it never gave (SmolLM2-135M with the zero-shot prompt puts about 2% there). Each pair records
@@ -31,10 +31,14 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from multicsr_core.llm.openai_backend import (BatchReport, ChatRequest, ChatResult, ContextLengthExceeded,
-                                              OpenAIChatBackend)
+from multicsr_core.llm.accounting import UsageTotals
+from multicsr_core.llm.api_errors import ContextLengthExceeded
+from multicsr_core.llm.chat import BatchReport, ChatRequest, ChatResult
+from multicsr_core.llm.openai_backend import OpenAIChatBackend
+from multicsr_core.llm.tokens import api_over_long
 from multicsr_core.prompts import (MULTI_TURN_SCORING_VARIANTS, format_claif_scoring_prompt, format_scoring_prompt,
                                    scoring_messages)
 from multicsr_core.scoring.base import PROMPT_TOO_LONG, PairScore, prompt_too_long_error, unparsable_error
@@ -88,26 +92,6 @@ def _short(text: str | None, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def api_over_long(model: str, requests: Sequence[ChatRequest], context_tokens: int | None
-                  ) -> dict[int, tuple[int, int]]:
-    """{index: (prompt tokens, limit)} of the requests whose prompt is longer than an API model's
-    context allows: ``context_tokens`` less the request's ``max_tokens``. Tokens are counted as
-    ``multicsr estimate`` counts them (``estimate.api_prompt_tokens``: tiktoken's encoding of the
-    model where it is on disk, else characters / 4, plus the chat overhead). None: no check."""
-    if context_tokens is None or not requests:
-        return {}
-    from multicsr_core.llm.tokens import api_prompt_tokens, api_token_counter
-
-    counter = api_token_counter(model)
-    over = {}
-    for i, request in enumerate(requests):
-        limit = context_tokens - int(request.params.get("max_tokens") or 0)
-        tokens = api_prompt_tokens(counter, request)
-        if tokens > limit:
-            over[i] = (tokens, limit)
-    return over
-
-
 def _complete_pairs(backend: OpenAIChatBackend, requests: Sequence[ChatRequest], premises: Sequence[str],
                     hypotheses: Sequence[str], progress: Callable[[int, int], None] | None,
                     pairs: Sequence[int] | None = None) -> BatchReport:
@@ -128,21 +112,11 @@ def _complete_pairs(backend: OpenAIChatBackend, requests: Sequence[ChatRequest],
             f"pair {i + 1} of {len(premises)} in this call (premise {_short(premises[i], 50)!r}, hypothesis "
             f"{_short(hypotheses[i], 50)!r}; prompt {chars} characters) is longer than model {backend.model!r} "
             f"accepts at {backend.endpoint} "
-            f"({_context_detail(backend, err.details['status'], err.details['error'])})",
+            f"({backend.error_detail(err.details['status'], err.details['error'], 160)})",
             hint="shorten or drop that row (input.max_chars caps a sentence), or score with a model with a longer "
                  "context; replies so far are cached", index=i)
         pair.details = err.details
         raise pair from None
-
-
-def _context_detail(backend: OpenAIChatBackend, status: int | None, error) -> str:
-    """``400, context_length_exceeded: <the server's words, without keys>``."""
-    from multicsr_core.llm.openai_backend import _error_fields
-
-    code, kind, _, message = _error_fields(error)
-    said = backend._server_says(message, 160)
-    detail = ", ".join(part for part in (str(status) if status else "", code or kind) if part)
-    return f"{detail}: {said}" if detail and said else (detail or said)
 
 
 def text_verdict(text: str | None, parse: Callable[[str | None], float | None], parser_name: str) -> PairScore:
@@ -273,6 +247,37 @@ def logprobs_to_distribution_and_mass(logprobs: list[dict] | None, candidates: S
     return {candidate: p / total for candidate, p in mass.items()}, total
 
 
+@dataclass(frozen=True)
+class APIScoringSettings:
+    """How :class:`OpenAIScorer` asks and reads (checked once, here).
+
+    Args:
+        mode: ``argmax`` | ``expected`` (read the first token's logprobs) | ``generate`` (the text).
+        use_logprobs: ask for the top ``top_logprobs`` alternatives of each reply token (not in
+            ``generate`` mode).
+        prompt_variant: the scoring prompt (prompts.py); parser: the text parser (``official``).
+        temperature, max_tokens: sent with every request; system: an optional system message.
+        context_tokens: the model's context in tokens (``scoring.context_tokens``); None: no check.
+    """
+
+    mode: str = "argmax"
+    use_logprobs: bool = True
+    top_logprobs: int = 10
+    prompt_variant: str = "single-space"
+    parser: str = "official"
+    temperature: float = 0.0
+    max_tokens: int = 8
+    system: str | None = None
+    context_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_mode(self.mode)
+        if self.context_tokens is not None and self.context_tokens < 1:
+            raise ValueError(f"context_tokens must be at least 1, not {self.context_tokens}")
+        get_parser(self.parser)  # fail now on an unknown parser
+        format_scoring_prompt("x", "y", self.prompt_variant)  # fail now on an unknown variant
+
+
 class OpenAIScorer:
     """MultiCSR stage-2 scoring with an OpenAI-compatible endpoint.
 
@@ -284,50 +289,33 @@ class OpenAIScorer:
     no score is the ``unparsable_score`` verdict: cached, never requested again. Only transport
     failures (HTTP errors, timeouts, malformed bodies, the budget cap) are failed pairs that the
     next run retries. An error no rerun can fix (a rejected key, an unknown model, a prompt over
-    the context...) raises the backend's ``PermanentAPIError`` instead, at once; for a prompt
+    the context...) raises the client's ``PermanentAPIError`` instead, at once; for a prompt
     over the context it names the pair by its sentences. ``last_report`` holds the
     :class:`BatchReport` of the latest call (of the pairs sent).
 
-    ``context_tokens`` (``scoring.context_tokens``): the model's context in tokens. A pair whose
-    prompt is longer than that less ``max_tokens`` (:func:`api_over_long`) is not sent: it is the
-    ``prompt_too_long`` verdict. None: no check (the server's 400 is the only guard).
+    ``settings.context_tokens`` (``scoring.context_tokens``): the model's context in tokens. A pair
+    whose prompt is longer than that less ``max_tokens`` (``tokens.api_over_long``) is not sent: it
+    is the ``prompt_too_long`` verdict. None: no check (the server's 400 is the only guard).
     """
 
     name = "openai"
 
-    def __init__(
-        self,
-        backend: OpenAIChatBackend,
-        *,
-        mode: str = "argmax",
-        use_logprobs: bool = True,
-        top_logprobs: int = 10,
-        prompt_variant: str = "single-space",
-        parser: str = "official",
-        temperature: float = 0.0,
-        max_tokens: int = 8,
-        system: str | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        context_tokens: int | None = None,
-    ):
-        _check_mode(mode)
-        if context_tokens is not None and context_tokens < 1:
-            raise ValueError(f"context_tokens must be at least 1, not {context_tokens}")
+    def __init__(self, backend: OpenAIChatBackend, settings: APIScoringSettings = APIScoringSettings(), *,
+                 progress: Callable[[int, int], None] | None = None):
         self.backend = backend
-        self.mode = mode
-        self.context_tokens = context_tokens
-        self.use_logprobs = use_logprobs and mode != "generate"
-        self.top_logprobs = top_logprobs
-        self.prompt_variant = prompt_variant
-        self.parser_name = parser
-        self.parse = get_parser(parser)
-        self.system = system
+        self.mode = settings.mode
+        self.context_tokens = settings.context_tokens
+        self.use_logprobs = settings.use_logprobs and settings.mode != "generate"
+        self.top_logprobs = settings.top_logprobs
+        self.prompt_variant = settings.prompt_variant
+        self.parser_name = settings.parser
+        self.parse = get_parser(settings.parser)
+        self.system = settings.system
         self.progress = progress
-        self.params: dict = {"temperature": temperature, "max_tokens": max_tokens}
+        self.params: dict = {"temperature": settings.temperature, "max_tokens": settings.max_tokens}
         if self.use_logprobs:
-            self.params.update(logprobs=True, top_logprobs=top_logprobs)
+            self.params.update(logprobs=True, top_logprobs=settings.top_logprobs)
         self.last_report: BatchReport | None = None
-        format_scoring_prompt("x", "y", prompt_variant)  # fail now on an unknown variant
 
     def fingerprint(self) -> dict:
         fingerprint = {"scorer": self.name, **self.backend.fingerprint(), "mode": self.mode,
@@ -355,8 +343,6 @@ class OpenAIScorer:
             self.last_report = _complete_pairs(self.backend, [requests[i] for i in sent], premises, hypotheses,
                                                self.progress, sent if over else None)
         else:  # nothing to send (an empty call, or every prompt over the context)
-            from multicsr_core.llm.accounting import UsageTotals
-
             self.last_report = BatchReport([], UsageTotals())
         for i, result in zip(sent, self.last_report.results):
             scores[i] = self._pair_score(result)
@@ -423,58 +409,3 @@ class ClaifScorer:
         else:  # a LocalLM: greedy generate
             results = self.model.generate(prompts, max_new_tokens=self.max_tokens, progress=self.progress)
         return [self._verdict(r.text) if r.ok else PairScore(score=None, raw=r.text, error=r.error) for r in results]
-
-
-# -- stage 1 with API models ------------------------------------------------------------
-
-#: CLAIF's official API settings for mask-filling generation (method.md, CLAIF).
-CLAIF_GENERATION_PARAMS = {"temperature": 0.7, "top_p": 0.9, "max_tokens": 256, "stop": ['"']}
-
-
-def _non_empty(text: str, _logprobs=None) -> str | None:
-    return None if text.strip() else "empty reply"
-
-
-def generate_with_api(
-    backend: OpenAIChatBackend,
-    prompts: Sequence[str],
-    *,
-    temperature: float = 0.0,
-    max_tokens: int = 128,
-    system: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    **params,
-) -> BatchReport:
-    """Stage 1 with an API model: plain generation, one reply per prompt (no contrast).
-
-    API models expose no logits, so the paper's ChatGPT runs generate plainly and rely on
-    stages 2 and 3 (method.md, stage 1). Greedy (temperature 0) matches the official local
-    decoding; extra ``params`` (top_p, stop, seed...) go to the API. Empty replies are failures
-    (retried by the next run). Per-item texts and errors are ``report.results[i].text / .error``.
-    """
-    requests = generation_requests(prompts, temperature=temperature, max_tokens=max_tokens, system=system, **params)
-    return backend.complete(requests, validate=_non_empty, progress=progress)
-
-
-def generation_requests(prompts: Sequence[str], *, temperature: float = 0.0, max_tokens: int = 128,
-                        system: str | None = None, **params) -> list[ChatRequest]:
-    """The requests :func:`generate_with_api` sends for ``prompts`` (one user turn each)."""
-    return [ChatRequest.from_prompt(prompt, system, temperature=temperature, max_tokens=max_tokens, **params)
-            for prompt in prompts]
-
-
-def generate_claif_with_api(
-    backend: OpenAIChatBackend,
-    prompts: Sequence[str],
-    *,
-    progress: Callable[[int, int], None] | None = None,
-    **overrides,
-) -> BatchReport:
-    """CLAIF mask-filling / paraphrase generation with the official API settings.
-
-    Note: identical prompts share one cached reply (the cache key is the prompt and settings),
-    even though the settings sample; CLAIF's prompts differ per sentence and mask pattern.
-    """
-    params = {**CLAIF_GENERATION_PARAMS, **overrides}
-    requests = [ChatRequest.from_prompt(prompt, **params) for prompt in prompts]
-    return backend.complete(requests, validate=_non_empty, progress=progress)
