@@ -25,19 +25,29 @@ import random
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
+from multicsr_core.config import PipelineConfig, expand_path, resolve_config
+from multicsr_core.config_facts import guide_ref_for_scoring, is_prompt_file, scoring_llm_ref
+from multicsr_core.losses import LOSSES, citations
+from multicsr_core.prompts import PromptSet
+
 __all__ = [
     "EVALUATION_FILE",
+    "CardTarget",
+    "ExportedFile",
     "MultiCSRModelCardData",
+    "PromptsFor",
+    "corpus_license_text",
     "dataset_card_text",
     "fix_file_modes",
     "model_card_files",
     "model_card_text",
     "run_facts",
     "source_data",
+    "trained_record",
     "write_dataset_card",
     "write_model_card",
 ]
@@ -45,88 +55,9 @@ __all__ = [
 TEMPLATES = Path(__file__).with_name("card_templates")
 EVALUATION_FILE = "multicsr_evaluation.json"
 TRAINING_FILE = "multicsr_training.json"
-
-MULTICSR_CITATION = """
-@inproceedings{wang2024multicsr,
-    title = "Large Language Models can Contrastively Refine their Generation for Better Sentence Representation Learning",
-    author = "Wang, Huiming and Li, Zhaodonghui and Cheng, Liying and Soh, De Wen and Bing, Lidong",
-    booktitle = "Proceedings of NAACL 2024",
-    year = "2024",
-    url = "https://arxiv.org/abs/2310.10962",
-}
-"""
-SIMCSE_CITATION = """
-@inproceedings{gao2021simcse,
-    title = "{S}im{CSE}: Simple Contrastive Learning of Sentence Embeddings",
-    author = "Gao, Tianyu and Yao, Xingcheng and Chen, Danqi",
-    booktitle = "Proceedings of EMNLP 2021",
-    year = "2021",
-    url = "https://arxiv.org/abs/2104.08821",
-}
-"""
-CLAIF_CITATION = """
-@inproceedings{cheng2023claif,
-    title = "Improving Contrastive Learning of Sentence Embeddings from {AI} Feedback",
-    author = "Cheng, Qinyuan and Yang, Xiaogui and Sun, Tianxiang and Li, Linyang and Qiu, Xipeng",
-    booktitle = "Findings of ACL 2023",
-    year = "2023",
-    url = "https://arxiv.org/abs/2305.01918",
-}
-"""
-
-_SIM = r"\mathrm{sim}"
-# name -> (class, summary, formula (LaTeX), where-clause (Markdown), citations)
-LOSS_DOCS: dict[str, tuple[str, str, str, str, tuple[str, ...]]] = {
-    "paper": (
-        "multicsr_core.losses.MaskedInfoNCELoss",
-        "MultiCSR's in-batch InfoNCE with the guide's false-negative mask (paper Eq. 7)",
-        r"\ell_i = -\log \frac{e^{" + _SIM + r"(h_i, h_i^+)/\tau}}{\sum_{k=1}^{N} \sum_{s \in \{+,-\}} M_{i,k,s}\, e^{"
-        + _SIM + r"(h_i, h_k^s)/\tau}}, \quad M_{i,k,s} = 0 \text{ iff } k \ne i \text{ and } " + _SIM
-        + r"_\eta(x_i, x_k^s) \ge \sigma, \text{ else } 1",
-        "sim is cosine; sim_eta is the cosine of the frozen guide model P_eta; the positive and the anchor's own hard "
-        "negative are never masked; the loss is the mean of l_i over the batch's anchors.",
-        ("MultiCSR", "SimCSE"),
-    ),
-    "official": (
-        "multicsr_core.losses.OfficialMaskedBCELoss",
-        "the official MultiCSR code's masked loss (binary cross-entropy over softmaxed, masked logits)",
-        r"p = \mathrm{softmax}\big([\cos(z_1,z_2)/\tau \,|\, \cos(z_1,z_3)/\tau] \odot w\big), \quad "
-        r"w = [\cos_\eta > \varphi], \quad \ell = -\overline{y \log p + (1-y)\log(1-p)}, \; y = [I \,|\, 0]",
-        "masked logits become 0 (they stay in the denominator); the comparison with phi is strict.",
-        ("MultiCSR",),
-    ),
-    "simcse": (
-        "multicsr_core.losses.SupervisedSimCSELoss",
-        "supervised SimCSE's InfoNCE with hard negatives (no mask)",
-        r"\ell_i = -\log \frac{e^{" + _SIM + r"(h_i, h_i^+)/\tau}}{\sum_{k=1}^{N} \big(e^{" + _SIM
-        + r"(h_i, h_k^+)/\tau} + e^{" + _SIM + r"(h_i, h_k^-)/\tau}\big)}",
-        "sim is cosine; the loss is the mean of l_i over the batch's anchors.",
-        ("SimCSE",),
-    ),
-    "unsup-simcse": (
-        "multicsr_core.losses.UnsupSimCSELoss",
-        "unsupervised SimCSE (dropout noise makes the positive)",
-        r"\ell_i = -\log \frac{e^{" + _SIM + r"(h_i, h_i')/\tau}}{\sum_{k=1}^{N} e^{" + _SIM + r"(h_i, h_k')/\tau}}",
-        "h_i' is a second forward pass of the same sentence with another dropout mask.",
-        ("SimCSE",),
-    ),
-    "claif": (
-        "multicsr_core.losses.CLAIFLoss",
-        "CLAIF's regression on AI feedback scores",
-        r"\ell = \frac{1}{N} \sum_i \big(\cos(h_i, h_i') - y_i\big)^2",
-        "y_i is the LLM's similarity score of the pair, on [0, 1].",
-        ("CLAIF",),
-    ),
-    "clhaif": (
-        "multicsr_core.losses.SoftInfoNCELoss",
-        "CLHAIF's soft InfoNCE (the positive term weighted by the AI score)",
-        r"\ell = -\frac{1}{N} \sum_i y_i \log \frac{e^{" + _SIM + r"(h_i, h_i^+)/\tau}}{\sum_{k} \big(e^{" + _SIM
-        + r"(h_i, h_k^+)/\tau} + e^{" + _SIM + r"(h_i, h_k^-)/\tau}\big)}",
-        "y_i is the LLM's similarity score of (x_i, x_i+), on [0, 1].",
-        ("CLAIF", "SimCSE"),
-    ),
-}
-_CITATIONS = {"MultiCSR": MULTICSR_CITATION, "SimCSE": SIMCSE_CITATION, "CLAIF": CLAIF_CITATION}
+#: The stage-1 prompt set a config chose (the pipeline's ``generation_prompt_set``): a card states
+#: the prompts stage 1 used, which only the application layer knows (a base model gets another set).
+PromptsFor = Callable[[PipelineConfig], PromptSet]
 
 # Known hub ids behind references that are not hub ids themselves.
 _HUB_IDS = {"bundled:all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
@@ -233,7 +164,7 @@ _COLUMN_MEANINGS = {
 
 
 def _umask() -> int:
-    from multicsr_core.io.corpus import current_umask
+    from multicsr_core.io.atomic import current_umask
 
     return current_umask()
 
@@ -261,7 +192,7 @@ def fix_file_modes(folder: str | os.PathLike) -> None:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    from multicsr_core.evaluation.report import write_text_atomic
+    from multicsr_core.io.atomic import write_text_atomic
 
     return write_text_atomic(path, text)
 
@@ -287,20 +218,17 @@ def _hub_id(ref: str | None) -> str | None:
     return None
 
 
-def source_path(config: Mapping[str, Any]) -> str | None:
+def source_path(cfg: PipelineConfig) -> str | None:
     """The run's input file (``{data_root}`` placeholders expanded)."""
-    i = config.get("input", {})
-    path = i.get("triplets") or i.get("premises")
+    path = cfg.input.triplets or cfg.input.premises
     if path and "{" in str(path):
-        from multicsr_core.config import expand_path
-
         path = str(expand_path(path))
     return path
 
 
-def source_data(config: Mapping[str, Any]) -> dict:
+def source_data(cfg: PipelineConfig) -> dict:
     """What the corpus derives from: ``{"file", "description", "license", "hub_id"}``."""
-    name = Path(str(source_path(config) or "")).name
+    name = Path(str(source_path(cfg) or "")).name
     for prefix, (description, license_id, hub_id) in _SOURCES.items():
         if name.startswith(prefix):
             return {"file": name, "description": description, "license": license_id, "hub_id": hub_id}
@@ -308,68 +236,73 @@ def source_data(config: Mapping[str, Any]) -> dict:
             "unknown", "license": None, "hub_id": None}
 
 
-def _generation_prompts(g: Mapping[str, Any]) -> tuple[dict[str, list[str]], str | None, str]:
-    """The prompt pools, template and set name stage 1 used: a base model's set where the model
-    got one in place of the configured set (``stages.generation_prompt_set``)."""
-    from multicsr_core.config import PipelineConfig
+def _generation_prompts(cfg: PipelineConfig,
+                        prompts_for: PromptsFor | None) -> tuple[dict[str, list[str]], str | None, str]:
+    """The prompt pools, template and set name stage 1 used: ``prompts_for(cfg)`` (the caller's
+    knowledge of the set stage 1 chose, e.g. a base model's in place of the configured one), else,
+    where it cannot tell (no ``prompts_for``, or the model is not at hand), the configured set."""
     from multicsr_core.prompts import resolve_prompt_set
-    from multicsr_core.pipeline.generate import generation_prompt_set
 
-    name = g.get("prompt_set") or "syncse-pool"
-    try:
-        prompts = generation_prompt_set(PipelineConfig.model_validate({"generation": dict(g)}))
-    except Exception:  # the model is not at hand (offline hub id): the configured set, as stage 1 saw it
+    g = cfg.generation
+    prompts = None
+    if prompts_for is not None:
         try:
-            if Path(name).suffix in (".yaml", ".yml", ".json"):
-                prompts = resolve_prompt_set(template=g.get("template"), prompt_file=name)
+            prompts = prompts_for(cfg)
+        except Exception:  # the model is not at hand (offline hub id): the configured set, as stage 1 saw it
+            prompts = None
+    if prompts is None:
+        try:
+            if is_prompt_file(g.prompt_set):
+                prompts = resolve_prompt_set(template=g.template, prompt_file=g.prompt_set)
             else:
-                prompts = resolve_prompt_set(name, template=g.get("template"))
+                prompts = resolve_prompt_set(g.prompt_set, template=g.template)
         except Exception:  # a prompt file that moved: name it, do not fail the card
-            return {}, None, name
+            return {}, None, g.prompt_set
     return ({"entailment": list(prompts.entailment), "contradiction": list(prompts.contradiction)}, prompts.template,
             prompts.name)
 
 
-def run_facts(config: Mapping[str, Any]) -> dict:
-    """The facts both cards state, from a run's config: generator, scorer, prompts, thresholds."""
-    from multicsr_core.prompts import SCORING_PROMPT_VARIANTS
+def _scorer_facts(cfg: PipelineConfig) -> tuple[str | None, str, str | None]:
+    """``(scoring model, how it scores, the scoring prompt or None)``."""
+    from multicsr_core.prompts import SCORING_PROMPT_CHOICES, SCORING_PROMPT_VARIANTS
 
-    g, s, c = config.get("generation", {}), config.get("scoring", {}), config.get("curation", {})
-    t = config.get("training", {})
-    entered_with_triplets = bool(config.get("input", {}).get("triplets")) or not g.get("llm")
-    generator = None if entered_with_triplets else g.get("llm")
-    scorer = s.get("scorer", "local")
-    if scorer == "guide":
-        scorer_model = s.get("llm") or t.get("guide_model")
-        scorer_description = (f"the frozen embedding model `{scorer_model}` (no LLM): cosine similarity mapped to "
-                              "0-5 as 5 * clip(cos, 0, 1)")
-        scoring_prompt = None
-    else:
-        scorer_model = s.get("llm") or g.get("llm")
-        how = "the probability-weighted digit" if s.get("mode") == "expected" else "the most likely digit 0-5"
-        where = f"through an OpenAI-compatible API{' at ' + s['base_url'] if s.get('base_url') else ''}" \
-            if scorer == "openai" else "run locally"
-        scorer_description = f"the LLM `{scorer_model}` ({where}; score = {how})"
-        variant = "official-17-spaces" if s.get("prompt") == "official-verbatim" else "single-space"
-        scoring_prompt = SCORING_PROMPT_VARIANTS[variant]
-    prompts, template, prompt_set = _generation_prompts(g) if generator else ({}, None, g.get("prompt_set"))
+    s = cfg.scoring
+    if s.scorer == "guide":
+        model = guide_ref_for_scoring(cfg)
+        return model, (f"the frozen embedding model `{model}` (no LLM): cosine similarity mapped to 0-5 as "
+                       "5 * clip(cos, 0, 1)"), None
+    model, _, _ = scoring_llm_ref(cfg)
+    how = "the probability-weighted digit" if s.mode == "expected" else "the most likely digit 0-5"
+    where = f"through an OpenAI-compatible API{' at ' + s.base_url if s.base_url else ''}" \
+        if s.scorer == "openai" else "run locally"
+    prompt = SCORING_PROMPT_VARIANTS[SCORING_PROMPT_CHOICES[s.prompt]]
+    return model, f"the LLM `{model}` ({where}; score = {how})", prompt
+
+
+def run_facts(cfg: PipelineConfig, prompts_for: PromptsFor | None = None) -> dict:
+    """The facts both cards state, from a run's validated config: generator, scorer, prompts,
+    thresholds. ``prompts_for``: see :func:`_generation_prompts`."""
+    g, c = cfg.generation, cfg.curation
+    generator = None if (cfg.input.triplets or not g.llm) else g.llm
+    scorer_model, scorer_description, scoring_prompt = _scorer_facts(cfg)
+    prompts, template, prompt_set = _generation_prompts(cfg, prompts_for) if generator else ({}, None, g.prompt_set)
     generator_license = model_license(generator)
     return {
         "generator": generator,
         "generator_license_id": generator_license,
         "generator_license": license_name(generator_license),
-        "generation_backend": ("contrastive decoding, l - w * l_hat" if g.get("backend", "local") == "local"
+        "generation_backend": ("contrastive decoding, l - w * l_hat" if g.backend == "local"
                                else "plain generation through an API (no logits, no contrast)"),
-        "omega": g.get("omega"),
-        "input_triplets": source_path(config),
+        "omega": g.omega,
+        "input_triplets": source_path(cfg),
         "scorer_model": scorer_model,
         "scorer_description": scorer_description,
         "scoring_prompt": scoring_prompt,
         "generation_prompts": prompts,
         "prompt_set": prompt_set,
         "prompt_template": (template or "").replace("\n", "\\n"),
-        "rule": c.get("rule", "paper") if c.get("enabled", True) else "no (curation disabled; every scored)",
-        "alpha": c.get("alpha"), "beta": c.get("beta"), "gamma": c.get("gamma"),
+        "rule": c.rule if c.enabled else "no (curation disabled; every scored)",
+        "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma,
     }
 
 
@@ -565,57 +498,45 @@ def _model_license(given: str | None, base_ref: str | None) -> tuple[str, str]:
                              "`multicsr export --license ID`")
 
 
-def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | None = None,
-                    baseline: Mapping[str, Any] | None = None, model_ref: str | None = None,
-                    repo_id: str | None = None, model=None, license: str | None = None,
-                    corpus: str | os.PathLike | None = None) -> str:
-    """The model card of a folder trained by multicsr (it needs ``multicsr_training.json``).
+@dataclass(frozen=True)
+class CardTarget:
+    """Where a card's model or corpus is published: ``repo_id`` (its Hub repo), ``model_ref`` (the
+    path or id the model card's snippet loads; default the repo id, else the folder) and
+    ``license`` (the publisher's choice; default the base model's, or the corpus source's)."""
 
-    ``results`` / ``baseline``: the final SentEval results of this model and of its base model (the
-    ``multicsr evaluate`` JSON shape); when omitted, the folder's ``multicsr_evaluation.json``.
-    ``model_ref``: the path or id the usage snippet loads (default the folder); ``repo_id`` the hub
-    repo the card is for (then it is also the snippet's id). ``model``: the loaded
-    SentenceTransformer, if the caller has it (else it is loaded from the folder). ``corpus``: the
-    curated corpus Parquet it was trained on (default: the path in ``multicsr_training.json``).
-    """
-    from huggingface_hub import ModelCard
-    from sentence_transformers import SentenceTransformer
+    model_ref: str | None = None
+    repo_id: str | None = None
+    license: str | None = None
 
-    from multicsr_core.evaluation.report import STS_COLUMNS
+
+def trained_record(model_dir: str | os.PathLike) -> tuple[dict, PipelineConfig]:
+    """A multicsr-trained folder's training record (``multicsr_training.json``) and its config, validated."""
+    path = Path(model_dir) / TRAINING_FILE
+    training = _read_json(path)
+    if not training:
+        raise FileNotFoundError(f"{path}: not a folder trained by multicsr (no training record)")
+    return training, resolve_config(dict(training.get("config") or {}), source=str(path))
+
+
+def _training_corpus(training: Mapping[str, Any], corpus) -> tuple[Any, str | None]:
+    """The curated corpus the model trained on, as a table where it is a readable Parquet (else
+    None), and its path (``corpus``, default the one the training record names)."""
     from multicsr_core.io.corpus import read_corpus
 
-    model_dir = Path(model_dir)
-    training = _read_json(model_dir / TRAINING_FILE)
-    if not training:
-        raise FileNotFoundError(f"{model_dir / TRAINING_FILE}: not a folder trained by multicsr (no training record)")
-    stored = _read_json(model_dir / EVALUATION_FILE)
-    results = results if results is not None else stored.get("results")
-    baseline = baseline if baseline is not None else stored.get("baseline")
-    config = training.get("config", {})
-    t = config.get("training", {})
-    facts = run_facts(config)
-    loss = training.get("loss") or t.get("loss", "paper")
-    loss_class, summary, formula, where, cites = LOSS_DOCS.get(loss, LOSS_DOCS["paper"])
-
-    table = None
     corpus_path = str(corpus) if corpus is not None else training.get("corpus")
     if corpus_path and Path(corpus_path).suffix.lower() in (".parquet", ".pq") and Path(corpus_path).is_file():
         try:
-            table = read_corpus(corpus_path)
+            return read_corpus(corpus_path), corpus_path
         except (ValueError, OSError):
-            table = None
+            pass
+    return None, corpus_path
 
-    funnel = _funnel(table, corpus_path) if table is not None else training.get("funnel") or {}
-    samples = _kept_samples(table) if table is not None else []
 
-    if model is None:
-        model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-    name = config.get("name") or "multicsr"
-    base_ref = t.get("base_model")
-    model_name = f"{name}: MultiCSR sentence encoder from {_hub_id(base_ref) or base_ref}"
-    hyper = {k: t.get(k) for k in ("loss", "sigma", "phi", "tau", "batch_size", "learning_rate", "epochs",
-                                   "max_steps", "eval_steps", "pooling", "mlp_only_train", "mask", "precision",
-                                   "seed", "supervised_nli") if k in t}
+def _hyperparameters(cfg: PipelineConfig, training: Mapping[str, Any], loss: str) -> dict:
+    t = cfg.training
+    hyper = {k: getattr(t, k) for k in ("loss", "sigma", "phi", "tau", "batch_size", "learning_rate", "epochs",
+                                        "max_steps", "eval_steps", "pooling", "mlp_only_train", "mask", "precision",
+                                        "seed", "supervised_nli")}
     hyper["loss"] = loss
     hyper.update({k: training[k] for k in ("steps", "best_step", "best_score", "masked_fraction", "train_rows")
                   if training.get(k) is not None})
@@ -623,40 +544,82 @@ def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | N
         hyper["best_score"] = round(hyper["best_score"], 2)
     if isinstance(hyper.get("masked_fraction"), float):
         hyper["masked_fraction"] = round(hyper["masked_fraction"], 4)
-    sts_table, transfer_table = _sts_tables(results, baseline, name, base_ref or "base model")
-    license, license_text = _model_license(license, base_ref)
-    source = source_data(config)
-    averaged = sts_average_tasks(results)
-    facts.update({
-        "license_text": license_text,
-        "corpus_license": corpus_license_text(facts, source),
-        "trained_on_output_note": _TRAINED_ON_OUTPUT_NOTES.get(facts["generator_license_id"]),
-        "sts_average_of": (None if len(averaged) in (0, len(STS_COLUMNS)) else
-                           ", ".join(STS_COLUMNS[key] for key in averaged)),
-        "base_model_ref": base_ref,
-        "guide_model": t.get("guide_model") if loss in ("paper", "official") else None,
-        "pooling": t.get("pooling"),
+    return hyper
+
+
+def _training_facts(cfg: PipelineConfig, training: Mapping[str, Any], model) -> dict:
+    """What the model card says of the training: the loss (from :data:`multicsr_core.losses.LOSSES`),
+    the lengths, the hyperparameters, the dev history and the config."""
+    t = cfg.training
+    loss = training.get("loss") or t.loss
+    entry = LOSSES.get(loss, LOSSES["paper"])
+    return {
+        "base_model_ref": t.base_model,
+        "guide_model": t.guide_model if entry.guided else None,
+        "pooling": t.pooling,
         "train_rows": training.get("train_rows"),
-        "train_length": training.get("max_seq_length_train") or t.get("max_seq_length"),
+        "train_length": training.get("max_seq_length_train") or t.max_seq_length,
         "inference_length": training.get("max_seq_length_saved") or model.max_seq_length,
         "eval_length": training.get("max_seq_length_eval"),
         "config_hash": training.get("config_hash"),
-        "config_yaml": _config_yaml(config),
-        "funnel": funnel,
-        "samples": samples,
-        "loss_name": loss, "loss_class": loss_class, "loss_summary": summary, "loss_formula": formula,
-        "loss_where": where,
-        "citations": {c: _CITATIONS[c] for c in cites},
-        "hyperparameters": hyper,
+        "config_yaml": _config_yaml(cfg.to_dict()),
+        "loss_name": loss, "loss_class": entry.qualified_name, "loss_summary": entry.summary,
+        "loss_formula": entry.formula, "loss_where": entry.where, "citations": entry.citations,
+        "hyperparameters": _hyperparameters(cfg, training, loss),
         "history": training.get("history") or [],
         "best_step": training.get("best_step"),
-        "sts_rows": bool(sts_table), "sts_table": sts_table, "transfer_table": transfer_table,
-        "model_ref": model_ref or repo_id or str(model_dir),
-        "multicsr_version": _version(),
-    })
+    }
+
+
+def _evaluation_facts(results: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None, name: str,
+                      base_ref: str) -> dict:
+    from multicsr_core.evaluation.report import STS_COLUMNS
+
+    sts_table, transfer_table = _sts_tables(results, baseline, name, base_ref or "base model")
+    averaged = sts_average_tasks(results)
+    return {"sts_average_of": (None if len(averaged) in (0, len(STS_COLUMNS)) else
+                               ", ".join(STS_COLUMNS[key] for key in averaged)),
+            "sts_rows": bool(sts_table), "sts_table": sts_table, "transfer_table": transfer_table}
+
+
+def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | None = None,
+                    baseline: Mapping[str, Any] | None = None, target: CardTarget = CardTarget(), model=None,
+                    corpus: str | os.PathLike | None = None, prompts_for: PromptsFor | None = None) -> str:
+    """The model card of a folder trained by multicsr (it needs ``multicsr_training.json``).
+
+    ``results`` / ``baseline``: the final SentEval results of this model and of its base model (the
+    ``multicsr evaluate`` JSON shape); when omitted, the folder's ``multicsr_evaluation.json``.
+    ``target``: where it is published (:class:`CardTarget`). ``model``: the loaded
+    SentenceTransformer, if the caller has it (else it is loaded from the folder). ``corpus``: the
+    curated corpus Parquet it was trained on (default: the path in ``multicsr_training.json``).
+    ``prompts_for``: the stage-1 prompt set a config chose (see :func:`run_facts`).
+    """
+    from huggingface_hub import ModelCard
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = Path(model_dir)
+    training, cfg = trained_record(model_dir)
+    stored = _read_json(model_dir / EVALUATION_FILE)
+    results = results if results is not None else stored.get("results")
+    baseline = baseline if baseline is not None else stored.get("baseline")
+    table, corpus_path = _training_corpus(training, corpus)
+    samples = _kept_samples(table) if table is not None else []
+    if model is None:
+        model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    name, base_ref = cfg.name or "multicsr", cfg.training.base_model
+    license, license_text = _model_license(target.license, base_ref)
+    source = source_data(cfg)
+    facts = run_facts(cfg, prompts_for)
+    facts.update(license_text=license_text, corpus_license=corpus_license_text(facts, source),
+                 trained_on_output_note=_TRAINED_ON_OUTPUT_NOTES.get(facts["generator_license_id"]),
+                 funnel=_funnel(table, corpus_path) if table is not None else training.get("funnel") or {},
+                 samples=samples, model_ref=target.model_ref or target.repo_id or str(model_dir),
+                 multicsr_version=_version())
+    facts.update(_training_facts(cfg, training, model))
+    facts.update(_evaluation_facts(results, baseline, name, base_ref))
     card_data = MultiCSRModelCardData(
-        model_name=model_name, model_id=repo_id, license=license, language="en",
-        train_datasets=[], multicsr=facts, model_ref=model_ref or repo_id or str(model_dir),
+        model_name=f"{name}: MultiCSR sentence encoder from {_hub_id(base_ref) or base_ref}", model_id=target.repo_id,
+        license=license, language="en", train_datasets=[], multicsr=facts, model_ref=facts["model_ref"],
         results=dict(results) if results else None,
     )
     card_data.add_tags(["multicsr", "contrastive-learning", "sentence-embeddings"])
@@ -671,9 +634,8 @@ def model_card_text(model_dir: str | os.PathLike, results: Mapping[str, Any] | N
 
 
 def model_card_files(model_dir: str | os.PathLike, results: Mapping[str, Any] | None = None,
-                     baseline: Mapping[str, Any] | None = None, model_ref: str | None = None,
-                     repo_id: str | None = None, model=None, license: str | None = None,
-                     corpus: str | os.PathLike | None = None) -> dict[str, str]:
+                     baseline: Mapping[str, Any] | None = None, target: CardTarget = CardTarget(), model=None,
+                     corpus: str | os.PathLike | None = None, prompts_for: PromptsFor | None = None) -> dict[str, str]:
     """What :func:`write_model_card` writes into ``model_dir``, computed and not written:
     ``{file name: text}``. The pipeline writes these when it publishes (a run that fails before
     that leaves the trained folder's card as it was)."""
@@ -685,21 +647,20 @@ def model_card_files(model_dir: str | os.PathLike, results: Mapping[str, Any] | 
                    "baseline": ({k: v for k, v in baseline.items() if not str(k).startswith("_")} if baseline
                                 else stored.get("baseline"))}
         files[EVALUATION_FILE] = json.dumps(payload, indent=2) + "\n"
-    files["README.md"] = model_card_text(model_dir, results=results, baseline=baseline, model_ref=model_ref,
-                                         repo_id=repo_id, model=model, license=license, corpus=corpus)
+    files["README.md"] = model_card_text(model_dir, results=results, baseline=baseline, target=target, model=model,
+                                         corpus=corpus, prompts_for=prompts_for)
     return files
 
 
 def write_model_card(model_dir: str | os.PathLike, results: Mapping[str, Any] | None = None,
-                     baseline: Mapping[str, Any] | None = None, model_ref: str | None = None,
-                     repo_id: str | None = None, model=None, license: str | None = None,
-                     corpus: str | os.PathLike | None = None) -> Path:
+                     baseline: Mapping[str, Any] | None = None, target: CardTarget = CardTarget(), model=None,
+                     corpus: str | os.PathLike | None = None, prompts_for: PromptsFor | None = None) -> Path:
     """Write ``README.md`` into a multicsr-trained folder (see :func:`model_card_text`) and give its
     files ordinary modes (:func:`fix_file_modes`). Given ``results``, they are also kept in the
     folder's ``multicsr_evaluation.json``, so a later rewrite (e.g. for a hub push) keeps them."""
     model_dir = Path(model_dir)
-    files = model_card_files(model_dir, results=results, baseline=baseline, model_ref=model_ref, repo_id=repo_id,
-                             model=model, license=license, corpus=corpus)
+    files = model_card_files(model_dir, results=results, baseline=baseline, target=target, model=model,
+                             corpus=corpus, prompts_for=prompts_for)
     for name, text in files.items():
         _write_text(model_dir / name, text)
     fix_file_modes(model_dir)
@@ -723,64 +684,92 @@ def _features_yaml(schema) -> list[dict]:
     return Features.from_arrow_schema(schema)._to_yaml_list()
 
 
-def dataset_card_text(schema, provenance: Mapping[str, Any], rows: int, data_file: str, fmt: str,
-                      selection: str, funnel: Mapping[str, int], num_bytes: int | None = None,
-                      download_size: int | None = None,
-                      repo_id: str | None = None, license: str | None = None) -> str:
-    """The dataset card of one exported corpus file.
+@dataclass(frozen=True)
+class ExportedFile:
+    """One exported corpus file, as its dataset card describes it: ``schema`` (its Arrow schema: the
+    features of ``dataset_info``), ``rows``, ``data_file`` (its path inside the folder), ``fmt``
+    (``hf`` = Parquet, ``simcse-csv`` or ``jsonl``), ``selection`` (which rows, in words) and,
+    where known, its in-memory and on-disk sizes."""
 
-    ``schema``: the exported file's Arrow schema (its features go to ``dataset_info``); ``provenance``:
-    the corpus Parquet's provenance (config, hash); ``data_file``: the file's path inside the
-    folder; ``fmt``: ``hf`` (Parquet), ``simcse-csv`` or ``jsonl``; ``selection``: which rows.
-    """
-    from huggingface_hub import DatasetCard, DatasetCardData
+    schema: Any
+    rows: int
+    data_file: str
+    fmt: str
+    selection: str
+    num_bytes: int | None = None
+    download_size: int | None = None
 
-    config = provenance.get("config") or {}
-    facts = run_facts(config)
-    source = source_data(config)
-    license = license or source["license"] or UNKNOWN_LICENSE
-    features = _features_yaml(schema)
-    builder = {"hf": "parquet", "simcse-csv": "csv", "jsonl": "json"}[fmt]
+
+_BUILDERS = {"hf": "parquet", "simcse-csv": "csv", "jsonl": "json"}
+_FORMAT_DESCRIPTIONS = {"hf": "Parquet, the Hub's dataset layout",
+                        "simcse-csv": "SimCSE's training CSV: sent0, sent1, hard_neg",
+                        "jsonl": "JSON Lines, one row per line"}
+
+
+def _load_snippet(exported: ExportedFile, repo_id: str | None) -> str:
     where = repr(repo_id) if repo_id else "'DIR'"
-    load_snippet = "\n".join([
+    data_file = exported.data_file
+    return "\n".join([
         "from datasets import load_dataset",
         "",
         f"corpus = load_dataset({where}, split='train')  # DIR: this folder",
         "# or any tool reading the file itself, e.g. pandas:",
         "import pandas as pd",
         {"parquet": f"frame = pd.read_parquet('DIR/{data_file}')", "csv": f"frame = pd.read_csv('DIR/{data_file}')",
-         "json": f"frame = pd.read_json('DIR/{data_file}', lines=True)"}[builder],
+         "json": f"frame = pd.read_json('DIR/{data_file}', lines=True)"}[_BUILDERS[exported.fmt]],
     ])
-    columns = [{"name": f["name"], "type": f.get("dtype", "?"), "meaning": _COLUMN_MEANINGS.get(f["name"], "")}
-               for f in features]
-    split = {"name": "train", "num_examples": rows}
-    if num_bytes is not None:
-        split["num_bytes"] = num_bytes
-    pretty = f"{config.get('name') or 'multicsr'} MultiCSR triplet corpus"
+
+
+def _dataset_card_data(exported: ExportedFile, features: list[dict], pretty: str, license: str, facts: Mapping,
+                       source: Mapping):
+    from huggingface_hub import DatasetCardData
+
+    split = {"name": "train", "num_examples": exported.rows}
+    if exported.num_bytes is not None:
+        split["num_bytes"] = exported.num_bytes
     info = {"features": features, "splits": [split]}
-    if download_size is not None:
-        info.update(download_size=download_size, dataset_size=num_bytes)
-    card_data = DatasetCardData(
+    if exported.download_size is not None:
+        info.update(download_size=exported.download_size, dataset_size=exported.num_bytes)
+    return DatasetCardData(
         language="en", license=license, pretty_name=pretty,
         task_categories=["sentence-similarity"], task_ids=["semantic-similarity-scoring"],
-        size_categories=[_size_category(rows)],
+        size_categories=[_size_category(exported.rows)],
         annotations_creators=["machine-generated"],
         language_creators=["machine-generated" if facts["generator"] else "crowdsourced"],
         multilinguality=["monolingual"],
         source_datasets=[source["hub_id"]] if source["hub_id"] else ["original"],
         tags=["multicsr", "contrastive-learning", "sentence-embeddings", "synthetic" if facts["generator"] else "nli"],
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": exported.data_file}]}],
         dataset_info=info,
     )
+
+
+def dataset_card_text(exported: ExportedFile, provenance: Mapping[str, Any], funnel: Mapping[str, int],
+                      target: CardTarget = CardTarget(), prompts_for: PromptsFor | None = None) -> str:
+    """The dataset card of one exported corpus file (:class:`ExportedFile`).
+
+    ``provenance``: the corpus Parquet's provenance (config, hash); ``funnel``: its curation funnel;
+    ``target``: its Hub repo and license (default the source's); ``prompts_for``: see :func:`run_facts`.
+    """
+    from huggingface_hub import DatasetCard
+
+    cfg = resolve_config(dict(provenance.get("config") or {}), source="the corpus's provenance")
+    facts = run_facts(cfg, prompts_for)
+    source = source_data(cfg)
+    license = target.license or source["license"] or UNKNOWN_LICENSE
+    features = _features_yaml(exported.schema)
+    columns = [{"name": f["name"], "type": f.get("dtype", "?"), "meaning": _COLUMN_MEANINGS.get(f["name"], "")}
+               for f in features]
+    pretty = f"{cfg.name or 'multicsr'} MultiCSR triplet corpus"
     card = DatasetCard.from_template(
-        card_data, template_path=str(TEMPLATES / "dataset_card.md"), pretty_name=pretty,
-        d={**facts, "rows": rows, "selection": selection, "data_file": data_file,
-           "format_description": {"hf": "Parquet, the Hub's dataset layout",
-                                  "simcse-csv": "SimCSE's training CSV: sent0, sent1, hard_neg",
-                                  "jsonl": "JSON Lines, one row per line"}[fmt],
-           "load_snippet": load_snippet, "funnel": dict(funnel), "columns": columns,
-           "source_description": corpus_license_text(facts, source, license), "config_hash": provenance.get("config_hash"),
-           "config_yaml": _config_yaml(config), "citation": MULTICSR_CITATION},
+        _dataset_card_data(exported, features, pretty, license, facts, source),
+        template_path=str(TEMPLATES / "dataset_card.md"), pretty_name=pretty,
+        d={**facts, "rows": exported.rows, "selection": exported.selection, "data_file": exported.data_file,
+           "format_description": _FORMAT_DESCRIPTIONS[exported.fmt],
+           "load_snippet": _load_snippet(exported, target.repo_id), "funnel": dict(funnel), "columns": columns,
+           "source_description": corpus_license_text(facts, source, license),
+           "config_hash": provenance.get("config_hash"), "config_yaml": _config_yaml(cfg.to_dict()),
+           "citation": citations.MULTICSR},
     )
     return card.content
 

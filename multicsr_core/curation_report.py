@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from multicsr_core.config import CurationConfig
 from multicsr_core.curation import curation_funnel
 
 
@@ -94,46 +95,27 @@ def funnel_figure(funnel: dict):
     return fig
 
 
-def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "paper", alpha: float = 3.0,
-                          beta: float = 3.0, gamma: float = 1.0, samples: int = 10, seed: int = 0,
-                          generation_rejects: dict | None = None) -> dict:
-    """Write ``curation_report.md``, ``curation_funnel.json``, ``curation_funnel.png``,
-    ``score_histograms.png`` and ``score_scatter.png`` into ``out_dir``; return their paths, the
-    funnel and the Markdown text. ``generation_rejects`` (stage 1's reject counts) put the
-    premises and the rows cleaning rejected at the head of the funnel.
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
 
-    The histograms stack kept (green) over rejected (red) triplets and mark the thresholds: alpha
-    on a's axis, beta on b's (the paper rule keeps a >= alpha and b <= beta). A corpus with no
-    scored rows gets axes that say "no rows" instead of empty ones.
-    """
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def scatter_figure(pairs: list[tuple[float, float, bool]], rule: CurationConfig, rng: random.Random):
+    """The (a, b) scatter, kept green and rejected red, over the paper rule's keep region (at most
+    5000 points: a seeded sample of larger corpora)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Polygon
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    funnel = curation_funnel(table)
-    if generation_rejects:
-        from multicsr_core.generation.engine import generation_funnel
-
-        funnel = {**generation_funnel(generation_rejects), **funnel}
-    a = table.column("entailment_score").to_pylist()
-    b = table.column("contradiction_score").to_pylist()
-    kept = table.column("kept").to_pylist()
-    pairs = [(x, y, bool(k)) for x, y, k in zip(a, b, kept) if x is not None and y is not None]
-
-    fig = score_histograms(pairs, rule, alpha, beta)
-    hist_path = out / "score_histograms.png"
-    fig.savefig(hist_path, dpi=100)
-    plt.close(fig)
-
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    region = _keep_region(rule, alpha, beta, gamma)
+    region = _keep_region(rule.rule, rule.alpha, rule.beta, rule.gamma)
     if region:
         ax.add_patch(Polygon(region, closed=True, alpha=0.15, color="green", label="keep region"))
-    rng = random.Random(seed)
     shown = pairs if len(pairs) <= 5000 else rng.sample(pairs, 5000)
     for flag, color, name in ((True, "#2ca02c", "kept"), (False, "#d62728", "rejected")):
         pts = [(x, y) for x, y, k in shown if k == flag]
@@ -147,33 +129,62 @@ def write_curation_report(table: pa.Table, out_dir: str | Path, rule: str = "pap
     ax.set_ylabel("b = sim(x, x-)")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    scatter_path = out / "score_scatter.png"
-    fig.savefig(scatter_path, dpi=100)
-    plt.close(fig)
-    fig = funnel_figure(funnel)
-    funnel_png = out / "curation_funnel.png"
-    fig.savefig(funnel_png, dpi=100)
-    plt.close(fig)
+    return fig
 
-    rejected = [i for i, k in enumerate(kept) if not k]
-    sample = rng.sample(rejected, min(samples, len(rejected)))
-    lines = [f"# Curation report ({rule} rule: alpha={alpha}, beta={beta}, gamma={gamma})", "",
+
+def _cell(text) -> str:
+    return "" if text is None else str(text).replace("|", "\\|").replace("\n", " ")[:120]
+
+
+def _report_markdown(table: pa.Table, funnel: dict, rule: CurationConfig, sample: list[int]) -> str:
+    """The report's Markdown: the funnel table, the figures, and the sampled rejected triplets."""
+    lines = [f"# Curation report ({rule.rule} rule: alpha={rule.alpha}, beta={rule.beta}, gamma={rule.gamma})", "",
              "| stage | triplets |", "| --- | ---: |"]
     lines += [f"| {k} | {v} |" for k, v in funnel.items()]
     lines += ["", "![funnel](curation_funnel.png)", "", "![histograms](score_histograms.png)", "",
               "![scatter](score_scatter.png)", "",
               "## Sample rejected triplets", "", "| reason | a | b | premise | entailment | contradiction |",
               "| --- | ---: | ---: | --- | --- | --- |"]
-    cols = {c: table.column(c).to_pylist() for c in ("reject_reason", "premise", "entailment", "contradiction")}
-
-    def cell(text):
-        return "" if text is None else str(text).replace("|", "\\|").replace("\n", " ")[:120]
-
+    cols = {c: table.column(c).to_pylist() for c in ("reject_reason", "premise", "entailment", "contradiction",
+                                                    "entailment_score", "contradiction_score")}
+    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
     for i in sorted(sample):
-        fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
-        lines.append(f"| {cols['reject_reason'][i]} | {fmt(a[i])} | {fmt(b[i])} | {cell(cols['premise'][i])} | "
-                     f"{cell(cols['entailment'][i])} | {cell(cols['contradiction'][i])} |")
-    markdown = "\n".join(lines) + "\n"
+        lines.append(f"| {cols['reject_reason'][i]} | {fmt(cols['entailment_score'][i])} | "
+                     f"{fmt(cols['contradiction_score'][i])} | {_cell(cols['premise'][i])} | "
+                     f"{_cell(cols['entailment'][i])} | {_cell(cols['contradiction'][i])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_curation_report(table: pa.Table, out_dir: str | Path, rule: CurationConfig = CurationConfig(),
+                          generation_rejects: dict | None = None, samples: int = 10, seed: int = 0) -> dict:
+    """Write ``curation_report.md``, ``curation_funnel.json``, ``curation_funnel.png``,
+    ``score_histograms.png`` and ``score_scatter.png`` into ``out_dir``; return their paths, the
+    funnel and the Markdown text. ``rule``: the curation settings (rule, alpha, beta, gamma).
+    ``generation_rejects`` (stage 1's reject counts) put the premises and the rows cleaning
+    rejected at the head of the funnel.
+
+    The histograms stack kept (green) over rejected (red) triplets and mark the thresholds: alpha
+    on a's axis, beta on b's (the paper rule keeps a >= alpha and b <= beta). A corpus with no
+    scored rows gets axes that say "no rows" instead of empty ones.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    funnel = curation_funnel(table)
+    if generation_rejects:
+        from multicsr_core.generation.engine import generation_funnel
+
+        funnel = {**generation_funnel(generation_rejects), **funnel}
+    a = table.column("entailment_score").to_pylist()
+    b = table.column("contradiction_score").to_pylist()
+    kept = table.column("kept").to_pylist()
+    pairs = [(x, y, bool(k)) for x, y, k in zip(a, b, kept) if x is not None and y is not None]
+
+    hist_path = _save(score_histograms(pairs, rule.rule, rule.alpha, rule.beta), out / "score_histograms.png")
+    rng = random.Random(seed)  # one stream: the scatter's sample (large corpora), then the rejected rows shown
+    scatter_path = _save(scatter_figure(pairs, rule, rng), out / "score_scatter.png")
+    funnel_png = _save(funnel_figure(funnel), out / "curation_funnel.png")
+    rejected = [i for i, k in enumerate(kept) if not k]
+    markdown = _report_markdown(table, funnel, rule, rng.sample(rejected, min(samples, len(rejected))))
     md_path = out / "curation_report.md"
     md_path.write_text(markdown, encoding="utf-8")
     funnel_path = out / "curation_funnel.json"

@@ -267,15 +267,8 @@ def _yaml_nodes(path: Path, text: str):
     return {key.value: (value, key.start_mark.line + 1) for key, value in root.value}
 
 
-def load_prompt_file(path: str | Path, template: str | None = None) -> PromptSet:
-    """Read a user prompt set from YAML (``.yaml``/``.yml``) or JSON (``.json``).
-
-    Errors name the file and, where the parser knows it, the line. ``template`` overrides the
-    file's template.
-    """
-    import yaml
-
-    path = Path(path)
+def _prompt_file_text(path: Path) -> str:
+    """The text of a prompt file: UTF-8, ending in .yaml/.yml/.json, and (JSON) well-formed."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -292,8 +285,12 @@ def load_prompt_file(path: str | Path, template: str | None = None) -> PromptSet
             raise PromptError(f"{path}, line {exc.lineno}: not valid JSON: {exc.msg}") from exc
     elif suffix not in (".yaml", ".yml"):
         raise PromptError(f"{path}: prompt files must end in .yaml, .yml or .json")
-    # JSON is (practically) a subset of YAML: composing it gives line numbers for both formats.
-    nodes = _yaml_nodes(path, text)
+    return text
+
+
+def _prompt_file_values(path: Path, nodes: dict) -> dict[str, object]:
+    """The checked values of a prompt file's keys: the two instruction lists, and name/template if given."""
+    import yaml
 
     unknown = sorted(set(nodes) - {"name", "entailment", "contradiction", "template"})
     if unknown:
@@ -320,7 +317,19 @@ def load_prompt_file(path: str | Path, template: str | None = None) -> PromptSet
             if not isinstance(node, yaml.ScalarNode) or not str(node.value):
                 raise PromptError(f"{path}, line {line}: {key!r} must be a string")
             values[key] = str(node.value)
+    return values
 
+
+def load_prompt_file(path: str | Path, template: str | None = None) -> PromptSet:
+    """Read a user prompt set from YAML (``.yaml``/``.yml``) or JSON (``.json``).
+
+    Errors name the file and, where the parser knows it, the line. ``template`` overrides the
+    file's template.
+    """
+    path = Path(path)
+    text = _prompt_file_text(path)
+    # JSON is (practically) a subset of YAML: composing it gives line numbers for both formats.
+    values = _prompt_file_values(path, _yaml_nodes(path, text))
     try:
         return PromptSet(
             name=str(values.get("name", path.stem)),

@@ -60,13 +60,13 @@ def test_final_evaluation_goes_into_card_and_model_index(trained, tmp_path):
 
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
-    from multicsr_core.cards import write_model_card
+    from multicsr_core.cards import CardTarget, write_model_card
 
     _, trained_dir, cfg, _ = trained
     model_dir = tmp_path / "model"
     shutil.copytree(trained_dir, model_dir)
     write_model_card(model_dir, results={**STS, "transfer": TRANSFER}, baseline={**STS, "STS12": 68.0, "avg": 78.0},
-                     model_ref="runs/demo/model")
+                     target=CardTarget(model_ref="runs/demo/model"))
     card = ModelCard.load(model_dir / "README.md")
     name, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
     assert "MultiCSR" in name
@@ -84,7 +84,7 @@ def test_final_evaluation_goes_into_card_and_model_index(trained, tmp_path):
     assert "+2.12" in text  # the delta row against the base model
     assert "| demo-snli | 80.10 | 85.20 | 93.00 | 88.00 | 85.50 | 90.00 | 75.00 | 85.26 |" in text
     # a later rewrite (a hub push) keeps the final figures: they live in multicsr_evaluation.json
-    write_model_card(model_dir, repo_id="someone/multicsr-minilm")
+    write_model_card(model_dir, target=CardTarget(repo_id="someone/multicsr-minilm"))
     again = ModelCard.load(model_dir / "README.md")
     assert 'SentenceTransformer("someone/multicsr-minilm")' in again.content
     assert len(model_index_to_eval_results(again.data.to_dict()["model-index"])[1]) == 15
@@ -95,14 +95,15 @@ def test_final_evaluation_goes_into_card_and_model_index(trained, tmp_path):
 def test_dataset_card_yaml_header(trained, tmp_path):
     import pyarrow.parquet as pq
 
-    from multicsr_core.cards import dataset_card_text
+    from multicsr_core.cards import CardTarget, ExportedFile, dataset_card_text
     from multicsr_core.io.corpus import read_corpus, read_provenance
 
     corpus, _, cfg, funnel = trained
     table = read_corpus(corpus)
-    text = dataset_card_text(schema=table.schema, provenance=read_provenance(corpus), rows=table.num_rows,
-                             data_file="data/train-00000-of-00001.parquet", fmt="hf", selection="every row",
-                             funnel=funnel, repo_id="someone/snli-curated")
+    exported = ExportedFile(schema=table.schema, rows=table.num_rows, data_file="data/train-00000-of-00001.parquet",
+                            fmt="hf", selection="every row")
+    text = dataset_card_text(exported, provenance=read_provenance(corpus), funnel=funnel,
+                             target=CardTarget(repo_id="someone/snli-curated"))
     (tmp_path / "README.md").write_text(text)
     card = DatasetCard.load(tmp_path / "README.md")
     meta = card.data.to_dict()
@@ -119,8 +120,7 @@ def test_dataset_card_yaml_header(trained, tmp_path):
     # the source and license sentences are the model card's, from the same function
     from multicsr_core.cards import corpus_license_text, run_facts, source_data
 
-    config = cfg.to_dict()
-    assert corpus_license_text(run_facts(config), source_data(config)) in card.content
+    assert corpus_license_text(run_facts(cfg), source_data(cfg)) in card.content
     assert pq.read_schema(corpus).names[0] == "premise"
 
 
@@ -144,7 +144,7 @@ def _with_config(model_dir, **sections) -> None:
 
 
 def test_the_card_license_is_the_base_models_or_says_it_was_not_determined(card_folder, tmp_path, trained):
-    from multicsr_core.cards import model_card_text
+    from multicsr_core.cards import CardTarget, model_card_text
 
     model_dir, model = card_folder
     # a user's own backbone in a folder whose card declares a license: that license
@@ -160,7 +160,7 @@ def test_the_card_license_is_the_base_models_or_says_it_was_not_determined(card_
     assert "the license of the base model `someone/own-backbone` was not determined" in text
     assert "`multicsr export --license ID`" in text
     # the publisher's choice wins (multicsr export --license)
-    card = ModelCard(model_card_text(model_dir, model=model, license="cc-by-4.0"))
+    card = ModelCard(model_card_text(model_dir, target=CardTarget(license="cc-by-4.0"), model=model))
     assert card.data.license == "cc-by-4.0" and "`cc-by-4.0` (set by the publisher)" in card.content
     # a corpus Gemma wrote: the card names the Gemma Terms of Use and their clause on models trained on outputs
     corpus, _, _, _ = trained

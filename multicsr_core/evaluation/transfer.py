@@ -196,6 +196,76 @@ def _embed(table: dict[str, np.ndarray], sentences: list[str]) -> np.ndarray:
     return np.stack([table[s] for s in sentences])
 
 
+@dataclass(frozen=True)
+class _TransferRun:
+    """What every task of one :func:`evaluate_transfer_detailed` call shares."""
+
+    encode: Encoder
+    data_dir: str | Path
+    seed: int
+    kfold: int
+    batch_size: int
+    max_examples: int | None
+    progress: RunningProgress
+
+    def sentences(self, data: LabelledSentences) -> LabelledSentences:
+        return _sorted_sentences(data, self.max_examples, self.seed)
+
+    def embeddings(self, sentences: list[str]) -> dict[str, np.ndarray]:
+        return encode_unique(self.encode, sentences, self.batch_size, self.progress)
+
+
+def _binary_task(run: _TransferRun, task: str, fitter: _Fitter) -> TransferResult:
+    """MR, CR, SUBJ, MPQA: one labelled file, nested k-fold cross-validation."""
+    data = run.sentences(read_binary_task(run.data_dir, task))
+    table = run.embeddings(data.sentences)
+    devacc, acc, chosen = inner_kfold_accuracy(_embed(table, data.sentences), data.labels, run.kfold, fitter)
+    return TransferResult(task, acc, devacc, len(data), len(data), chosen, None, fitter.unconverged)
+
+
+def _sst2_task(run: _TransferRun, task: str, fitter: _Fitter) -> TransferResult:
+    """SST2: its train/dev/test splits."""
+    splits = {s: run.sentences(read_sst2(run.data_dir, s)) for s in ("train", "dev", "test")}
+    table = run.embeddings([t for d in splits.values() for t in d.sentences])
+    x = {s: _embed(table, d.sentences) for s, d in splits.items()}
+    y = {s: d.labels for s, d in splits.items()}
+    devacc, acc, c = split_accuracy(x, y, fitter)
+    return TransferResult(task, acc, devacc, len(splits["train"]), len(splits["test"]), (c,), None, fitter.unconverged)
+
+
+def _trec_task(run: _TransferRun, task: str, fitter: _Fitter) -> TransferResult:
+    """TREC: k-fold on train for C, then the test split."""
+    train = run.sentences(read_trec(run.data_dir, "train"))
+    test = run.sentences(read_trec(run.data_dir, "test"))
+    table = run.embeddings(train.sentences + test.sentences)
+    devacc, acc, c, _ = kfold_accuracy(
+        _embed(table, train.sentences), train.labels, _embed(table, test.sentences), test.labels, run.kfold, fitter,
+    )
+    return TransferResult(task, acc, devacc, len(train), len(test), (c,), None, fitter.unconverged)
+
+
+def _mrpc_task(run: _TransferRun, task: str, fitter: _Fitter) -> TransferResult:
+    """MRPC: pair features [|a - b|, a * b], k-fold on train for C, accuracy and F1 on test."""
+    train = _sorted_pairs(read_mrpc(run.data_dir, "train"), run.max_examples, run.seed)
+    test = _sorted_pairs(read_mrpc(run.data_dir, "test"), run.max_examples, run.seed)
+    sentences = train.sentences1 + train.sentences2 + test.sentences1 + test.sentences2
+    table = run.embeddings(sentences)
+
+    def features(pairs: LabelledPairs) -> np.ndarray:
+        a, b = _embed(table, pairs.sentences1), _embed(table, pairs.sentences2)
+        return np.c_[np.abs(a - b), a * b]
+
+    devacc, acc, c, predictions = kfold_accuracy(
+        features(train), train.labels, features(test), test.labels, run.kfold, fitter
+    )
+    f1 = _pct(f1_score(test.labels, predictions))
+    return TransferResult(task, acc, devacc, len(train), len(test), (c,), f1, fitter.unconverged)
+
+
+_TASK_PROTOCOLS = {"MR": _binary_task, "CR": _binary_task, "SUBJ": _binary_task, "MPQA": _binary_task,
+                   "SST2": _sst2_task, "TREC": _trec_task, "MRPC": _mrpc_task}
+
+
 def evaluate_transfer_detailed(
     encode: Encoder,
     data_dir: str | Path,
@@ -223,49 +293,11 @@ def evaluate_transfer_detailed(
     if kfold < 2:
         raise ValueError(f"kfold must be >= 2, got {kfold}")
     results: dict[str, TransferResult] = {}
-    task_progress = RunningProgress(progress)  # one count over all tasks
-
+    # one progress count over all tasks
+    run = _TransferRun(encode, data_dir, seed, kfold, batch_size, max_examples, RunningProgress(progress))
     for task in check_task_names(tasks, TRANSFER_TASKS, "transfer"):
-        fitter = _Fitter(seed)
-        if task in ("MR", "CR", "SUBJ", "MPQA"):
-            data = _sorted_sentences(read_binary_task(data_dir, task), max_examples, seed)
-            table = encode_unique(encode, data.sentences, batch_size, task_progress)
-            devacc, acc, chosen = inner_kfold_accuracy(_embed(table, data.sentences), data.labels, kfold, fitter)
-            results[task] = TransferResult(task, acc, devacc, len(data), len(data), chosen, None, fitter.unconverged)
-        elif task == "SST2":
-            splits = {s: _sorted_sentences(read_sst2(data_dir, s), max_examples, seed) for s in ("train", "dev", "test")}
-            table = encode_unique(encode, [t for d in splits.values() for t in d.sentences], batch_size, task_progress)
-            x = {s: _embed(table, d.sentences) for s, d in splits.items()}
-            y = {s: d.labels for s, d in splits.items()}
-            devacc, acc, c = split_accuracy(x, y, fitter)
-            results[task] = TransferResult(
-                task, acc, devacc, len(splits["train"]), len(splits["test"]), (c,), None, fitter.unconverged
-            )
-        elif task == "TREC":
-            train = _sorted_sentences(read_trec(data_dir, "train"), max_examples, seed)
-            test = _sorted_sentences(read_trec(data_dir, "test"), max_examples, seed)
-            table = encode_unique(encode, train.sentences + test.sentences, batch_size, task_progress)
-            devacc, acc, c, _ = kfold_accuracy(
-                _embed(table, train.sentences), train.labels, _embed(table, test.sentences), test.labels,
-                kfold, fitter,
-            )
-            results[task] = TransferResult(task, acc, devacc, len(train), len(test), (c,), None, fitter.unconverged)
-        else:  # MRPC
-            train = _sorted_pairs(read_mrpc(data_dir, "train"), max_examples, seed)
-            test = _sorted_pairs(read_mrpc(data_dir, "test"), max_examples, seed)
-            sentences = train.sentences1 + train.sentences2 + test.sentences1 + test.sentences2
-            table = encode_unique(encode, sentences, batch_size, task_progress)
-
-            def features(pairs: LabelledPairs) -> np.ndarray:
-                a, b = _embed(table, pairs.sentences1), _embed(table, pairs.sentences2)
-                return np.c_[np.abs(a - b), a * b]
-
-            devacc, acc, c, predictions = kfold_accuracy(
-                features(train), train.labels, features(test), test.labels, kfold, fitter
-            )
-            f1 = _pct(f1_score(test.labels, predictions))
-            results[task] = TransferResult(task, acc, devacc, len(train), len(test), (c,), f1, fitter.unconverged)
-        task_progress.next_phase()
+        results[task] = _TASK_PROTOCOLS[task](run, task, _Fitter(seed))
+        run.progress.next_phase()
     return results
 
 

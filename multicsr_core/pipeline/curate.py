@@ -45,9 +45,7 @@ def publish_curated(table: pa.Table, provenance: dict, out_path: str | Path, rep
         provenance = {**provenance,
                       "funnel": funnel_with_generation(provenance.get("funnel", {}), generation_rejects)}
     write_parquet_atomic(with_provenance(table, provenance), out_path)
-    c = curation
-    return write_curation_report(table, report_dir, rule=c.rule, alpha=c.alpha, beta=c.beta, gamma=c.gamma,
-                                 generation_rejects=generation_rejects)
+    return write_curation_report(table, report_dir, curation, generation_rejects=generation_rejects)
 
 
 def curate_stage(cfg: PipelineConfig, corpus: str | Path, out_path: str | Path, report_dir: str | Path,

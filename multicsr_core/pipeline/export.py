@@ -39,9 +39,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from multicsr_core.cards import TRAINING_FILE, _funnel, fix_file_modes, write_dataset_card, write_model_card
+from multicsr_core.cards import (TRAINING_FILE, CardTarget, ExportedFile, _funnel, fix_file_modes, write_dataset_card,
+                                  write_model_card)
 from multicsr_core.errors import RetryableError, UserError, machine_error_of
 from multicsr_core.io.corpus import read_corpus, read_provenance
+from multicsr_core.pipeline.generate import generation_prompt_set
 from multicsr_core.redaction import redact_text
 
 __all__ = ["FORMATS", "MARKER", "ExportError", "export_corpus", "export_model", "push_folder"]
@@ -143,11 +145,10 @@ def export_corpus(corpus: str | os.PathLike, out_dir: str | os.PathLike, fmt: st
     else:
         rows = rows.replace_schema_metadata(None)  # the card carries the provenance; datasets reads its own key
         pq.write_table(rows, data_path, compression="zstd")
-    card = write_dataset_card(out_dir, schema=rows.schema, provenance=provenance, rows=rows.num_rows,
-                              data_file=DATA_FILES[fmt], fmt=fmt, selection=selection,
-                              funnel=_funnel(table, corpus), num_bytes=rows.nbytes,
-                              download_size=data_path.stat().st_size, repo_id=repo_id,
-                              license=license)
+    exported = ExportedFile(rows.schema, rows.num_rows, DATA_FILES[fmt], fmt, selection, num_bytes=rows.nbytes,
+                            download_size=data_path.stat().st_size)
+    card = write_dataset_card(out_dir, exported=exported, provenance=provenance, funnel=_funnel(table, corpus),
+                              target=CardTarget(repo_id=repo_id, license=license), prompts_for=generation_prompt_set)
     fix_file_modes(out_dir)
     return Exported(out_dir, data_path, rows.num_rows, card)
 
@@ -166,7 +167,8 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_
     _ready_folder(out_dir, {"kind": "model", "source": str(model_dir), "format": None}, [*copied, "README.md"])
     shutil.copytree(model_dir, out_dir, dirs_exist_ok=True,
                     ignore=lambda folder, names: [n for n in names if n in _MODEL_SKIP or n.startswith(".")])
-    card = write_model_card(out_dir, model_ref=repo_id or str(out_dir.resolve()), repo_id=repo_id, license=license)
+    card = write_model_card(out_dir, target=CardTarget(model_ref=repo_id or str(out_dir.resolve()), repo_id=repo_id,
+                                                   license=license), prompts_for=generation_prompt_set)
     return Exported(out_dir, None, 0, card)
 
 

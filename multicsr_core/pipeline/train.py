@@ -19,6 +19,7 @@ from multicsr_core.io.inputs import InputError, read_any_corpus
 from multicsr_core.io.senteval import read_stsbenchmark
 from multicsr_core.models import resolve_model_ref
 from multicsr_core.pipeline.components import cached_guide
+from multicsr_core.pipeline.generate import generation_prompt_set
 from multicsr_core.progress import Progress
 from multicsr_core.redaction import redact_secrets
 from multicsr_core.losses import LOSSES, LossSettings
@@ -82,7 +83,8 @@ def train_stage(cfg: PipelineConfig, corpus: str | Path, out_dir: str | Path, ca
               "train_rows": _train_rows(table)}
     (Path(out_dir) / TRAINING_FILE).write_text(json.dumps(redact_secrets(report), indent=2, default=str),
                                                encoding="utf-8")
-    write_model_card(out_dir)  # our card (names, corpus, loss, lengths) over the trainer's stock one; files 0644
+    # our card (names, corpus, loss, lengths) over the trainer's stock one; files 0644
+    write_model_card(out_dir, prompts_for=generation_prompt_set)
     return {k: report[k] for k in ("output_dir", "loss", "steps", "best_score", "best_step", "history",
                                    "seconds_per_step", "masked_fraction", "config_hash")}
 

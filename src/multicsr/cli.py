@@ -701,9 +701,12 @@ def evaluate(
     print(table, flush=True)  # plain: rich would wrap the Markdown table
     out.print(f"results: {output}\nreport: {md_path}")
     if card and (Path(model) / "multicsr_training.json").is_file():
-        from multicsr_core.cards import write_model_card
+        from multicsr_core.cards import CardTarget, write_model_card
+        from multicsr_core.pipeline.generate import generation_prompt_set
 
-        out.print(f"model card: {write_model_card(model, results=results, model_ref=model)}")
+        card_path = write_model_card(model, results=results, target=CardTarget(model_ref=model),
+                                     prompts_for=generation_prompt_set)
+        out.print(f"model card: {card_path}")
 
 
 @app.command()
