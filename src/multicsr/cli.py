@@ -385,6 +385,34 @@ def _raise_flow_failure(state):
     raise RetryableError(f"pipeline {state.name}: {' '.join(str(state.message).split())}")
 
 
+def _check_task_runner(task_runner: str, dask_workers: Optional[int], dask_address: Optional[str]) -> None:
+    """``run``'s task runner options: one line and exit 2 for a combination that cannot work."""
+    if task_runner not in ("threads", "dask"):
+        _fail(f"--task-runner must be 'threads' or 'dask', not {task_runner!r}")
+    if task_runner == "threads" and (dask_workers is not None or dask_address):
+        _fail("--dask-workers and --dask-address need --task-runner dask")
+    if dask_workers is not None and dask_address:
+        _fail("give --dask-workers (a local cluster) or --dask-address (a running one), not both")
+    if task_runner == "dask" and not os.environ.get("PREFECT_API_URL"):
+        console.print("[yellow]warning:[/] with no PREFECT_API_URL every Dask worker process starts a Prefect server "
+                      "of its own; start one (`prefect server start`) and export PREFECT_API_URL")
+
+
+def _pipeline_flow(task_runner: str, dask_workers: Optional[int], dask_address: Optional[str]):
+    """The pipeline flow, on a Dask task runner with ``--task-runner dask``."""
+    from multicsr.flows.pipeline import multicsr_pipeline
+
+    if task_runner != "dask":
+        return multicsr_pipeline
+    from multicsr.runners import build_task_runner
+
+    try:
+        return multicsr_pipeline.with_options(
+            task_runner=build_task_runner("dask", n_workers=dask_workers, address=dask_address))
+    except (ImportError, ValueError) as exc:
+        _fail(str(exc))
+
+
 @app.command()
 @_guarded
 def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), set_: SetOpt = None,
@@ -404,15 +432,7 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
 
     Prints a JSON report (the published files and the config hash) on stdout; logs go to stderr."""
     _apply_data_dir(data_dir)
-    if task_runner not in ("threads", "dask"):
-        _fail(f"--task-runner must be 'threads' or 'dask', not {task_runner!r}")
-    if task_runner == "threads" and (dask_workers is not None or dask_address):
-        _fail("--dask-workers and --dask-address need --task-runner dask")
-    if dask_workers is not None and dask_address:
-        _fail("give --dask-workers (a local cluster) or --dask-address (a running one), not both")
-    if task_runner == "dask" and not os.environ.get("PREFECT_API_URL"):
-        console.print("[yellow]warning:[/] with no PREFECT_API_URL every Dask worker process starts a Prefect server "
-                      "of its own; start one (`prefect server start`) and export PREFECT_API_URL")
+    _check_task_runner(task_runner, dask_workers, dask_address)
     cfg = _pipeline_config(preset, set_)
     workdir = workdir.expanduser().resolve()
     if dry_run:
@@ -426,19 +446,8 @@ def run(preset: PresetOpt = None, workdir: WorkdirOpt = Path("runs/default"), se
     check_prefect_home()
     preflight_run(cfg, workdir, prefect_api_url=_prefect_api_url())  # before any stage (and any server) starts
     workdir.mkdir(parents=True, exist_ok=True)
-    from multicsr.flows.pipeline import multicsr_pipeline
-
+    flow = _pipeline_flow(task_runner, dask_workers, dask_address)  # imports Prefect: its console handlers exist now
     _quiet_prefect_console()
-
-    flow = multicsr_pipeline
-    if task_runner == "dask":
-        from multicsr.runners import build_task_runner
-
-        try:
-            flow = multicsr_pipeline.with_options(
-                task_runner=build_task_runner("dask", n_workers=dask_workers, address=dask_address))
-        except (ImportError, ValueError) as exc:
-            _fail(str(exc))
     from multicsr.run_guard import WorkdirBusy, ephemeral_prefect_server, workdir_lock
     from multicsr_core.redaction import hold_url_credentials
 
@@ -601,32 +610,16 @@ def curate(
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
     """Stage 2b: apply the keep rule (no LLM call); write the curated corpus and its report."""
-    from multicsr_core.curation import curate_table, curation_funnel
-    from multicsr_core.curation_report import write_curation_report
-    from multicsr_core.io.corpus import make_provenance, read_provenance, with_provenance, write_parquet_atomic
+    from multicsr_core.pipeline.curate import curate_stage
     from multicsr_core.pipeline.preflight import preflight_curate
-    from multicsr_core.io.inputs import read_any_corpus
 
     cfg = _config(preset, set_, **{f"curation__{name}": _given(ctx, name) for name in ("rule", "alpha", "beta", "gamma")})
-    c = cfg.curation
     report_dir = report_dir or out_path.parent / f"{out_path.stem}_report"
     _writes((out_path, "--out"), (report_dir, "--report-dir"))
     preflight_curate(cfg, corpus, out_path, report_dir)
-    table = read_any_corpus(corpus, cfg.input.max_chars)  # a scored corpus Parquet, or scored triplets of any format
-    curated = curate_table(table, c.rule, c.alpha, c.beta, c.gamma, c.enabled, swap_mode)
-    funnel = curation_funnel(curated)
-    input_prov = read_provenance(corpus) if corpus.suffix.lower() in (".parquet", ".pq") else {}
-    # generate -> score -> curate: stage 1's reject counts head the funnel
-    generation_rejects = (input_prov.get("input_provenance") or {}).get("generation_rejects")
-    if generation_rejects:
-        from multicsr_core.generation.engine import generation_funnel
-
-        funnel = {**generation_funnel(generation_rejects), **funnel}
-    prov = make_provenance("curate", config=cfg.to_dict(), config_hash=cfg.config_hash(), input=str(corpus),
-                           input_provenance=input_prov, funnel=funnel, swap_mode=swap_mode)
-    write_parquet_atomic(with_provenance(curated, prov), out_path)
-    write_curation_report(curated, report_dir, c.rule, c.alpha, c.beta, c.gamma, generation_rejects=generation_rejects)
-    _print_json(funnel)
+    # a scored corpus Parquet, or scored triplets of any format; generate -> score -> curate: stage 1's
+    # reject counts head the funnel
+    _print_json(curate_stage(cfg, corpus, out_path, report_dir, swap_mode))
 
 
 @app.command()
@@ -683,7 +676,7 @@ def evaluate(
 ) -> None:
     """SentEval STS12-16, STS-B, SICK-R Spearman (and transfer tasks), exactly as SimCSE's SentEval fork."""
     from multicsr_core.evaluation.report import markdown_comparison
-    from multicsr_core.evaluation.runner import evaluate_model, write_results
+    from multicsr_core.pipeline.evaluate import evaluate_stage
     from multicsr_core.pipeline.preflight import preflight_evaluate
 
     md_path = markdown or output.with_suffix(".md")
@@ -691,11 +684,10 @@ def evaluate(
     senteval = preflight_evaluate(model, output, data_dir, md_path)
     from multicsr_core.progress import ProgressReporter
 
+    settings = {"tasks": [t.strip() for t in tasks.split(",") if t.strip()], "batch_size": batch_size,
+                "sts_tasks": [t.strip() for t in sts_tasks.split(",")] if sts_tasks else None}
     with ProgressReporter("evaluate", "sentences") as progress:
-        results = evaluate_model(model, senteval, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
-                                 batch_size=batch_size, progress=progress,
-                                 sts_tasks=[t.strip() for t in sts_tasks.split(",")] if sts_tasks else None)
-    write_results(results, output, provenance={"model": model, "data_dir": str(senteval)})
+        results = evaluate_stage(model, senteval, output, settings, {"model": model, "data_dir": str(senteval)}, progress)
     table = markdown_comparison({model: results})
     md_path.write_text(table, encoding="utf-8")
     print(table, flush=True)  # plain: rich would wrap the Markdown table
