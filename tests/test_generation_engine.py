@@ -324,6 +324,21 @@ def test_fingerprint(tmp_path):
         generation_fingerprint("m", None, DecodingSettings(do_sample=True, top_p=0.0))
 
 
+def test_decoding_settings_fingerprint_is_its_fields():
+    settings = DecodingSettings(omega=0, max_new_tokens=32, do_sample=True, temperature=0.7)
+    fields = {f.name for f in dataclasses.fields(DecodingSettings)}
+    # every field but those that do not change a premise's output, in one type whatever was passed
+    assert set(settings.fingerprint()) == fields - {"batch_size", "stop_strings"}
+    assert settings.fingerprint()["omega"] == 0.0 and isinstance(settings.fingerprint()["omega"], float)
+    assert dataclasses.replace(settings, batch_size=3).fingerprint() == settings.fingerprint()
+    assert dataclasses.replace(settings, top_p=0.5).fingerprint() != settings.fingerprint()
+    # omega is checked by the processor that applies it, when the settings are built
+    with pytest.raises(ValueError, match="omega must be a number"):
+        DecodingSettings(omega=float("nan"))
+    with pytest.raises(ValueError, match="omega must be a number"):
+        ContrastiveLogitsProcessor("0.3")
+
+
 @pytest.mark.parametrize(
     "text, cleaned, reason",
     [
