@@ -8,7 +8,6 @@ artifact that ``multicsr.orchestration.progress`` adds.
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from typing import Callable
@@ -16,8 +15,6 @@ from typing import Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as ProgressBar
-
-log = logging.getLogger("multicsr")
 
 # what every long core call takes: progress(done, total), called as items finish
 Progress = Callable[[int, int], None]
