@@ -562,7 +562,7 @@ def _training_facts(cfg: PipelineConfig, training: Mapping[str, Any], model) -> 
         "inference_length": training.get("max_seq_length_saved") or model.max_seq_length,
         "eval_length": training.get("max_seq_length_eval"),
         "config_hash": training.get("config_hash"),
-        "config_yaml": _config_yaml(cfg.to_dict()),
+        "config_yaml": _config_yaml(training.get("config") or {}),  # the record's config as it was written
         "loss_name": loss, "loss_class": entry.qualified_name, "loss_summary": entry.summary,
         "loss_formula": entry.formula, "loss_where": entry.where, "citations": entry.citations,
         "hyperparameters": _hyperparameters(cfg, training, loss),
@@ -768,7 +768,7 @@ def dataset_card_text(exported: ExportedFile, provenance: Mapping[str, Any], fun
            "format_description": _FORMAT_DESCRIPTIONS[exported.fmt],
            "load_snippet": _load_snippet(exported, target.repo_id), "funnel": dict(funnel), "columns": columns,
            "source_description": corpus_license_text(facts, source, license),
-           "config_hash": provenance.get("config_hash"), "config_yaml": _config_yaml(cfg.to_dict()),
+           "config_hash": provenance.get("config_hash"), "config_yaml": _config_yaml(provenance.get("config") or {}),
            "citation": citations.MULTICSR},
     )
     return card.content
