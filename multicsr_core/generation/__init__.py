@@ -25,8 +25,8 @@ from .engine import (
     load_generator,
     reject_counts,
 )
-from .processors import ContrastiveLogitsProcessor, TokenSelector, build_logits_processors, row_seed
-from .settings import DecodingSettings
+from .processors import ContrastiveLogitsProcessor, TokenSelector, row_seed
+from .settings import DecodingSettings, build_logits_processors
 
 __all__ = [
     "DecodingSettings",

@@ -22,16 +22,15 @@ This module knows nothing of prompts or text; ``engine.py`` tokenizes and batche
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
-from .processors import ContrastiveLogitsProcessor, TokenSelector, build_logits_processors
+from .processors import ContrastiveLogitsProcessor, TokenSelector
+from .settings import DecodingSettings, build_logits_processors
 
-if TYPE_CHECKING:
-    from .settings import DecodingSettings
 
 __all__ = ["contrastive_decode", "SpecialTokens", "special_token_ids", "model_rows", "shared_prefix_lengths",
            "Seq2SeqRows", "DecoderOnlyRows"]

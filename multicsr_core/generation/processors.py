@@ -9,23 +9,12 @@ own seeded generator).
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
-from transformers import (
-    LogitsProcessorList,
-    MinNewTokensLengthLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
-
-if TYPE_CHECKING:
-    from .settings import DecodingSettings
 
 __all__ = [
     "ContrastiveLogitsProcessor",
-    "build_logits_processors",
     "TokenSelector",
     "row_seed",
 ]
@@ -59,30 +48,6 @@ class ContrastiveLogitsProcessor:
         if self.omega == 0.0:
             return intended
         return intended - self.omega * opposite
-
-
-def build_logits_processors(
-    settings: DecodingSettings, eos_token_ids: Sequence[int], device: str | torch.device = "cpu"
-) -> LogitsProcessorList:
-    """The processors applied after the contrast step, in ``generate``'s order, for scores on ``device``.
-
-    ``input_ids`` given to the list must hold only the *new* tokens (prompt length 0), so
-    ``MinNewTokensLengthLogitsProcessor`` counts generated tokens for both architectures.
-    Warpers are added only when sampling, and only when they change something.
-    """
-    processors = LogitsProcessorList()
-    if settings.min_new_tokens > 0:
-        # its EOS ids live on ``device``: torch.isin needs both tensors on the scores' device
-        processors.append(MinNewTokensLengthLogitsProcessor(0, settings.min_new_tokens, list(eos_token_ids),
-                                                            device=str(device)))
-    if settings.do_sample:
-        if settings.temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(settings.temperature))
-        if settings.top_k > 0:
-            processors.append(TopKLogitsWarper(settings.top_k))
-        if settings.top_p < 1.0:
-            processors.append(TopPLogitsWarper(settings.top_p))
-    return processors
 
 
 def row_seed(seed: int, key: str) -> int:

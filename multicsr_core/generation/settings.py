@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from transformers import (
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from .processors import ContrastiveLogitsProcessor
 
-__all__ = ["DecodingSettings"]
+__all__ = ["DecodingSettings", "build_logits_processors"]
 
 #: Field metadata: the field does not change a premise's output, so it is not in ``fingerprint()``.
 NOT_FINGERPRINTED = "not_fingerprinted"
@@ -70,3 +80,27 @@ class DecodingSettings:
         return {name: None if fields[name].metadata.get(SAMPLING_ONLY) and not self.do_sample else value
                 for name, value in dataclasses.asdict(self).items()
                 if not fields[name].metadata.get(NOT_FINGERPRINTED)}
+
+
+def build_logits_processors(
+    settings: DecodingSettings, eos_token_ids: Sequence[int], device: str | torch.device = "cpu"
+) -> LogitsProcessorList:
+    """The processors applied after the contrast step, in ``generate``'s order, for scores on ``device``.
+
+    ``input_ids`` given to the list must hold only the *new* tokens (prompt length 0), so
+    ``MinNewTokensLengthLogitsProcessor`` counts generated tokens for both architectures.
+    Warpers are added only when sampling, and only when they change something.
+    """
+    processors = LogitsProcessorList()
+    if settings.min_new_tokens > 0:
+        # its EOS ids live on ``device``: torch.isin needs both tensors on the scores' device
+        processors.append(MinNewTokensLengthLogitsProcessor(0, settings.min_new_tokens, list(eos_token_ids),
+                                                            device=str(device)))
+    if settings.do_sample:
+        if settings.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k > 0:
+            processors.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            processors.append(TopPLogitsWarper(settings.top_p))
+    return processors
