@@ -11,7 +11,6 @@ from prefect import get_run_logger, task
 
 from multicsr_core.config import PipelineConfig
 from multicsr_core.io.corpus import concat_corpus, make_provenance, read_corpus, write_parquet_atomic
-from multicsr_core.pipeline.generate import generate_shard, generation_identity
 from multicsr_core.pipeline.results import GeneratedCorpus, GeneratedShard, LoadedInput, sum_rejects
 from multicsr.orchestration.caching import (STAGE_TASK, Produced, content_hash, run_cached, stage_cache_policy,
                                             task_runs, workdir_relative)
@@ -24,6 +23,9 @@ from multicsr.tasks.score import api_client_settings
 @task(name="generate_shard", cache_policy=stage_cache_policy(), **STAGE_TASK)
 def generate_shard_task(workdir: str, output_path: str, premises: list[str], source_rows: list[int],
                         fingerprint: dict, generation_config: dict, scoring_client: dict) -> GeneratedShard:
+    # imported when the task runs: the stage loads torch, and importing the flow (every run, every worker) stays quick
+    from multicsr_core.pipeline.generate import generate_shard, generation_identity
+
     cfg = PipelineConfig.model_validate({"generation": generation_config, "scoring": scoring_client})
     with stage_progress(f"generate {len(premises)} premises", "premises") as progress:
         table, rejects = generate_shard(cfg, premises, source_rows, progress, workdir=workdir,
@@ -49,6 +51,9 @@ def generate(premises: Produced[LoadedInput], cfg: PipelineConfig, workdir: str 
     its premises, so a rerun, a crash later in the DAG, or new premises appended to the input
     never regenerate a finished shard.
     """
+    # imported when it runs (see above)
+    from multicsr_core.pipeline.generate import generate_shard, generation_identity
+
     table = pq.read_table(premises.result.path)
     texts, rows = table.column("premise").to_pylist(), table.column("source_row").to_pylist()
     fingerprint = generation_identity(cfg)

@@ -11,9 +11,7 @@ from multicsr_core.config import PipelineConfig
 from multicsr_core.config_facts import guide_ref_for_scoring, scoring_llm_ref
 from multicsr_core.errors import RetryableError
 from multicsr_core.io.corpus import make_provenance, read_corpus, read_provenance, with_provenance, write_parquet_atomic
-from multicsr_core.pipeline.components import build_scorer
 from multicsr_core.pipeline.results import ScoredShard
-from multicsr_core.pipeline.score import score_shard
 from multicsr.orchestration.caching import (STAGE_TASK, Produced, produced_by, run_cached, stage_cache_policy,
                                             task_runs, workdir_relative)
 from multicsr.orchestration.progress import ShardFamily, gather_with_progress, stage_progress
@@ -29,6 +27,10 @@ class ScoringFailures(RetryableError):  # a RuntimeError: rerunning retries the 
 @task(name="score_shard", cache_policy=stage_cache_policy("source_path"), **STAGE_TASK)
 def score_shard_task(workdir: str, output_path: str, source_path: str, row_start: int, row_end: int,
                      scorer_fingerprint: dict, config: dict) -> ScoredShard:
+    # imported when the task runs: the stage loads torch, and importing the flow (every run, every worker) stays quick
+    from multicsr_core.pipeline.components import build_scorer
+    from multicsr_core.pipeline.score import score_shard
+
     cfg = PipelineConfig.model_validate(config)
     table = read_corpus(source_path).slice(row_start, row_end - row_start)
     scorer = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg))
@@ -86,6 +88,9 @@ def score(corpus: Produced, cfg: PipelineConfig, workdir: str | Path) -> list[Pr
     prompt the server refuses as over the context...) ends the stage at once: the shards not
     started yet never start (``gather_with_progress``), so the error is met, and logged, once.
     """
+    # imported when it runs (see above)
+    from multicsr_core.pipeline.components import build_scorer
+
     fingerprint = build_scorer(cfg, workdir, api_key=resolve_api_key(cfg)).fingerprint()
     rows = pq.read_metadata(corpus.result.path).num_rows
     shards = ShardFamily()  # a shard failing for good (a UserError) cancels the ones not started

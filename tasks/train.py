@@ -14,7 +14,6 @@ from multicsr_core.config import PipelineConfig, deep_merge, expand_path
 from multicsr_core.evaluation.runner import resolve_senteval_dir
 from multicsr_core.io.atomic import atomic_symlink
 from multicsr_core.pipeline.results import CuratedCorpus, TrainedModel
-from multicsr_core.pipeline.train import train_stage
 from multicsr.orchestration.caching import (STAGE_TASK, FileContents, Produced, run_cached, stage_cache_policy,
                                             task_runs, workdir_relative)
 from multicsr.orchestration.library_logs import trainer_log_lines_to_debug
@@ -57,6 +56,9 @@ TRAIN_POLICY = stage_cache_policy("source_path", FileContents(parameters=("super
 @task(name="train", cache_policy=TRAIN_POLICY, **STAGE_TASK)
 def train_task(workdir: str, output_path: str, source_path: str, training_config: dict, supervised_nli: str | None,
                senteval_dir: str, max_chars: int, provenance_config: dict) -> TrainedModel:
+    # imported when the task runs: the stage loads torch, and importing the flow (every run, every worker) stays quick
+    from multicsr_core.pipeline.train import train_stage
+
     cfg = _training_config(provenance_config, {"training_config": training_config, "supervised_nli": supervised_nli,
                                                "senteval_dir": senteval_dir, "max_chars": max_chars})
     with stage_progress("train", "steps") as progress:

@@ -15,7 +15,6 @@ import pyarrow as pa
 from multicsr_core.config import CurationConfig, PipelineConfig
 from multicsr_core.curation import curate_table, curation_funnel
 from multicsr_core.curation_report import write_curation_report
-from multicsr_core.generation.engine import generation_funnel
 from multicsr_core.io.corpus import (concat_corpus, make_provenance, read_corpus, read_provenance, with_provenance,
                                      write_parquet_atomic)
 from multicsr_core.io.inputs import read_any_corpus
@@ -33,7 +32,12 @@ def curate_rows(table: pa.Table, curation: CurationConfig, swap_mode: str) -> tu
 def funnel_with_generation(funnel: dict, generation_rejects: dict | None) -> dict:
     """The curation funnel headed by stage 1's counts (premises, rows cleaning rejected by reason)
     when the corpus was generated."""
-    return {**generation_funnel(generation_rejects), **funnel} if generation_rejects else funnel
+    if not generation_rejects:
+        return funnel
+    # imported here: the generation package loads torch and transformers, which `multicsr curate` never needs
+    from multicsr_core.generation.engine import generation_funnel
+
+    return {**generation_funnel(generation_rejects), **funnel}
 
 
 def publish_curated(table: pa.Table, provenance: dict, out_path: str | Path, report_dir: str | Path,

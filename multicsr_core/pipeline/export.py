@@ -39,11 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from multicsr_core.cards import (TRAINING_FILE, CardTarget, ExportedFile, _funnel, fix_file_modes, write_dataset_card,
-                                  write_model_card)
 from multicsr_core.errors import RetryableError, UserError, machine_error_of
 from multicsr_core.io.corpus import read_corpus, read_provenance
-from multicsr_core.pipeline.generate import generation_prompt_set
 from multicsr_core.redaction import redact_text
 
 __all__ = ["FORMATS", "MARKER", "ExportError", "export_corpus", "export_model", "push_folder"]
@@ -118,6 +115,11 @@ def _ready_folder(out_dir: Path, identity: dict, entries: list[str]) -> None:
 def export_corpus(corpus: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "hf", all_rows: bool = False,
                   repo_id: str | None = None, license: str | None = None) -> Exported:
     """Write ``corpus`` (a multicsr corpus Parquet) to ``out_dir`` in ``fmt`` with its dataset card."""
+    # the cards load sentence-transformers (seconds): only once the export is under way, so a wrong
+    # argument is refused at once
+    from multicsr_core.cards import CardTarget, ExportedFile, _funnel, fix_file_modes, write_dataset_card
+    from multicsr_core.pipeline.generate import generation_prompt_set
+
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     corpus = Path(corpus)
@@ -157,6 +159,9 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike, repo_
                  license: str | None = None) -> Exported:
     """Copy a multicsr-trained model folder to ``out_dir`` (without trainer checkpoints) and rewrite
     its card for where it will be loaded from: ``repo_id`` (the Hub) or ``out_dir``."""
+    from multicsr_core.cards import TRAINING_FILE, CardTarget, write_model_card  # see export_corpus
+    from multicsr_core.pipeline.generate import generation_prompt_set
+
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "modules.json").is_file():
         raise ExportError(f"{model_dir}: not a SentenceTransformer folder (no modules.json)")

@@ -28,16 +28,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from huggingface_hub import HfApi, try_to_load_from_cache
-from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
-from huggingface_hub.utils import validate_repo_id
-
-from multicsr_core import models
 from multicsr_core.config import default_data_root, expand_path
 from multicsr_core.config_facts import effective_loss, guide_ref_for_scoring, is_prompt_file, scoring_llm_ref
 from multicsr_core.errors import (NO_PERMISSION, READ_ONLY, DataDirError, InputError, ModelRefError, OutputError,
                                   ServerError, access_error)
-from multicsr_core.evaluation.runner import resolve_senteval_dir
 from multicsr_core.io.download import data_root_hint
 from multicsr_core.io.inputs import check_has_rows, has_score_columns, input_stat
 from multicsr_core.prompts import PROMPT_SETS
@@ -122,6 +116,8 @@ def _hub_offline() -> bool:
 
 
 def _cached_on_hub(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache  # heavy: only when a hub id is checked (see check_model)
+
     for filename in ("config.json", "modules.json", "adapter_config.json"):
         if isinstance(try_to_load_from_cache(repo_id, filename), str):
             return True
@@ -134,6 +130,14 @@ def check_model(ref: str | None, flag: str, fallback: str | None = FALLBACK_MODE
     a hub id in the local Hugging Face cache or (online) on the hub. Never loads or converts."""
     if not ref:
         raise ModelRefError(f"no model given for {flag}", hint=f"name one (e.g. {flag} {fallback})" if fallback else None)
+    # Imported here, not at the top: preflight runs before every command, and a command that names no
+    # model (curate, inspect, a bad path) must not pay for huggingface_hub and transformers (seconds).
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    from multicsr_core import models
+
     ref = str(ref)
     hint = f"give {flag} a local folder or a bundled model" + (f" (e.g. {flag} {fallback})" if fallback else "")
     try:
@@ -180,6 +184,8 @@ def check_model(ref: str | None, flag: str, fallback: str | None = FALLBACK_MODE
 # ------------------------------------------------------------------------------ data, prompts, server
 def check_senteval(data_dir: str | Path | None, flag: str = "--data-dir") -> Path:
     """The SentEval folder evaluation will read (``data_dir`` is it, or a data root holding it)."""
+    from multicsr_core.evaluation.runner import resolve_senteval_dir  # scipy and numpy: only when evaluating
+
     where = Path(data_dir) if data_dir is not None else default_data_root()
     try:
         return resolve_senteval_dir(where)

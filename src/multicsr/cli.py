@@ -530,8 +530,6 @@ def generate(
     preset: PresetOpt = None, set_: SetOpt = None,
 ) -> None:
     """Stage 1: write an entailment and a contradiction for each premise (contrastive decoding)."""
-    from multicsr_core.pipeline.generate import generate_stage
-
     given = {name: _given(ctx, name) for name in ("omega", "max_new_tokens", "batch_size", "prompt_set", "seed",
                                                    "column", "backend", "base_url", "batch_api")}
     cfg = _config(preset, set_, generation__llm=llm, input__premises=str(premises), input__triplets=None,
@@ -540,6 +538,7 @@ def generate(
 
     _writes((out_path, "--out"), (workdir, "--workdir"))
     preflight_generate(cfg, out_path, workdir)
+    from multicsr_core.pipeline.generate import generate_stage  # after the checks: it loads torch (seconds)
     from multicsr_core.progress import ProgressReporter
 
     with ProgressReporter("generate", "premises") as progress, _batch_api_errors():
@@ -572,14 +571,13 @@ def score(
 
     A reply that is not a score is final (curation rejects it as unparsable_score); only failed
     requests make the exit status 1, and running the same command again retries them."""
-    from multicsr_core.pipeline.score import score_stage
-
     cfg = _config(preset, set_, **{f"scoring__{name}": _given(ctx, name)
                                    for name in ("scorer", "llm", "base_url", "mode", "prompt", "batch_api")})
     from multicsr_core.pipeline.preflight import preflight_score
 
     _writes((out_path, "--out"), (workdir, "--workdir"))
     preflight_score(cfg, corpus, out_path, workdir)
+    from multicsr_core.pipeline.score import score_stage  # after the checks: it loads torch and transformers (seconds)
     from multicsr_core.progress import ProgressReporter
 
     with ProgressReporter("score", "triplets") as progress, _batch_api_errors():
@@ -645,14 +643,13 @@ def train(
 ) -> None:
     """Stage 3: train a sentence encoder on the curated corpus (STS-B dev selects the checkpoint)."""
     _apply_data_dir(data_dir)
-    from multicsr_core.pipeline.train import train_stage
-
     cfg = _config(preset, set_, training__base_model=model, training__guide_model=_given(ctx, "guide"),
                   **{f"training__{name}": _given(ctx, name) for name in ("loss", "sigma", "batch_size", "max_steps")})
     from multicsr_core.pipeline.preflight import preflight_train
 
     _writes((out_dir, "--out"), (out_dir.parent / ".multicsr-cache", "--out"))
     preflight_train(cfg, corpus, out_dir)
+    from multicsr_core.pipeline.train import train_stage  # after the checks: it loads torch and transformers (seconds)
     from multicsr_core.progress import ProgressReporter
 
     with ProgressReporter("train", "steps") as progress:
@@ -675,13 +672,13 @@ def evaluate(
                                 "(README.md)")] = True,
 ) -> None:
     """SentEval STS12-16, STS-B, SICK-R Spearman (and transfer tasks), exactly as SimCSE's SentEval fork."""
-    from multicsr_core.evaluation.report import markdown_comparison
-    from multicsr_core.pipeline.evaluate import evaluate_stage
     from multicsr_core.pipeline.preflight import preflight_evaluate
 
     md_path = markdown or output.with_suffix(".md")
     _writes((output, "--output"), (md_path, "--markdown"))
     senteval = preflight_evaluate(model, output, data_dir, md_path)
+    from multicsr_core.evaluation.report import markdown_comparison  # after the checks: scipy, torch
+    from multicsr_core.pipeline.evaluate import evaluate_stage
     from multicsr_core.progress import ProgressReporter
 
     settings = {"tasks": [t.strip() for t in tasks.split(",") if t.strip()], "batch_size": batch_size,
