@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.utilities.annotations import quote
 
 from multicsr_core.config import PipelineConfig, deep_merge, expand_path
 from multicsr_core.evaluation.runner import resolve_senteval_dir
@@ -78,7 +79,10 @@ def train(corpus: Produced[CuratedCorpus], cfg: PipelineConfig, workdir: str | P
     with trainer_log_lines_to_debug():
         result = run_cached(train_task, workdir, output_suffix="", run_name="train", after=task_runs(corpus),
                             source_path=corpus.result.stage_path, **training_inputs(cfg),
-                            provenance_config=cfg.to_dict())
+                            # quoted: Prefect draws an edge from any task whose result shares an object with a
+                            # parameter (interned strings such as the loaded input's kind "triplets" included);
+                            # the config is provenance, not data from upstream
+                            provenance_config=quote(cfg.to_dict()))
     trained = result.result
     publish_dir = Path(publish_dir if publish_dir is not None else workdir)
     link = publish_dir / "model"
