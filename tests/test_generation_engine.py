@@ -377,28 +377,48 @@ def test_shared_prefix_lengths():
     # the longest prefix shared with any other prompt, leaving one token of its own; under 8 -> none
     assert shared_prefix_lengths(prompts) == [22, 20, 12, 0, 23, 0]
     assert shared_prefix_lengths(prompts, min_length=4) == [22, 20, 12, 0, 23, 5]
+    # shared by at least three prompts: base[:20] (three prompts), base[:12] (four)
+    assert shared_prefix_lengths(prompts, min_prompts=3) == [20, 20, 12, 0, 20, 0]
+    assert shared_prefix_lengths(prompts, min_prompts=4) == [12, 12, 12, 0, 12, 0]
+    assert shared_prefix_lengths(prompts, min_prompts=5) == [0, 0, 0, 0, 0, 0]
 
 
-@pytest.mark.parametrize("generator", ["llama", "gpt2"], indirect=True)  # T5's encoder sees whole prompts
-@pytest.mark.parametrize("omega", [0.0, 0.3])
-def test_prompts_sharing_prefixes_of_several_lengths_equal_the_naive_reference(generator, omega, monkeypatch):
-    """Shared prefixes run once and each prompt's rest on top ([pad][prefix][pad][rest]): the tokens
-    are those of each prompt decoded alone, unpadded, recomputed from scratch."""
-    from multicsr_core.generation import decoding
+def test_cheapest_prefix_lengths_weigh_a_deeper_prefix_against_how_many_share_it():
+    from multicsr_core.generation.decoding import cheapest_prefix_lengths
 
-    # these short prompts would not halve the prefill's slots: split them whatever it saves, and
-    # count the model calls to see that the prefill ran in two parts
-    monkeypatch.setattr(decoding, "MAX_SPLIT_SLOT_RATIO", 100.0)
-    calls = []
-    arch, model, tokenizer = generator
-    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs["input_ids"].shape),
-                                             with_kwargs=True)
+    header = list(range(100, 160))  # a 60-token instruction every prompt starts with
+    deeper = [header + [7, 8, 9] + [i] for i in range(3)]  # three prompts go on alike for 3 tokens
+    others = [header + [200 + i, 1] for i in range(13)]
+    # computing the 63-token prefix of three prompts costs 63 slots and saves them 3 each: not worth it
+    assert cheapest_prefix_lengths(deeper + others) == [60] * 16
+    # shared by 16 prompts it saves 48: still not
+    many = [header + [7, 8, 9] + [i] for i in range(16)]
+    assert cheapest_prefix_lengths(many + others) == [60] * 29
+    # a long common continuation is worth its own prefix for the prompts that share it
+    long_tail = [header + list(range(300, 340)) + [i] for i in range(8)]
+    assert cheapest_prefix_lengths(long_tail + others) == [100] * 8 + [60] * 13
+
+
+def _prefix_prompts(model):
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(3)
     base = torch.randint(5, vocab, (30,), generator=g).tolist()
     other = lambda n: torch.randint(5, vocab, (n,), generator=g).tolist()  # noqa: E731
     intended = [base[:20] + other(3), base[:20] + other(7), base[:12] + other(9), other(14), base[:25], base[:24]]
     opposite = [base[:12] + other(5), other(11), base[:20] + other(2), base[:20] + other(3), other(6), base[:25]]
+    return intended, opposite
+
+
+@pytest.mark.parametrize("generator", ["llama", "gpt2"], indirect=True)  # T5's encoder sees whole prompts
+@pytest.mark.parametrize("omega", [0.0, 0.3])
+def test_prompts_sharing_prefixes_of_several_lengths_equal_the_naive_reference(generator, omega):
+    """Shared prefixes run once and each prompt's rest on top ([pad][prefix][pad][rest]): the tokens
+    are those of each prompt decoded alone, unpadded, recomputed from scratch."""
+    calls = []
+    arch, model, tokenizer = generator
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                             with_kwargs=True)
+    intended, opposite = _prefix_prompts(model)
     eos = special_token_ids(model, tokenizer)[0]
     try:
         ours = contrastive_decode(model, intended, opposite if omega else None,
@@ -411,3 +431,36 @@ def test_prompts_sharing_prefixes_of_several_lengths_equal_the_naive_reference(g
     reference = _naive_contrastive(model, tokenizer, intended, opposite, omega, 8, 0, eos)
     assert ours == reference
     assert len({tuple(r) for r in ours}) > 3
+
+
+@pytest.mark.parametrize("generator", ["llama"], indirect=True)
+def test_a_call_wide_prefix_cache_serves_every_batch_and_frees_each_prefix_after_its_last_prompt(generator):
+    """Stage 1 computes the prefixes many prompts share once for the whole call: batches after the first
+    prefill only their prompts' rests, the tokens stay those of each prompt decoded alone, and a prefix's
+    keys and values are dropped once every prompt starting with it has been prefilled."""
+    from multicsr_core.generation.decoding import SharedPrefixCache
+
+    arch, model, tokenizer = generator
+    intended, opposite = _prefix_prompts(model)
+    special, settings = _special(model, tokenizer), DecodingSettings(omega=0.3, max_new_tokens=8)
+    prefixes = SharedPrefixCache(model, intended + opposite, special.pad_token_id)
+    # base[:20] starts five distinct prompts, base[:12] eight, base[:24] two (cheapest: base[:20])
+    assert sorted(set(prefixes.prefix_length.values())) == [12, 20]
+    calls = []
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                             with_kwargs=True)
+    ours = []
+    try:
+        for batch in ([0, 1, 2], [3, 4, 5]):
+            ours += contrastive_decode(model, [intended[i] for i in batch], [opposite[i] for i in batch], settings,
+                                       special, prefixes=prefixes)
+            if batch[0] == 0:
+                first_batch_calls = len(calls)
+    finally:
+        handle.remove()
+    eos = special_token_ids(model, tokenizer)[0]
+    assert ours == _naive_contrastive(model, tokenizer, intended, opposite, 0.3, 8, 0, eos)
+    # the first batch ran the prefixes' forward, then its rests; the second only its rests
+    prefills = [shape for shape in calls if shape[1] > 1]
+    assert len([s for s in calls[:first_batch_calls] if s[1] > 1]) == 2 and len(prefills) == 3
+    assert prefixes._layers == {}  # every prefix freed after its last prompt

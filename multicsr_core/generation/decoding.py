@@ -21,6 +21,7 @@ This module knows nothing of prompts or text; ``engine.py`` tokenizes and batche
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,7 +34,7 @@ from .settings import DecodingSettings, build_logits_processors
 
 
 __all__ = ["contrastive_decode", "SpecialTokens", "special_token_ids", "model_rows", "shared_prefix_lengths",
-           "Seq2SeqRows", "DecoderOnlyRows"]
+           "cheapest_prefix_lengths", "SharedPrefixCache", "Seq2SeqRows", "DecoderOnlyRows"]
 
 
 def _first_set(name: str, *sources):
@@ -93,7 +94,7 @@ class Seq2SeqRows:
         self.mask = mask.index_select(0, index)
         self.cache = EncoderDecoderCache(DynamicCache(config=model.config), DynamicCache(config=model.config))
         self.first_tokens = torch.full((len(rows),), start_id, dtype=torch.long, device=device)
-        self.cache_kwarg = "cache" if _accepts(model, "cache") else "past_key_values"
+        self.cache_kwarg = _cache_kwarg(model)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out = self.model(
@@ -114,63 +115,153 @@ class Seq2SeqRows:
         self.mask = self.mask.index_select(0, rows)
 
 
-#: The split prefill (shared prefixes, then each prompt's rest) runs only when it needs at most this share
-#: of the single forward's padded token slots: it costs a second forward, with attention over the
-#: prefix cache. Measured: on SmolLM2's chat prompts (system turn + 8 instructions; ratio 0.57-0.91
-#: over four batches of 16 premises) it gained nothing end to end (0.86x in one side-by-side run); on
-#: Gemma's 2-shot prompts (ratio 0.41-0.67) it halved the prefill of a batch at 0.43.
-MAX_SPLIT_SLOT_RATIO = 0.6
-
-#: Shortest token prefix worth prefilling once for several prompts (below it the extra forward costs more).
+#: Shortest token prefix worth sharing between prompts (below it the bookkeeping costs more than it saves).
 MIN_SHARED_PREFIX = 8
 
 
-def shared_prefix_lengths(prompts: Sequence[Sequence[int]], min_length: int = MIN_SHARED_PREFIX) -> list[int]:
-    """For each prompt, the longest token prefix it shares with another prompt of the batch (0 if
-    under ``min_length``), always leaving at least one token of its own.
 
-    Sorted, a prompt's longest common prefix with any other is the longer of those with its two
-    neighbours. Stage 1's prompts share the chat template's system turn, and each instruction of
-    the pool (or each few-shot header) is shared by every premise that drew it."""
+def shared_prefix_lengths(prompts: Sequence[Sequence[int]], min_length: int = MIN_SHARED_PREFIX,
+                          min_prompts: int = 2) -> list[int]:
+    """For each prompt, the longest token prefix that at least ``min_prompts`` prompts (itself included)
+    start with (0 if under ``min_length``), always leaving at least one token of its own.
+
+    Sorted, the prompts starting with one prefix are consecutive, so a prompt's answer is the best
+    common prefix of a run of ``min_prompts`` consecutive sorted prompts that holds it. Stage 1's
+    prompts share the chat template's system turn, and each instruction of the pool (or each
+    few-shot header) is shared by every premise that drew it."""
     order = sorted(range(len(prompts)), key=lambda i: tuple(prompts[i]))
-    shared = [0] * len(prompts)
+    # common[k]: the common prefix length of sorted neighbours k and k + 1
+    common = []
     for left, right in zip(order, order[1:]):
         a, b = prompts[left], prompts[right]
-        n = 0
-        limit = min(len(a), len(b))
+        n, limit = 0, min(len(a), len(b))
         while n < limit and a[n] == b[n]:
             n += 1
-        shared[left], shared[right] = max(shared[left], n), max(shared[right], n)
+        common.append(n)
+    span = max(min_prompts, 2) - 1  # neighbour pairs in a run of min_prompts prompts
+    shared = [0] * len(prompts)
+    for first in range(len(common) - span + 1):
+        n = min(common[first:first + span])
+        for k in range(first, first + span + 1):
+            shared[order[k]] = max(shared[order[k]], n)
     return [min(n, len(p) - 1) if n >= min_length else 0 for n, p in zip(shared, prompts)]
 
 
+def cheapest_prefix_lengths(prompts: Sequence[Sequence[int]], min_length: int = MIN_SHARED_PREFIX) -> list[int]:
+    """For each prompt, the shared prefix that makes the prefill cheapest. Candidates are the longest
+    prefixes shared by 2, 4, 8, ... and all prompts, from the shallowest (shared by most) down: the first is
+    always worth it (computed once instead of once per prompt); a deeper one of n tokens, shared by k
+    prompts, is computed again whole, so it is taken only when it saves more than it costs:
+    k * (n - current) > n. A premise's first words ("A man is", 3 tokens) deepen a 58-token
+    instruction prefix only for some 20 prompts or more."""
+    sizes = [2 ** e for e in range(1, max(len(prompts), 1).bit_length()) if 2 ** e < len(prompts)]
+    candidates = [(k, shared_prefix_lengths(prompts, min_length, k)) for k in sizes + [len(prompts)]]
+    chosen = [0] * len(prompts)
+    for k, lengths in reversed(candidates):  # shared by the most prompts first
+        for i, n in enumerate(lengths):
+            if n > chosen[i] and (chosen[i] == 0 or k * (n - chosen[i]) > n):
+                chosen[i] = n
+    return chosen
+
+
+class SharedPrefixCache:
+    """Keys and values of the token prefixes that many prompts of one stage-1 call share, each computed
+    once and reused by every batch that holds a prompt starting with it.
+
+    Stage 1's prompts are mostly shared text: SmolLM2's chat prompts are ~80 tokens, ~55 of them the
+    system turn and one of the pool's instructions; a base model's few-shot header is longer still.
+    Prefilling only each prompt's rest on top of its prefix's cached keys and values cuts the prefill,
+    most of stage 1's work, by that share. A prefix's tensors are freed after the last batch that uses
+    it. Keys and values are those of the unpadded prefix at positions 0..n-1 (rotary embeddings are
+    applied before caching), so the tokens are those of each prompt decoded alone."""
+
+    def __init__(self, model, prompts: Sequence[Sequence[int]], pad_id: int, min_length: int = MIN_SHARED_PREFIX):
+        self.model = model
+        self.pad_id = pad_id
+        distinct = list(dict.fromkeys(tuple(p) for p in prompts))
+        lengths = cheapest_prefix_lengths(distinct, min_length)
+        self.prefix_length = {p: n for p, n in zip(distinct, lengths) if n}
+        self._uses = Counter(p[:n] for p, n in self.prefix_length.items())  # prompts still to prefill
+        self._layers: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def split(self, prompt: Sequence[int]) -> int:
+        """The length of ``prompt``'s shared prefix (0: none)."""
+        return self.prefix_length.get(tuple(prompt), 0)
+
+    def _compute(self, prefixes: list[tuple[int, ...]]) -> None:
+        """One forward over the prefixes not yet cached (left-padded among themselves); each keeps its
+        real tokens' keys and values."""
+        missing = [p for p in prefixes if p not in self._layers]
+        if not missing:
+            return
+        ids, mask = _pad(missing, self.pad_id, left=True, device=self.model.device)
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
+                   **{_cache_kwarg(self.model): cache}, **_logits_kwargs(self.model))
+        width = ids.shape[1]
+        for row, prefix in enumerate(missing):
+            self._layers[prefix] = [(layer.keys[row, :, width - len(prefix):].clone(),
+                                     layer.values[row, :, width - len(prefix):].clone())
+                                    for layer in cache.layers]
+
+    def prefill(self, prompts: Sequence[Sequence[int]], lengths: Sequence[int], cache: DynamicCache) -> torch.Tensor:
+        """Fill ``cache`` with each prompt's prefix (``lengths[i]`` tokens; 0: none), left-padded to the
+        longest; returns the attention mask of those slots. A prefix is released after its last batch."""
+        prefixes = [tuple(p[:n]) for p, n in zip(prompts, lengths)]
+        self._compute(sorted({p for p in prefixes if p}))
+        width = max(lengths)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long, device=self.model.device)
+        for layer_idx in range(len(cache.layers)):
+            keys, values = [], []
+            for row, prefix in enumerate(prefixes):
+                k, v = self._layers[prefix][layer_idx] if prefix else self._empty(layer_idx)
+                pad = width - k.shape[1]
+                keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+                values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+            cache.update(torch.stack(keys), torch.stack(values), layer_idx)
+        for row, n in enumerate(lengths):
+            mask[row, width - n:] = 1 if n else 0
+        # a prefix's tensors go once every prompt starting with it has been prefilled (a prompt that comes
+        # again in a later batch, a repeated premise, gets its prefix computed again)
+        for prefix, count in Counter(p for p in prefixes if p).items():
+            self._uses[prefix] -= count
+            if self._uses[prefix] <= 0:
+                self._layers.pop(prefix, None)
+        return mask
+
+    def _empty(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = next(iter(self._layers.values()))[layer_idx]
+        return k[:, :0], v[:, :0]
+
+
 class DecoderOnlyRows:
-    """Prompts prefilled in two parts (shared prefixes once, then each prompt's own rest), then one
-    token per step.
+    """Prompts prefilled on top of their shared prefixes, then one token per step.
 
     - With contrast every prompt of a batch is in it twice: a premise's contradiction prompt is the
       intended row of x- and the opposite row of x+. Only the distinct prompts are prefilled; the
       cache rows are then repeated to one per model row.
-    - Prompts also share long prefixes (the chat template's system turn, the pool's instructions, a
-      base model's few-shot header). When that saves enough of the prefill's padded token slots
-      (``MAX_SPLIT_SLOT_RATIO``), each distinct shared prefix (``shared_prefix_lengths``) runs once,
-      left-padded among the prefixes; its keys and values are gathered to the prompts that start
-      with it, and each prompt's remaining tokens run on top, left-padded among the rests. A row is
-      laid out ``[pad][prefix][pad][rest]`` with the pads masked and position ids counting only real
-      tokens, so every token sits at the position it has in its unpadded prompt, as in ``generate``.
+    - Prompts share long prefixes (the chat template's system turn, the pool's instructions, a base
+      model's few-shot header). ``SharedPrefixCache`` holds each shared prefix's keys and values, computed
+      once for the whole call (or, without one, for this batch); the prefix slots are gathered from it
+      and only each prompt's own rest runs, left-padded among the rests. A row is laid out
+      ``[pad][prefix][pad][rest]`` with the pads masked and position ids counting only real tokens, so
+      every token sits at the position it has in its unpadded prompt, as in ``generate``.
 
     The prefill is most of stage 1's work when prompts are long next to the outputs (an ~80-token
     chat prompt for ~20 new tokens)."""
 
-    def __init__(self, model, rows: Sequence[Sequence[int]], pad_id: int):
+    def __init__(self, model, rows: Sequence[Sequence[int]], pad_id: int,
+                 prefixes: SharedPrefixCache | None = None):
         self.model = model
         self.pad_id = pad_id
         distinct: dict[tuple[int, ...], int] = {}
         self.row_to_distinct = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
         self.prompts = list(distinct)
+        # without a call-wide cache, prefixes shared within this batch are still computed once
+        self.prefixes = prefixes if prefixes is not None else SharedPrefixCache(model, self.prompts, pad_id)
         self.cache = DynamicCache(config=model.config)
-        self.cache_kwarg = "cache" if _accepts(model, "cache") else "past_key_values"
-        self.extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+        self.cache_kwarg = _cache_kwarg(model)
+        self.extra = _logits_kwargs(model)
 
     def _run(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -179,30 +270,13 @@ class DecoderOnlyRows:
 
     def first_logits(self) -> torch.Tensor:
         device = self.model.device
-        lengths = shared_prefix_lengths(self.prompts)
-        prefixes: dict[tuple[int, ...], int] = {}
-        prefix_of = [prefixes.setdefault(tuple(p[:n]), len(prefixes)) if n else -1
-                     for p, n in zip(self.prompts, lengths)]
-        if prefixes:
-            # a prompt with no shared prefix takes its first token as its own one-token prefix, so
-            # no row of the prefix forward is all padding
-            for k, (p, n) in enumerate(zip(self.prompts, lengths)):
-                if n == 0:
-                    lengths[k], prefix_of[k] = 1, prefixes.setdefault((p[0],), len(prefixes))
-            split_slots = len(prefixes) * max(lengths) + len(self.prompts) * max(
-                len(p) - n for p, n in zip(self.prompts, lengths))
-            if split_slots > MAX_SPLIT_SLOT_RATIO * len(self.prompts) * max(map(len, self.prompts)):
-                lengths, prefixes = [0] * len(self.prompts), {}  # one forward over whole prompts is cheaper
-        if prefixes:
-            ids, mask = _pad(list(prefixes), self.pad_id, left=True, device=device)
-            self._run(ids, mask, _positions(mask))
-            self.cache.batch_select_indices(torch.tensor(prefix_of, device=device))
-            prefix_mask = mask.index_select(0, torch.tensor(prefix_of, device=device))
+        lengths = [self.prefixes.split(p) for p in self.prompts]
+        prefix_mask = self.prefixes.prefill(self.prompts, lengths, self.cache) if any(lengths) else None
         rests = [p[n:] for p, n in zip(self.prompts, lengths)]
         ids, rest_mask = _pad(rests, self.pad_id, left=True, device=device)
         offsets = torch.tensor(lengths, device=device)[:, None]
         positions = (offsets + rest_mask.cumsum(-1) - 1).masked_fill(rest_mask == 0, 0)
-        self.mask = torch.cat([prefix_mask, rest_mask], dim=-1) if prefixes else rest_mask
+        self.mask = torch.cat([prefix_mask, rest_mask], dim=-1) if prefix_mask is not None else rest_mask
         logits = self._run(ids, self.mask, positions)
         self.positions = positions[:, -1:]
         if len(self.row_to_distinct) != len(self.prompts):  # some prompts serve several rows
@@ -229,20 +303,32 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
-def model_rows(model, rows: Sequence[Sequence[int]], pad_token_id: int, decoder_start_token_id: int | None = None):
+def model_rows(model, rows: Sequence[Sequence[int]], pad_token_id: int, decoder_start_token_id: int | None = None,
+               prefixes: SharedPrefixCache | None = None):
     """The per-architecture state of a batch of prompt rows: ``first_logits()``, then
-    ``forward(tokens)`` once per step, and ``keep(row_indices)`` to drop rows."""
+    ``forward(tokens)`` once per step, and ``keep(row_indices)`` to drop rows. ``prefixes`` (decoder-only
+    models) holds the call's shared prompt prefixes."""
     if model.config.is_encoder_decoder:
         if decoder_start_token_id is None:
             raise ValueError("encoder-decoder decoding needs decoder_start_token_id")
         return Seq2SeqRows(model, rows, pad_token_id, decoder_start_token_id)
-    return DecoderOnlyRows(model, rows, pad_token_id)
+    return DecoderOnlyRows(model, rows, pad_token_id, prefixes)
 
 
 def _accepts(model, name: str) -> bool:
     import inspect
 
     return name in inspect.signature(model.forward).parameters
+
+
+def _cache_kwarg(model) -> str:
+    """The forward keyword of the KV cache (transformers renames ``past_key_values`` to ``cache``)."""
+    return "cache" if _accepts(model, "cache") else "past_key_values"
+
+
+def _logits_kwargs(model) -> dict:
+    """Only the last position's logits are needed (the vocabulary projection of every prompt token is not)."""
+    return {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
 
 
 @dataclass(frozen=True)
@@ -272,12 +358,14 @@ def contrastive_decode(
     settings: DecodingSettings,
     special: SpecialTokens,
     row_seeds: Sequence[int] | None = None,
+    prefixes: SharedPrefixCache | None = None,
 ) -> list[list[int]]:
     """Decode one batch as ``settings`` say; returns the new token ids of each sequence, without its
     final EOS/stop token. ``intended[i]`` / ``opposite[i]`` are the prompt token ids of sequence i's two
     branches (``opposite`` may be None only when ``settings.omega == 0``). ``row_seeds`` (one per
-    sequence) seed the per-row generators when ``settings.do_sample``. (``engine.py`` batches, and
-    tokenizes and cuts at the stop strings.)"""
+    sequence) seed the per-row generators when ``settings.do_sample``. ``prefixes`` holds the shared prompt
+    prefixes of the whole call when the caller decodes it in several batches (decoder-only models).
+    (``engine.py`` batches, and tokenizes and cuts at the stop strings.)"""
     n = len(intended)
     if n == 0:
         return []
@@ -285,7 +373,7 @@ def contrastive_decode(
     _check_prompts(intended, opposite, contrast)
     max_new_tokens, pad_token_id, eos_token_ids = settings.max_new_tokens, special.pad_token_id, special.eos_token_ids
     rows = model_rows(model, list(intended) + (list(opposite) if contrast else []), pad_token_id,
-                      special.decoder_start_token_id)
+                      special.decoder_start_token_id, prefixes)
 
     device = model.device
     combine = ContrastiveLogitsProcessor(settings.omega)

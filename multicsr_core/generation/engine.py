@@ -5,7 +5,8 @@ prompt; opposite: the contradiction prompt) and a contradiction x- (the other wa
 directions of a premise run in the same batch, so for encoder-decoder models each prompt is
 encoded once and serves as intended input of one direction and opposite input of the other.
 
-Batching: premises are sorted by the token length of their longer prompt and cut into batches of
+Batching: premises are sorted by the token length of their longer prompt (less the prefix it shares
+with many other prompts, which decoder-only models prefill once per call) and cut into batches of
 ``batch_size`` premises (2 * batch_size sequences, 4 * batch_size model rows when w != 0);
 results come back in input order. A premise's output does not depend on its batch-mates:
 padding is masked, and sampling draws from a generator seeded by (seed, the premise's prompts).
@@ -30,7 +31,7 @@ import torch
 
 from ..prompts import GenerationPrompts, PromptSet, resolve_prompt_set
 from .cleaning import clean_generation
-from .decoding import SpecialTokens, contrastive_decode, special_token_ids
+from .decoding import SharedPrefixCache, SpecialTokens, contrastive_decode, special_token_ids
 from .processors import row_seed
 from .settings import DecodingSettings
 
@@ -146,13 +147,18 @@ def _special_tokens(model, tokenizer, stop_strings: Sequence[str]) -> SpecialTok
     return SpecialTokens(eos_ids, pad_id, start_id, stop_ids)
 
 
-def _group_lengths(intended_enc: list, opposite_enc: list | None, group_size: int) -> list[int]:
-    """The longest prompt (either branch) of each group of ``group_size`` consecutive items."""
+def _group_lengths(intended_enc: list, opposite_enc: list | None, group_size: int,
+                   prefixes: SharedPrefixCache | None) -> list[int]:
+    """The longest prompt (either branch) of each group of ``group_size`` consecutive items, less its
+    shared prefix where ``prefixes`` prefills that once: the rest is what a batch pads and runs."""
+    def own(ids: list[int]) -> int:
+        return len(ids) - (prefixes.split(ids) if prefixes is not None else 0)
+
     group_lengths = []
     for g in range(len(intended_enc) // group_size):
         members = range(g * group_size, (g + 1) * group_size)
         group_lengths.append(
-            max(max(len(intended_enc[i][0]), len(opposite_enc[i][0]) if opposite_enc is not None else 0)
+            max(max(own(intended_enc[i][0]), own(opposite_enc[i][0]) if opposite_enc is not None else 0)
                 for i in members)
         )
     return group_lengths
@@ -183,7 +189,11 @@ def _generate(
     intended_enc = [encode_prompt(tokenizer, p, settings.use_chat_template) for p in intended]
     opposite_enc = [encode_prompt(tokenizer, p, settings.use_chat_template) for p in opposite] if contrast else None
     special = _special_tokens(model, tokenizer, settings.stop_strings)
-    group_lengths = _group_lengths(intended_enc, opposite_enc, group_size)
+    # the prompt prefixes that many prompts share (system turn + instruction, a few-shot header) are
+    # prefilled once for the whole call, not once per batch
+    prefixes = None if model.config.is_encoder_decoder else SharedPrefixCache(
+        model, [ids for ids, _ in intended_enc + (opposite_enc or [])], special.pad_token_id)
+    group_lengths = _group_lengths(intended_enc, opposite_enc, group_size, prefixes)
     n_groups = len(group_lengths)
 
     results: list[GeneratedText | None] = [None] * len(intended)
@@ -199,6 +209,7 @@ def _generate(
             settings,
             special,
             row_seeds=[row_seed(settings.seed, keys[i]) for i in items] if settings.do_sample else None,
+            prefixes=prefixes,
         )
         for i, ids in zip(items, new_ids):
             results[i] = _generated_text(tokenizer, intended_enc[i][1], ids, settings, special)
