@@ -196,7 +196,8 @@ def markdown(report: dict) -> str:
     names = report["checkouts"]
     head = "| premises | batch | threads | " + " | ".join(f"{n} s | {n} premises/s | {n} tokens/s" for n in names)
     head += "".join(f" | speedup vs {n} | identical rows vs {n}" for n in names[1:])
-    lines += [head + " |", "|" + " --- |" * (head.count("|") - 1 + 1)]
+    if report["rows"]:  # a --profile run has none
+        lines += [head + " |", "|" + " --- |" * (head.count("|") - 1 + 1)]
     for row in report["rows"]:
         cells = [str(row["premises"]), str(row["batch_size"]), str(row["threads"])]
         for n in names:

@@ -362,10 +362,9 @@ def contrastive_decode(
 ) -> list[list[int]]:
     """Decode one batch as ``settings`` say; returns the new token ids of each sequence, without its
     final EOS/stop token. ``intended[i]`` / ``opposite[i]`` are the prompt token ids of sequence i's two
-    branches (``opposite`` may be None only when ``settings.omega == 0``). ``row_seeds`` (one per
-    sequence) seed the per-row generators when ``settings.do_sample``. ``prefixes`` holds the shared prompt
-    prefixes of the whole call when the caller decodes it in several batches (decoder-only models).
-    (``engine.py`` batches, and tokenizes and cuts at the stop strings.)"""
+    branches (``opposite`` may be None only when ``settings.omega == 0``). ``row_seeds`` (one per sequence)
+    seed the per-row generators when ``settings.do_sample``; ``prefixes`` holds a call's shared prompt
+    prefixes across its batches (decoder-only models; ``engine.py`` batches, tokenizes, cuts at stop strings)."""
     n = len(intended)
     if n == 0:
         return []
@@ -374,7 +373,6 @@ def contrastive_decode(
     max_new_tokens, pad_token_id, eos_token_ids = settings.max_new_tokens, special.pad_token_id, special.eos_token_ids
     rows = model_rows(model, list(intended) + (list(opposite) if contrast else []), pad_token_id,
                       special.decoder_start_token_id, prefixes)
-
     device = model.device
     combine = ContrastiveLogitsProcessor(settings.omega)
     processors = build_logits_processors(settings, eos_token_ids, device)
