@@ -443,7 +443,7 @@ def test_a_call_wide_prefix_cache_serves_every_batch_and_frees_each_prefix_after
     arch, model, tokenizer = generator
     intended, opposite = _prefix_prompts(model)
     special, settings = _special(model, tokenizer), DecodingSettings(omega=0.3, max_new_tokens=8)
-    prefixes = SharedPrefixCache(model, intended + opposite, special.pad_token_id)
+    prefixes = SharedPrefixCache(model, intended + opposite, special.pad_token_id, settings.max_new_tokens)
     # base[:20] starts five distinct prompts, base[:12] eight, base[:24] two (cheapest: base[:20])
     assert sorted(set(prefixes.prefix_length.values())) == [12, 20]
     calls = []
@@ -464,3 +464,32 @@ def test_a_call_wide_prefix_cache_serves_every_batch_and_frees_each_prefix_after
     prefills = [shape for shape in calls if shape[1] > 1]
     assert len([s for s in calls[:first_batch_calls] if s[1] > 1]) == 2 and len(prefills) == 3
     assert prefixes._layers == {}  # every prefix freed after its last prompt
+
+
+def test_a_sliding_window_model_whose_prompts_reach_the_window_prefills_whole_prompts():
+    """A sliding window counts cache slots: the pads between a shared prefix and a prompt's rest would
+    hide keys the unpadded prompt still sees. Where prompt and new tokens can reach the window, the
+    prompts are prefilled whole (left padding only), and the tokens equal each prompt decoded alone."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from multicsr_core.generation.decoding import SharedPrefixCache
+    from tiny_generators import scrambled
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                           sliding_window=16, bos_token_id=3, eos_token_id=1, pad_token_id=0)
+    model = scrambled(MistralForCausalLM(config), gain=2.0).to(torch.float64).eval()
+    g = torch.Generator().manual_seed(5)
+    base = torch.randint(5, 64, (12,), generator=g).tolist()
+    other = lambda n: torch.randint(5, 64, (n,), generator=g).tolist()  # noqa: E731
+    intended = [base + other(3), base + other(1), other(6)]
+    opposite = [base + other(1), other(2), base + other(4)]
+    special = SpecialTokens([1], 0)
+    # 12 prefix slots + up to 6 rest slots + 6 new tokens reach the 16-slot window: no prefix is shared
+    assert SharedPrefixCache(model, intended + opposite, 0, new_tokens=6).prefix_length == {}
+    # under a 32-slot window the same prompts share their prefix
+    wider = MistralForCausalLM(MistralConfig(**{**config.to_dict(), "sliding_window": 32}))
+    assert set(SharedPrefixCache(wider, intended + opposite, 0, new_tokens=6).prefix_length.values()) == {12}
+    ours = contrastive_decode(model, intended, opposite, DecodingSettings(omega=0.3, max_new_tokens=6), special)
+    assert ours == _naive_contrastive(model, None, intended, opposite, 0.3, 6, 0, [1])

@@ -175,11 +175,18 @@ class SharedPrefixCache:
     it. Keys and values are those of the unpadded prefix at positions 0..n-1 (rotary embeddings are
     applied before caching), so the tokens are those of each prompt decoded alone."""
 
-    def __init__(self, model, prompts: Sequence[Sequence[int]], pad_id: int, min_length: int = MIN_SHARED_PREFIX):
+    def __init__(self, model, prompts: Sequence[Sequence[int]], pad_id: int, new_tokens: int,
+                 min_length: int = MIN_SHARED_PREFIX):
         self.model = model
         self.pad_id = pad_id
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))
         lengths = cheapest_prefix_lengths(distinct, min_length)
+        window = _sliding_window(model)
+        if window is not None and distinct and (max(lengths) + max(len(p) - n for p, n in zip(distinct, lengths))
+                                                + new_tokens >= window - 1):
+            # a sliding window counts cache slots, and the pads between prefix and rest would push keys
+            # out of it that the unpadded prompt still sees: such calls prefill whole prompts
+            lengths = [0] * len(distinct)
         self.prefix_length = {p: n for p, n in zip(distinct, lengths) if n}
         self._uses = Counter(p[:n] for p, n in self.prefix_length.items())  # prompts still to prefill
         self._layers: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -242,7 +249,7 @@ class DecoderOnlyRows:
       cache rows are then repeated to one per model row.
     - Prompts share long prefixes (the chat template's system turn, the pool's instructions, a base
       model's few-shot header). ``SharedPrefixCache`` holds each shared prefix's keys and values, computed
-      once for the whole call (or, without one, for this batch); the prefix slots are gathered from it
+      once for the whole call (or for this batch: ``contrastive_decode`` builds one); the prefix slots are gathered from it
       and only each prompt's own rest runs, left-padded among the rests. A row is laid out
       ``[pad][prefix][pad][rest]`` with the pads masked and position ids counting only real tokens, so
       every token sits at the position it has in its unpadded prompt, as in ``generate``.
@@ -257,8 +264,7 @@ class DecoderOnlyRows:
         distinct: dict[tuple[int, ...], int] = {}
         self.row_to_distinct = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
         self.prompts = list(distinct)
-        # without a call-wide cache, prefixes shared within this batch are still computed once
-        self.prefixes = prefixes if prefixes is not None else SharedPrefixCache(model, self.prompts, pad_id)
+        self.prefixes = prefixes  # None: whole prompts
         self.cache = DynamicCache(config=model.config)
         self.cache_kwarg = _cache_kwarg(model)
         self.extra = _logits_kwargs(model)
@@ -270,7 +276,7 @@ class DecoderOnlyRows:
 
     def first_logits(self) -> torch.Tensor:
         device = self.model.device
-        lengths = [self.prefixes.split(p) for p in self.prompts]
+        lengths = [self.prefixes.split(p) if self.prefixes is not None else 0 for p in self.prompts]
         prefix_mask = self.prefixes.prefill(self.prompts, lengths, self.cache) if any(lengths) else None
         rests = [p[n:] for p, n in zip(self.prompts, lengths)]
         ids, rest_mask = _pad(rests, self.pad_id, left=True, device=device)
@@ -321,6 +327,18 @@ def _accepts(model, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+def _batch_prefixes(model, prompts: Sequence[Sequence[int]], pad_id: int, new_tokens: int):
+    """Without a call-wide cache, the prefixes one batch's prompts share are still computed once."""
+    return None if model.config.is_encoder_decoder else SharedPrefixCache(model, prompts, pad_id, new_tokens)
+
+
+def _sliding_window(model) -> int | None:
+    """The attention window of a model with sliding-window layers (Gemma 3, Mistral), else None."""
+    config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(config, "sliding_window", None)
+    return int(window) if window else None
+
+
 def _cache_kwarg(model) -> str:
     """The forward keyword of the KV cache (transformers renames ``past_key_values`` to ``cache``)."""
     return "cache" if _accepts(model, "cache") else "past_key_values"
@@ -362,17 +380,17 @@ def contrastive_decode(
 ) -> list[list[int]]:
     """Decode one batch as ``settings`` say; returns the new token ids of each sequence, without its
     final EOS/stop token. ``intended[i]`` / ``opposite[i]`` are the prompt token ids of sequence i's two
-    branches (``opposite`` may be None only when ``settings.omega == 0``). ``row_seeds`` (one per sequence)
-    seed the per-row generators when ``settings.do_sample``; ``prefixes`` holds a call's shared prompt
-    prefixes across its batches (decoder-only models; ``engine.py`` batches, tokenizes, cuts at stop strings)."""
+    branches (``opposite`` may be None only when ``settings.omega == 0``). ``row_seeds`` seed sampling per
+    sequence; ``prefixes``: a call's shared prompt prefixes across its batches (``engine.py`` batches)."""
     n = len(intended)
     if n == 0:
         return []
     contrast = settings.omega != 0.0
     _check_prompts(intended, opposite, contrast)
     max_new_tokens, pad_token_id, eos_token_ids = settings.max_new_tokens, special.pad_token_id, special.eos_token_ids
-    rows = model_rows(model, list(intended) + (list(opposite) if contrast else []), pad_token_id,
-                      special.decoder_start_token_id, prefixes)
+    prompts = list(intended) + (list(opposite) if contrast else [])
+    rows = model_rows(model, prompts, pad_token_id, special.decoder_start_token_id,
+                      prefixes or _batch_prefixes(model, prompts, pad_token_id, max_new_tokens))
     device = model.device
     combine = ContrastiveLogitsProcessor(settings.omega)
     processors = build_logits_processors(settings, eos_token_ids, device)

@@ -192,7 +192,7 @@ def _generate(
     # the prompt prefixes that many prompts share (system turn + instruction, a few-shot header) are
     # prefilled once for the whole call, not once per batch
     prefixes = None if model.config.is_encoder_decoder else SharedPrefixCache(
-        model, [ids for ids, _ in intended_enc + (opposite_enc or [])], special.pad_token_id)
+        model, [ids for ids, _ in intended_enc + (opposite_enc or [])], special.pad_token_id, settings.max_new_tokens)
     group_lengths = _group_lengths(intended_enc, opposite_enc, group_size, prefixes)
     n_groups = len(group_lengths)
 
