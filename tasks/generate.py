@@ -52,7 +52,7 @@ def generate(premises: Produced[LoadedInput], cfg: PipelineConfig, workdir: str 
     never regenerate a finished shard.
     """
     # imported when it runs (see above)
-    from multicsr_core.pipeline.generate import generate_shard, generation_identity
+    from multicsr_core.pipeline.generate import generation_identity
 
     table = pq.read_table(premises.result.path)
     texts, rows = table.column("premise").to_pylist(), table.column("source_row").to_pylist()

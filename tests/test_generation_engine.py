@@ -383,6 +383,31 @@ def test_shared_prefix_lengths():
     assert shared_prefix_lengths(prompts, min_prompts=5) == [0, 0, 0, 0, 0, 0]
 
 
+def test_shared_prefix_lengths_are_the_longest_prefix_that_enough_prompts_start_with():
+    """Against the definition, counted by brute force on random prompts with common heads."""
+    import random
+
+    from multicsr_core.generation.decoding import shared_prefix_lengths
+
+    def by_definition(prompts, min_length, min_prompts):
+        out = []
+        for p in prompts:
+            n = max((n for n in range(len(p) + 1)
+                     if sum(tuple(q[:n]) == tuple(p[:n]) for q in prompts) >= max(min_prompts, 2)), default=0)
+            out.append(min(n, len(p) - 1) if n >= min_length else 0)
+        return out
+
+    rng = random.Random(1)
+    for _ in range(200):
+        heads = [[rng.randrange(5) for _ in range(rng.randrange(1, 20))] for _ in range(4)]
+        prompts = [rng.choice(heads) + [rng.randrange(3) for _ in range(rng.randrange(1, 12))]
+                   for _ in range(rng.randrange(0, 30))]
+        for min_prompts in (2, 3, 7, 40):
+            for min_length in (1, 8):
+                assert (shared_prefix_lengths(prompts, min_length, min_prompts)
+                        == by_definition(prompts, min_length, min_prompts))
+
+
 def test_cheapest_prefix_lengths_weigh_a_deeper_prefix_against_how_many_share_it():
     from multicsr_core.generation.decoding import cheapest_prefix_lengths
 

@@ -21,7 +21,7 @@ This module knows nothing of prompts or text; ``engine.py`` tokenizes and batche
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -139,12 +139,31 @@ def shared_prefix_lengths(prompts: Sequence[Sequence[int]], min_length: int = MI
             n += 1
         common.append(n)
     span = max(min_prompts, 2) - 1  # neighbour pairs in a run of min_prompts prompts
+    # run[f]: the common prefix of the run of sorted prompts f .. f + span (the least of its pairs);
+    # a prompt's answer is the best run that holds it. Both are sliding windows: linear in the prompts,
+    # whatever min_prompts is (a shard of thousands of prompts asks for runs of all of them).
+    run = _sliding(common, span, min)
+    best = _sliding([0] * span + run + [0] * span, span + 1, max) if run else []
     shared = [0] * len(prompts)
-    for first in range(len(common) - span + 1):
-        n = min(common[first:first + span])
-        for k in range(first, first + span + 1):
-            shared[order[k]] = max(shared[order[k]], n)
+    for position, index in enumerate(order[:len(best)]):  # no run of min_prompts prompts: all stay 0
+        shared[index] = best[position]
     return [min(n, len(p) - 1) if n >= min_length else 0 for n, p in zip(shared, prompts)]
+
+
+def _sliding(values: Sequence[int], width: int, pick) -> list[int]:
+    """``pick`` (``min`` or ``max``) of every window of ``width`` consecutive ``values``, in one pass (a
+    deque of the indices that can still be picked, the pick at its head)."""
+    window: deque[int] = deque()
+    out = []
+    for i, value in enumerate(values):
+        while window and pick(values[window[-1]], value) == value:  # the newer value is as good: drop the older
+            window.pop()
+        window.append(i)
+        if window[0] <= i - width:
+            window.popleft()
+        if i >= width - 1:
+            out.append(values[window[0]])
+    return out
 
 
 def cheapest_prefix_lengths(prompts: Sequence[Sequence[int]], min_length: int = MIN_SHARED_PREFIX) -> list[int]:
@@ -227,7 +246,8 @@ class SharedPrefixCache:
                 values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
             cache.update(torch.stack(keys), torch.stack(values), layer_idx)
         for row, n in enumerate(lengths):
-            mask[row, width - n:] = 1 if n else 0
+            if n:
+                mask[row, width - n:] = 1
         # a prefix's tensors go once every prompt starting with it has been prefilled (a prompt that comes
         # again in a later batch, a repeated premise, gets its prefix computed again)
         for prefix, count in Counter(p for p in prefixes if p).items():
