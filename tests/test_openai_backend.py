@@ -371,6 +371,12 @@ def test_max_completion_tokens_for_reasoning_models(cache, tmp_path, monkeypatch
         message = str(refused.value)
         assert "max_tokens = 8" in message and "--set scoring.max_tokens_field=max_completion_tokens" in message
         assert server.total_requests() <= make_backend(server, cache).settings.concurrency  # stopped at the first refusal
+        # requests already sent when the refusal stopped the call can reach the server after it: let them land
+        # before counting afresh (a fresh-clone CI run once counted one of them in the second call)
+        settled, deadline = -1, time.monotonic() + 10
+        while server.total_requests() != settled and time.monotonic() < deadline:
+            settled = server.total_requests()
+            time.sleep(0.5)
         server.reset_counts()
 
         monkeypatch.setenv("OPENAI_API_KEY", SECRET)
